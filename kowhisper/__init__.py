@@ -1,0 +1,1 @@
+"""Korean Whisper fine-tuning toolkit: the shared logic behind the top-level scripts."""

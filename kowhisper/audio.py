@@ -1,0 +1,69 @@
+"""Audio in: decode anything ffmpeg reads, downmix to mono, resample to Whisper's 16 kHz.
+
+Decoding goes through torchcodec (FFmpeg underneath), which also resamples with FFmpeg's swresample, so
+one call turns a 48 kHz stereo MP3 into 16 kHz mono. torchaudio is not used: its last release pins
+torch 2.11 and does not import beside torch 2.13. Audio that arrives as an array (a datasets column) is
+resampled with soxr, the resampler datasets itself uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+SAMPLING_RATE = 16_000
+HOP_LENGTH = 160  # Whisper's 10 ms mel frame step
+CHUNK_SECONDS = 30
+CHUNK_SAMPLES = SAMPLING_RATE * CHUNK_SECONDS
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used; the message says why (missing, empty, undecodable)."""
+
+
+def load_audio(source: str | Path | bytes, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
+    """Decode a file (or its bytes) to mono float32 at `sampling_rate`. Raises AudioError, never crashes."""
+    from torchcodec.decoders import AudioDecoder
+
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise AudioError(f"missing audio file: {path}")
+        if path.stat().st_size == 0:
+            raise AudioError(f"empty audio file: {path}")
+        source = str(path)
+    elif not source:
+        raise AudioError("empty audio bytes")
+    try:
+        samples = AudioDecoder(source, sample_rate=sampling_rate, num_channels=1).get_all_samples()
+    except Exception as error:  # torchcodec raises RuntimeError/ValueError subclasses depending on the failure
+        raise AudioError(f"undecodable audio ({type(error).__name__}: {_first_line(error)})") from None
+    waveform = samples.data.numpy()[0].astype(np.float32, copy=False)
+    if waveform.size == 0:
+        raise AudioError("audio decodes to zero samples")
+    return waveform
+
+
+def resample(waveform: np.ndarray, orig_sr: int, target_sr: int = SAMPLING_RATE) -> np.ndarray:
+    """Mono float32 at target_sr from an array of shape (samples,) or (samples, channels)."""
+    waveform = np.asarray(waveform, dtype=np.float32)
+    if waveform.ndim == 2:
+        # datasets and soundfile give (samples, channels); a (channels, samples) array has few rows.
+        waveform = waveform.mean(axis=0 if waveform.shape[0] < waveform.shape[1] else 1)
+    if waveform.size == 0:
+        raise AudioError("audio has zero samples")
+    if orig_sr == target_sr:
+        return waveform
+    import soxr
+
+    return soxr.resample(waveform, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
+
+
+def duration_seconds(waveform: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> float:
+    return len(waveform) / sampling_rate
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else "no detail"
