@@ -75,6 +75,7 @@ class Config:
     wheelhouse: bool = _help("Download the pip wheels of requirements.txt into the workspace for the offline box.", True)
     wheelhouse_python_version: str = _help("Python version of the offline box, for pip download --python-version.", "3.11")
     wheelhouse_platform: str = _help("pip platform tag of the offline box (empty: this machine's).", "manylinux_2_28_x86_64")
+    wheelhouse_requirements: str = _help("Requirements file whose wheels go into the wheelhouse.", str(PROJECT_ROOT / "requirements.txt"))
 
     # ---- LoRA and precision (train_offline.py) -----------------------------------------------------------
     lora_r: int = _help("LoRA rank.", 32)

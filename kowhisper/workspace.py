@@ -79,7 +79,9 @@ def write_manifest(workspace: Path, config: dict, splits: dict, extra: dict | No
         "packages": package_versions(),
         **(extra or {}),
     }
-    atomic_write_json(manifest_path(workspace), manifest)
+    # Rewriting an identical manifest would make a no-op re-run look like a change to file-watching copies.
+    if not manifest_path(workspace).is_file() or json.loads(manifest_path(workspace).read_text(encoding="utf-8")) != manifest:
+        atomic_write_json(manifest_path(workspace), manifest)
     return manifest
 
 

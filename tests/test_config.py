@@ -1,0 +1,81 @@
+"""The config interface users and scripts rely on: defaults < YAML < key=value, clear errors, --print-config."""
+
+import subprocess
+import sys
+
+import pytest
+
+from config import PROJECT_ROOT, ConfigError, load_config
+
+SEED_001_DEFAULTS = {
+    "model_name_or_path": "openai/whisper-small",
+    "language": "Korean",
+    "language_abbr": "ko",
+    "task": "transcribe",
+    "lora_r": 32,
+    "lora_alpha": 64,
+    "lora_dropout": 0.05,
+    "target_modules": ["q_proj", "v_proj"],
+    "per_device_train_batch_size": 8,
+    "per_device_eval_batch_size": 8,
+    "learning_rate": 1e-3,
+    "num_train_epochs": 3,
+    "warmup_steps": 50,
+    "gradient_accumulation_steps": 1,
+    "cuda_visible_devices": "0",
+}
+
+
+def test_seed_001_defaults():
+    config = load_config()
+    for key, value in SEED_001_DEFAULTS.items():
+        assert getattr(config, key) == value, key
+
+
+@pytest.mark.parametrize("key", ["workspace", "data_source", "data_path", "max_samples", "wheelhouse", "model_name_or_path"])
+def test_interface_keys_exist_and_override(key):
+    value = {"data_source": "manifest", "max_samples": "7", "wheelhouse": "false"}.get(key, "/somewhere/else")
+    config = load_config([f"{key}={value}"])
+    assert str(getattr(config, key)).lower() == value.lower()
+
+
+def test_file_then_command_line_order(tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("learning_rate: 2.0e-4\nlora_r: 8\ntarget_modules: [q_proj, k_proj, v_proj]\n")
+    config = load_config(["lora_r=16"], config_file)
+    assert config.learning_rate == 2e-4  # from the file
+    assert config.lora_r == 16  # the command line wins over the file
+    assert config.target_modules == ["q_proj", "k_proj", "v_proj"]
+    assert config.lora_alpha == 64  # untouched default
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [("lora_rank=8", "lora_rank"), ("lora_r=big", "lora_r"), ("data_source=youtube", "data_source"),
+     ("per_device_train_batch_size=0", "per_device_train_batch_size"), ("wheelhouse=maybe", "wheelhouse")],
+)
+def test_bad_key_or_value_names_it(override, named):
+    with pytest.raises(ConfigError, match=named):
+        load_config([override])
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config([], tmp_path / "nope.yaml")
+
+
+def run_script(*args):
+    return subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_print_config_shows_the_merged_values_and_exits():
+    result = run_script("download_model.py", "--print-config", "lora_r=12", "workspace=/tmp/elsewhere")
+    assert result.returncode == 0, result.stderr
+    assert "lora_r: 12" in result.stdout
+    assert "workspace: /tmp/elsewhere" in result.stdout
+
+
+def test_unknown_key_fails_with_a_message_not_a_traceback():
+    result = run_script("download_model.py", "lora_rank=8")
+    assert result.returncode == 2
+    assert "lora_rank" in result.stderr and "Traceback" not in result.stderr

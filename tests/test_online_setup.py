@@ -1,0 +1,105 @@
+"""The online phase end to end: one folder with model, data, toolkit and a manifest the offline box checks."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from config import PROJECT_ROOT, load_config
+from kowhisper.workspace import load_manifest, verify_workspace
+
+
+def run_setup(*args, cwd=PROJECT_ROOT):
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / "run_online_setup.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture
+def workspace(make_workspace, tiny_model_dir):
+    return make_workspace(tiny_model_dir)
+
+
+def test_manifest_records_files_splits_config_and_versions(workspace):
+    manifest = load_manifest(workspace)
+    assert {"model/model.safetensors", "model/tokenizer.json", "toolkit/config.py", "data/report.json"} <= set(manifest["files"])
+    for name, entry in manifest["files"].items():
+        assert (workspace / name).stat().st_size == entry["size"]
+        assert len(entry["sha256"]) == 64
+    assert set(manifest["splits"]) == {"train", "dev", "test"}
+    assert manifest["splits"]["train"]["kept"] == 40
+    assert manifest["splits"]["dev"]["kept"] == manifest["splits"]["test"]["kept"] == 10
+    assert manifest["config"]["language_abbr"] == "ko"
+    assert manifest["packages"]["transformers"] == "5.23.0"
+    assert verify_workspace(workspace).ok
+
+
+def test_verify_catches_one_flipped_byte_and_a_missing_file(workspace):
+    assert run_setup("--verify", f"workspace={workspace}").returncode == 0
+    arrow = sorted((workspace / "data" / "train").glob("*.arrow"))[0]
+    data = bytearray(arrow.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    arrow.write_bytes(bytes(data))
+    (workspace / "model" / "tokenizer.json").unlink()
+
+    result = run_setup("--verify", f"workspace={workspace}")
+    assert result.returncode == 1
+    assert f"altered: {arrow.relative_to(workspace).as_posix()}" in result.stdout
+    assert "missing: model/tokenizer.json" in result.stdout
+
+
+def test_verify_inside_a_copied_folder_under_no_network(workspace):
+    # The honest air-gap: a network namespace with no interfaces but loopback, as on the offline box.
+    result = subprocess.run(["unshare", "-n", sys.executable, str(PROJECT_ROOT / "run_online_setup.py"), "--verify"],
+                            cwd=workspace, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0 and "unshare" in result.stderr and "Operation not permitted" in result.stderr:
+        pytest.skip("unshare -n is not permitted here")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: the workspace matches its manifest" in result.stdout
+
+
+def test_toolkit_copy_is_enough_to_run_the_offline_scripts(workspace):
+    toolkit = workspace / "toolkit"
+    for name in ("config.py", "utils.py", "train_offline.py", "kowhisper/features.py", "requirements.txt"):
+        assert (toolkit / name).is_file(), name
+    result = subprocess.run([sys.executable, "run_online_setup.py", "--verify", "workspace=.."], cwd=toolkit,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_second_run_is_a_no_op(make_workspace, tiny_model_dir):
+    from kowhisper.online_setup import build_workspace
+
+    workspace = make_workspace(tiny_model_dir)
+    before = {path: path.stat().st_mtime_ns for path in workspace.rglob("*") if path.is_file()}
+    config = load_config([f"workspace={workspace}", f"model_name_or_path={tiny_model_dir}", "wheelhouse=false"])
+    build_workspace(config)
+    after = {path: path.stat().st_mtime_ns for path in workspace.rglob("*") if path.is_file()}
+    assert after == before
+
+
+def test_wheelhouse_downloads_for_the_target_platform(tmp_path):
+    from kowhisper.online_setup import build_wheelhouse
+
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("soxr==1.1.0\n")
+    config = load_config([f"workspace={tmp_path / 'ws'}", f"wheelhouse_requirements={requirements}",
+                          "wheelhouse_python_version=3.11", "wheelhouse_platform=manylinux_2_28_x86_64"])
+    wheelhouse = build_wheelhouse(config)
+    wheels = [path.name for path in wheelhouse.glob("*.whl")]
+    assert any(name.startswith("soxr-1.1.0-cp311") for name in wheels), wheels
+    assert (wheelhouse / "requirements.txt").read_text() == "soxr==1.1.0\n"
+
+
+def test_real_model_workspace_is_hub_free(make_workspace, real_model_dir):
+    workspace = make_workspace(real_model_dir, copy=False)
+    generation = json.loads((workspace / "model" / "generation_config.json").read_text())
+    assert generation["language"] == "ko" and generation["task"] == "transcribe"
+    assert not list((workspace / "model").glob("*.bin")), "weights must be safetensors only"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    code = ("from transformers import WhisperForConditionalGeneration, WhisperProcessor;"
+            f"WhisperProcessor.from_pretrained(r'{workspace / 'model'}');"
+            f"WhisperForConditionalGeneration.from_pretrained(r'{workspace / 'model'}')")
+    result = subprocess.run(["unshare", "-n", sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
