@@ -40,11 +40,13 @@ def main(argv=None) -> int:
         inside_copy = not explicit and Path(MANIFEST_NAME).is_file()
         return verify(Path.cwd() if inside_copy else config.workspace_dir)
 
-    from kowhisper.online_setup import build_workspace, summary_text
+    from kowhisper.model_store import ModelSourceError
+    from kowhisper.online_setup import WheelhouseError, build_workspace, summary_text
+    from kowhisper.prepare import DataError
 
     try:
         manifest = build_workspace(config)
-    except (OSError, RuntimeError, ValueError) as error:
+    except (DataError, ModelSourceError, WheelhouseError, FileNotFoundError) as error:
         print(f"run_online_setup.py: {error}", file=sys.stderr)
         return 1
     print()

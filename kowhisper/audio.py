@@ -19,7 +19,11 @@ CHUNK_SAMPLES = SAMPLING_RATE * CHUNK_SECONDS
 
 
 class AudioError(ValueError):
-    """Audio that cannot be used; the message says why (missing, empty, undecodable)."""
+    """Audio that cannot be used. `kind` is 'missing', 'empty_audio' or 'undecodable'; the message says more."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 def load_audio(source: str | Path | bytes, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
@@ -29,19 +33,19 @@ def load_audio(source: str | Path | bytes, sampling_rate: int = SAMPLING_RATE) -
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
-            raise AudioError(f"missing audio file: {path}")
+            raise AudioError("missing", f"missing audio file: {path}")
         if path.stat().st_size == 0:
-            raise AudioError(f"empty audio file: {path}")
+            raise AudioError("empty_audio", f"empty audio file: {path}")
         source = str(path)
     elif not source:
-        raise AudioError("empty audio bytes")
+        raise AudioError("empty_audio", "empty audio bytes")
     try:
         samples = AudioDecoder(source, sample_rate=sampling_rate, num_channels=1).get_all_samples()
     except Exception as error:  # torchcodec raises RuntimeError/ValueError subclasses depending on the failure
-        raise AudioError(f"undecodable audio ({type(error).__name__}: {_first_line(error)})") from None
+        raise AudioError("undecodable", f"undecodable audio ({type(error).__name__}: {_first_line(error)})") from None
     waveform = samples.data.numpy()[0].astype(np.float32, copy=False)
     if waveform.size == 0:
-        raise AudioError("audio decodes to zero samples")
+        raise AudioError("empty_audio", "audio decodes to zero samples")
     return waveform
 
 
@@ -52,7 +56,7 @@ def resample(waveform: np.ndarray, orig_sr: int, target_sr: int = SAMPLING_RATE)
         # datasets and soundfile give (samples, channels); a (channels, samples) array has few rows.
         waveform = waveform.mean(axis=0 if waveform.shape[0] < waveform.shape[1] else 1)
     if waveform.size == 0:
-        raise AudioError("audio has zero samples")
+        raise AudioError("empty_audio", "audio has zero samples")
     if orig_sr == target_sr:
         return waveform
     import soxr

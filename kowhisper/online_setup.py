@@ -22,6 +22,10 @@ TOOLKIT_DIR_NAME = "toolkit"
 TOOLKIT_FILES = ("*.py", "kowhisper/*.py", "requirements.txt", "README.md", "pyproject.toml")
 
 
+class WheelhouseError(RuntimeError):
+    """pip could not download the wheels; the message carries pip's own words."""
+
+
 def build_workspace(config) -> dict:
     """Run every online step into config.workspace and return the manifest written last."""
     from kowhisper.model_store import prepare_model
@@ -34,10 +38,12 @@ def build_workspace(config) -> dict:
     if config.wheelhouse:
         build_wheelhouse(config)
     copy_toolkit(workspace / TOOLKIT_DIR_NAME)
-    # The manifest is written last: its presence means every step above finished.
+    # The manifest is written last: its presence means every step above finished. The folder is meant to
+    # move, so its own path on this machine is not recorded.
+    recorded_config = {**config_to_dict(config), "workspace": "."}
     return write_manifest(
         workspace,
-        config=config_to_dict(config),
+        config=recorded_config,
         splits=splits,
         extra={"created_with": "run_online_setup.py"},
     )
@@ -50,7 +56,7 @@ def build_wheelhouse(config) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     requirements = Path(config.wheelhouse_requirements)
     if not requirements.is_file():
-        raise FileNotFoundError(f"wheelhouse_requirements file not found: {requirements}")
+        raise WheelhouseError(f"wheelhouse_requirements file not found: {requirements}")
     command = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q",
                "-r", str(requirements), "-d", str(target), "--only-binary=:all:"]
     if config.wheelhouse_python_version:
@@ -60,7 +66,7 @@ def build_wheelhouse(config) -> Path:
     log.info("wheelhouse: %s", " ".join(command))
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"pip download failed (exit {result.returncode}):\n{result.stderr.strip()[-2000:]}")
+        raise WheelhouseError(f"pip download failed (exit {result.returncode}):\n{result.stderr.strip()[-2000:]}")
     shutil.copyfile(requirements, target / "requirements.txt")
     return target
 
@@ -81,13 +87,9 @@ def copy_toolkit(target: Path) -> Path:
 
 
 def summary_text(manifest: dict, workspace: Path) -> str:
-    lines = [f"Workspace {workspace} (format {WORKSPACE_FORMAT_VERSION})", ""]
-    lines.append(f"{'split':<8}{'kept':>7}{'dropped':>9}{'hours':>8}  drop reasons")
-    for name, split in manifest["splits"].items():
-        dropped = split.get("dropped", {})
-        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(dropped.items())) or "-"
-        hours = split.get("seconds", 0.0) / 3600
-        lines.append(f"{name:<8}{split['kept']:>7}{sum(dropped.values()):>9}{hours:>8.2f}  {reasons}")
+    from kowhisper.prepare import format_summary
+
+    lines = [f"Workspace {workspace} (format {WORKSPACE_FORMAT_VERSION})", "", format_summary(manifest["splits"])]
     sizes: dict[str, int] = {}
     for name, entry in manifest["files"].items():
         top = name.split("/", 1)[0] if "/" in name else "(top)"

@@ -21,8 +21,9 @@ from utils import atomic_write_json, package_versions, sha256_file
 WORKSPACE_FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "dev", "test")
-# Produced on the offline box, so never part of what the online phase vouches for.
-UNMANIFESTED_TOP_LEVEL = ("runs", MANIFEST_NAME)
+# Training runs are made on the offline box and .cache holds extracted downloads: neither is what the online
+# phase vouches for, and the manifest cannot list itself.
+UNMANIFESTED_TOP_LEVEL = ("runs", ".cache", MANIFEST_NAME)
 
 
 def data_dir(workspace: Path) -> Path:

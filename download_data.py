@@ -1,0 +1,38 @@
+"""Prepare the speech data into the workspace: decode, check, featurise and save train/dev/test.
+
+    python download_data.py                                   # the bundled Korean sample
+    python download_data.py data_path=cv-corpus-20.0-ko.tar.gz
+    python download_data.py data_source=hf data_path=kresnik/zeroth_korean dev_split=
+    MDC_API_KEY=... python download_data.py data_source=mdc data_path=<dataset id>
+
+Online phase: run_online_setup.py runs this step after download_model.py, whose processor it uses.
+Bad rows are dropped, counted by reason and listed in <workspace>/data/report.json; a re-run skips
+splits that are already complete.
+"""
+
+import sys
+
+from config import build_parser, parse_config
+from utils import quiet_telemetry
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, _ = parse_config(build_parser(__doc__), argv)
+    # Before the first Hugging Face import: they read these switches once, at import time.
+    quiet_telemetry()
+    from kowhisper.prepare import DataError, format_summary, prepare_data
+    from kowhisper.workspace import report_path
+
+    try:
+        summary = prepare_data(config)
+    except DataError as error:
+        print(f"download_data.py: {error}", file=sys.stderr)
+        return 1
+    print()
+    print(format_summary(summary))
+    print(f"\ndrop report: {report_path(config.workspace_dir)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
