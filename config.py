@@ -124,17 +124,26 @@ class Config:
 
     # ---- evaluation (evaluate_model.py) ------------------------------------------------------------------
     eval_split: str = _help("Workspace split to evaluate, or a path to a prepared dataset.", "test")
-    eval_run: str | None = _help("Run folder or adapter to evaluate. Unset: the latest run in the workspace.", None)
+    eval_run: str | None = _help(
+        "Model to evaluate beside the base: a run name or folder, an adapter or checkpoint, a merged model or a CTranslate2 "
+        "export; 'base' for the base alone. Unset: the latest run in the workspace.",
+        None,
+    )
     all_checkpoints: bool = _help("Evaluate every checkpoint of the run and mark the best.", False)
 
     # ---- inference and demo (inference.py) ---------------------------------------------------------------
-    adapter: str | None = _help("LoRA adapter or run folder for inference. Unset: the latest run's final adapter, else the base.", None)
+    adapter: str | None = _help(
+        "Model for inference: a run name or folder, a LoRA adapter, a merged model, a CTranslate2 export, or 'base'. "
+        "Unset: the latest run's final adapter, else the base.",
+        None,
+    )
     backend: str = _help("Inference engine: 'hf' (transformers), 'ct2' (CTranslate2) or 'auto'.", "auto")
     output_format: str = _help("Transcript format: txt, json or srt.", "txt")
     transcripts_dir: str | None = _help("Where transcripts are written. Unset: printed only.", None)
     server_name: str = _help("Demo bind address. 127.0.0.1 keeps it on this machine.", "127.0.0.1")
     server_port: int = _help("Demo port.", 7860)
     share: bool = _help("Ask Gradio for a public share link (needs internet).", False)
+    demo_max_audio_s: float = _help("Longest recording the demo accepts, in seconds; longer files go to inference.py.", 600.0)
     merged_dir: str | None = _help("Where --merge writes the merged full model. Unset: <run>/merged.", None)
     ct2_dir: str | None = _help("Where --export-ct2 writes the CTranslate2 model. Unset: <run>/ct2-<quantization>.", None)
     ct2_quantization: str = _help("CTranslate2 weight type: int8, int8_float16, float16 or float32.", "int8")
@@ -144,6 +153,9 @@ class Config:
         _check_choice("output_format", self.output_format, OUTPUT_FORMATS)
         _check_choice("backend", self.backend, BACKENDS)
         _check_choice("metric_for_best_model", self.metric_for_best_model, METRICS)
+        # YAML 1.1 reads a bare `no` (eval_strategy=no, seed 000's setting) as false, which arrives here as "False".
+        if self.eval_strategy == "False":
+            self.eval_strategy = "no"
         _check_choice("eval_strategy", self.eval_strategy, ("no", "steps", "epoch"))
         if len(self.split_ratios) != 3 or any(r < 0 for r in self.split_ratios) or sum(self.split_ratios) <= 0:
             raise ConfigError(f"split_ratios must be three non-negative numbers (train, dev, test), got {self.split_ratios}")
@@ -232,7 +244,8 @@ def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None = None)
 
     Positional arguments without '=' stay in `args.paths` (inference.py uses them as audio files).
     """
-    args = parser.parse_args(argv)
+    # Intermixed, so flags may come after key=value items too: `inference.py workspace=DIR --demo server_port=8000`.
+    args = parser.parse_intermixed_args(argv)
     overrides = [item for item in args.rest if "=" in item and not Path(item).exists()]
     args.paths = [item for item in args.rest if item not in overrides]
     if args.help_config:

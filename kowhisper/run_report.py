@@ -1,0 +1,189 @@
+"""What a run leaves for people: a JSONL training log, a PNG of loss and dev-CER curves, metrics.json, a model card.
+
+The log and the plot are written while training, so a long run can be watched with `tail -f` or by
+opening the PNG; the model card is written once the final adapter is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from utils import atomic_write_json, atomic_write_text
+
+LOG_NAME = "train_log.jsonl"
+PLOT_NAME = "training_curves.png"
+CARD_NAME = "README.md"
+METRICS_NAME = "metrics.json"
+
+
+def read_log(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        # A run killed mid-write can leave one torn last line; everything before it is still good.
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+class TrainingLogCallback(TrainerCallback):
+    """Appends every Trainer log to <run>/train_log.jsonl, prints dev metrics and redraws the curves."""
+
+    def __init__(self, run_dir: Path, report=print):
+        self.log_path = Path(run_dir) / LOG_NAME
+        self.plot_path = Path(run_dir) / PLOT_NAME
+        self.report = report
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        # On resume the steps after the checkpoint are trained again; their old records would be duplicates.
+        kept = [record for record in read_log(self.log_path) if record.get("step", 0) <= state.global_step]
+        atomic_write_text(self.log_path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in kept))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 1), **logs}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)  # an evaluate() without train() comes here first
+        with self.log_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not state.is_world_process_zero or not metrics:
+            return
+        line = f"step {state.global_step}: dev CER {_percent(metrics.get('eval_cer'))}, WER {_percent(metrics.get('eval_wer'))}"
+        name = args.metric_for_best_model
+        if name:
+            # The Trainer updates best_metric only after this callback, so the current score is compared here.
+            current = metrics.get(name if name.startswith("eval_") else f"eval_{name}")
+            best, best_step = state.best_metric, state.best_global_step
+            if current is not None and (best is None or current < best):  # every selectable metric is an error
+                best, best_step = current, state.global_step
+            if best is not None:
+                line += f" (best {name} {best:.4f} at step {best_step})"
+        self.report(line)
+        plot_curves(self.log_path, self.plot_path)
+
+
+def _percent(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
+
+
+def plot_curves(log_path: Path, png_path: Path) -> Path | None:
+    """Training loss (and dev loss) on the left, dev CER on the right, against the optimizer step."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a training box
+    import matplotlib.pyplot as plt
+
+    records = read_log(log_path)
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    dev_loss = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    dev_cer = [(r["step"], 100 * r["eval_cer"]) for r in records if "eval_cer" in r]
+    if not (train or dev_cer):
+        return None
+    figure, (loss_axes, cer_axes) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    if train:
+        loss_axes.plot(*zip(*train), label="train loss")
+    if dev_loss:
+        loss_axes.plot(*zip(*dev_loss), marker="o", label="dev loss")
+    loss_axes.set(xlabel="step", ylabel="loss", title="Loss")
+    loss_axes.legend()
+    loss_axes.grid(alpha=0.3)
+    if dev_cer:
+        cer_axes.plot(*zip(*dev_cer), marker="o", color="tab:red")
+    cer_axes.set(xlabel="step", ylabel="CER (%)", title="Dev CER")
+    cer_axes.grid(alpha=0.3)
+    png_path = Path(png_path)
+    temporary = png_path.with_name(f".{png_path.name}.tmp.png")
+    figure.savefig(temporary, dpi=100)
+    plt.close(figure)
+    temporary.replace(png_path)  # a viewer refreshing the PNG never sees half an image
+    return png_path
+
+
+def write_run_outputs(run_dir: Path, *, state, dev: dict, train: dict, data_counts: dict, training: dict,
+                      base_model: str, config_yaml: str) -> dict:
+    """metrics.json, the final curves and the model card, once the adapter is saved."""
+    run_dir = Path(run_dir)
+    metrics = {
+        "dev": dev,
+        "train": train,
+        "data": data_counts,
+        "global_step": state.global_step,
+        "best_checkpoint": state.best_model_checkpoint,
+        **training,
+    }
+    atomic_write_json(run_dir / METRICS_NAME, metrics)
+    plot_curves(run_dir / LOG_NAME, run_dir / PLOT_NAME)
+    summary = {
+        "steps": state.global_step,
+        "train loss": f"{train['train_loss']:.4f}" if "train_loss" in train else "-",
+        **training,
+        "best checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else "-",
+    }
+    write_model_card(run_dir, base_model=base_model, config_yaml=config_yaml, data_counts=data_counts, dev=dev, training=summary)
+    return metrics
+
+
+def write_model_card(run_dir: Path, *, base_model: str, config_yaml: str, data_counts: dict, dev: dict, training: dict) -> Path:
+    """README.md for the run folder: how to load the adapter, the data it saw, its dev metrics, its config."""
+    lines = [
+        "---",
+        "library_name: peft",
+        f"base_model: {base_model}",
+        "language: [ko]",
+        "pipeline_tag: automatic-speech-recognition",
+        "tags: [whisper, lora, korean]",
+        "---",
+        "",
+        f"# {Path(run_dir).name}: Whisper LoRA adapter for Korean",
+        "",
+        f"LoRA adapter for `{base_model}`, trained offline with `train_offline.py` on "
+        f"{data_counts.get('train', '?')} Korean clips.",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        "from transformers import WhisperForConditionalGeneration, WhisperProcessor",
+        "",
+        "base = WhisperForConditionalGeneration.from_pretrained('<workspace>/model')",
+        "model = PeftModel.from_pretrained(base, 'adapter')",
+        "processor = WhisperProcessor.from_pretrained('adapter')",
+        "```",
+        "",
+        "## Data",
+        "",
+        "| data | count |",
+        "|---|---|",
+        *[f"| {name} | {count} |" for name, count in data_counts.items()],
+        "",
+        "## Final dev metrics",
+        "",
+    ]
+    if dev:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {name} | {_format_metric(name, value)} |" for name, value in dev.items()]
+    else:
+        lines.append("No dev split to evaluate on; run `evaluate_model.py` on this run.")
+    lines += ["", "## Training", "", "| | |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in training.items()]
+    lines += ["", "## Config", "", "```yaml", config_yaml.rstrip(), "```", ""]
+    path = Path(run_dir) / CARD_NAME
+    atomic_write_text(path, "\n".join(lines))
+    return path
+
+
+def _format_metric(name: str, value) -> str:
+    if name in ("cer", "wer", "cer_nospace") and isinstance(value, float):
+        return _percent(value)
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,117 @@
+"""Fine-tune Whisper with LoRA on the workspace's Korean data, with no network at all.
+
+    python train_offline.py workspace=./workspace
+    python train_offline.py workspace=./workspace quick_test=true            # end-to-end check in minutes
+    python train_offline.py workspace=./workspace per_device_train_batch_size=4 gradient_accumulation_steps=4
+    torchrun --nproc_per_node 2 train_offline.py workspace=./workspace       # DDP, one process per GPU
+
+Rerunning the same command resumes from the run's last complete checkpoint (also after kill -9);
+resume_from_checkpoint=PATH picks one, overwrite_output_dir=true starts fresh. The run folder
+(<workspace>/runs/<run_name> unless output_dir is set) gets checkpoint-N/, adapter/, metrics.json,
+train_log.jsonl, training_curves.png, tensorboard/ and a model card README.md.
+"""
+
+from utils import force_offline
+
+force_offline()  # before any Hugging Face import: they read the offline switches once, at import time
+
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from config import build_parser, config_to_yaml, parse_config  # noqa: E402
+from kowhisper.workspace import WorkspaceError, require_verified_workspace  # noqa: E402
+
+EXIT_SETUP_ERROR = 2
+EXIT_OUT_OF_MEMORY = 3
+
+
+def main(argv=None) -> int:
+    config, _ = parse_config(build_parser(__doc__), argv)
+    from tqdm.auto import tqdm
+
+    # Only rank 0 talks under torchrun; every rank runs the same steps. tqdm.write keeps progress bars intact.
+    say = tqdm.write if int(os.environ.get("RANK", "0")) == 0 else (lambda *_: None)
+    # CUDA reads this once, when torch first touches the GPU, so it is set before torch is imported.
+    if os.environ.get("CUDA_VISIBLE_DEVICES", config.cuda_visible_devices) != config.cuda_visible_devices:
+        say(f"cuda_visible_devices={config.cuda_visible_devices} replaces CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']}")
+    os.environ["CUDA_VISIBLE_DEVICES"] = config.cuda_visible_devices
+    try:
+        # The workspace is the only input: refuse a half-copied or altered one before loading anything heavy.
+        manifest = require_verified_workspace(config.workspace_dir)
+        say(f"Workspace {config.workspace_dir} verified against its manifest")
+    except WorkspaceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_SETUP_ERROR
+
+    import torch
+
+    from kowhisper import training
+    from kowhisper.checkpoints import CheckpointError, checkpoint_step, resolve_resume_checkpoint
+    from kowhisper.run_report import write_run_outputs
+
+    try:
+        config, quick_test_notes = training.apply_quick_test(config)
+        for note in quick_test_notes:
+            say(note)
+        workspace, run_dir = config.workspace_dir, config.run_dir
+
+        # Device and precision: INT8 on CUDA; fp32, or bf16 where the CPU does it natively, on CPU.
+        precision = training.choose_precision(config)
+        say(precision.notice())
+
+        data = training.load_splits(workspace, config)
+        say("Data: " + ", ".join(f"{name} {count}" for name, count in data.counts.items()))
+
+        processor = training.load_processor(workspace)
+        model = training.load_model(workspace, config, precision)
+        trainable, total = training.parameter_counts(model)
+        say(f"Parameters: {trainable:,} trainable of {total:,} ({100 * trainable / total:.2f}%)")
+
+        args = training.build_training_arguments(config, precision, run_dir)
+        plan = training.training_plan(len(data.train), args)
+        say(plan.describe())
+        trainer = training.build_trainer(model, processor, args, data, config, report=say)
+
+        # The same command again continues from the last checkpoint that was completely written.
+        resume = resolve_resume_checkpoint(run_dir, config.resume_from_checkpoint, config.overwrite_output_dir, report=say)
+        try:
+            if resume is not None and checkpoint_step(resume) >= plan.total_steps:
+                say(f"Resuming from {resume}: already the final step, so only the final evaluation and outputs are redone")
+                training.restore_finished_run(trainer, resume)
+                train_metrics = {}
+            else:
+                say(f"Resuming from {resume} (step {checkpoint_step(resume)} of {plan.total_steps})" if resume
+                    else f"Starting a new run in {run_dir}")
+                train_metrics = trainer.train(resume_from_checkpoint=str(resume) if resume else None).metrics
+
+            # With load_best_model_at_end the model is now the best checkpoint. It is saved before the final
+            # evaluation, so running out of memory there (seed 000's reason for eval_strategy=no) loses nothing.
+            if trainer.is_world_process_zero():
+                say(f"Adapter saved to {training.save_adapter(model, processor, run_dir)}")
+            dev = training.dev_metrics_summary(trainer.evaluate()) if data.dev is not None else {}
+        except torch.cuda.OutOfMemoryError:
+            print(training.out_of_memory_advice(config), file=sys.stderr)
+            return EXIT_OUT_OF_MEMORY
+
+        if trainer.is_world_process_zero():
+            write_run_outputs(
+                run_dir,
+                state=trainer.state,
+                dev=dev,
+                train=train_metrics,
+                data_counts=data.counts,
+                training={"precision": precision.summary, "trainable parameters": f"{trainable:,} of {total:,}"},
+                base_model=manifest["config"].get("model_name_or_path", "whisper"),
+                config_yaml=config_to_yaml(config),
+            )
+            if dev:
+                say(f"Final dev CER {100 * dev['cer']:.1f}%, WER {100 * dev['wer']:.1f}%")
+            say(f"metrics.json, training curves and model card in {run_dir}")
+        return 0
+    except (training.TrainingSetupError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_SETUP_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
