@@ -1,0 +1,241 @@
+"""Inference speed: inference.py's two engines against the plain transformers pipeline and faster-whisper.
+
+All four paths transcribe the same Korean clips in the same process, one path after the other, with the
+same model, the same greedy decoding (language ko, task transcribe, no timestamps) and the same per-clip
+token budget (inference.py's, `Decoding.tokens_for`), so a repetition loop costs every path the same:
+
+- **inference.py backend=hf**: transformers, fp32 on this CPU (bf16 autocast where native), batch 8.
+- **inference.py backend=ct2**: the CTranslate2 int8 export, batch 8; what backend=auto picks on CPUs
+  without native bf16.
+- **pipeline**: `transformers.pipeline("automatic-speech-recognition")`, fp32, batch 1, given the file path,
+  num_beams=1 (its default is beam 5, about 5x slower and not the same decoding).
+- **faster-whisper**: `WhisperModel` on the same int8 export, beam_size 1, temperature 0 (no fallback),
+  without_timestamps, no VAD: greedy, like the others (its defaults, beam 5 with fallback, are slower).
+
+Every path starts from the audio file and ends with the text; model loading and one warm-up clip are not
+timed. The paths take turns, one batch of clips each, so load from other jobs falls on all of them alike.
+CPU threads are the same for all (every core). Reported: seconds per utterance, real-time factor
+(processing time / audio time) and CER against the sample's sentences.
+
+    python -m bench.inference_speed             # the PyPI whisper-base, zero-shot: it loops on espeak Korean
+    python -m bench.inference_speed --recite    # plus a LoRA adapter trained here to recite the clips
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+from utils import force_offline
+
+force_offline()
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample" / "ko"
+OUT_DIR = PROJECT_ROOT / "bench" / "out"
+BATCH_SIZE = 8
+
+
+def sample_clips(count: int) -> list[tuple[Path, str]]:
+    """(clip, sentence): the test split, then dev, of the bundled sample (never seen in training)."""
+    rows = []
+    for split in ("test", "dev"):
+        with open(SAMPLE / f"{split}.tsv", encoding="utf-8", newline="") as handle:
+            rows += [(SAMPLE / "clips" / row["path"], row["sentence"]) for row in csv.DictReader(handle, delimiter="\t")]
+    if count > len(rows):
+        raise SystemExit(f"the sample has {len(rows)} test and dev clips; asked for {count}")
+    return rows[:count]
+
+
+def pypi_whisper_base() -> Path:
+    """whisper-base from the PyPI packages as a transformers folder, converted once into bench/out."""
+    from kowhisper.ct2_import import assemble_pypi_whisper_base, convert_ct2_whisper
+
+    hf_dir = OUT_DIR / "whisper-base"
+    if not (hf_dir / "model.safetensors").is_file():
+        convert_ct2_whisper(assemble_pypi_whisper_base(OUT_DIR / "whisper-base-source"), hf_dir)
+    return hf_dir
+
+
+# Decoder-only LoRA: the encoder output does not change, so it is computed once and each step is cheap.
+RECITING_TARGETS = r"model\.decoder\.layers\.\d+\.(self_attn\.q_proj|self_attn\.v_proj|fc1|fc2)"
+
+
+def train_reciting_adapter(model_dir: Path, rows: list[dict], out_dir: Path, steps: int = 10) -> Path:
+    """A LoRA adapter trained until the model recites `rows` (input_features and labels as a prepared split
+    stores them), saved with the processor as train_offline.py saves <run>/adapter.
+
+    Zero-shot whisper-base cannot read espeak Korean and loops to the token cap, so a benchmark of it measures
+    loops; with this adapter every path has the real sentence to produce, and stops where it should. The tests
+    use it too: a known correct transcript makes "the same transcript" comparisons mean something.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    from kowhisper.features import SpeechBatchCollator
+
+    batch = SpeechBatchCollator()(rows)
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        encoded = model.model.encoder(batch["input_features"]).last_hidden_state
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=RECITING_TARGETS))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(encoder_outputs=(encoded,), labels=batch["labels"]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    if loss.item() > 0.05:
+        raise RuntimeError(f"the adapter did not learn to recite the clips (loss {loss.item():.3f} after {steps} steps)")
+    model.save_pretrained(out_dir)
+    WhisperProcessor.from_pretrained(model_dir).save_pretrained(out_dir)
+    return out_dir
+
+
+def reciting_model(base_dir: Path, clips: list[tuple[Path, str]]):
+    """whisper-base + an adapter reciting `clips`, as an adapter source and as a merged folder for the pipeline."""
+    from transformers import WhisperProcessor
+
+    from kowhisper.audio import load_audio
+    from kowhisper.export import merge_adapter
+    from kowhisper.features import LogMel, label_ids
+    from kowhisper.modeling import ModelSource
+
+    processor = WhisperProcessor.from_pretrained(base_dir)
+    processor.tokenizer.set_prefix_tokens(language="korean", task="transcribe", predict_timestamps=False)
+    log_mel = LogMel(processor.feature_extractor)
+    rows = [{"input_features": log_mel(load_audio(path)), "labels": label_ids(processor.tokenizer, text)} for path, text in clips]
+    adapter = train_reciting_adapter(base_dir, rows, OUT_DIR / "reciting-adapter", steps=15)
+    source = ModelSource("adapter", adapter, "whisper-base + reciting LoRA", base_dir)
+    return source, merge_adapter(source, OUT_DIR / "reciting-merged")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--recite", action="store_true", help="Add a LoRA adapter trained to recite the clips (train_reciting_adapter).")
+    args = parser.parse_args(argv)
+
+    import torch
+    from faster_whisper import WhisperModel
+    from transformers import pipeline
+
+    from config import load_config
+    from kowhisper.audio import SAMPLING_RATE, load_audio
+    from kowhisper.export import export_ct2
+    from kowhisper.modeling import Decoding, ModelSource, cpu_threads, load_backend
+    from kowhisper.text import error_rates
+    from kowhisper.transcribe import transcribe_files
+    from utils import cpu_has_native_bf16
+
+    clips = sample_clips(args.clips)
+    paths = [path for path, _ in clips]
+    durations = {path: len(load_audio(path)) / SAMPLING_RATE for path in paths}
+    audio_seconds = sum(durations.values())
+    decoding = Decoding.from_config(load_config([]))
+    budgets = {path: decoding.tokens_for(seconds) for path, seconds in durations.items()}
+    base_dir = pypi_whisper_base()
+    if args.recite:
+        source, hf_dir = reciting_model(base_dir, clips)
+    else:
+        source, hf_dir = ModelSource("merged", base_dir, "whisper-base (PyPI)"), base_dir
+    ct2_dir = export_ct2(source, "int8", OUT_DIR / "ct2-int8")
+    threads = cpu_threads()
+
+    def ours(engine):
+        backend = load_backend(source if engine == "hf" else ModelSource("ct2", ct2_dir, source.label), decoding, engine)
+
+        def run(batch):
+            results = transcribe_files(backend, batch, timestamps=False, batch_size=BATCH_SIZE, progress=False)
+            return [transcript.text for _, transcript, _ in results]
+
+        return backend.description, run
+
+    def plain_pipeline():
+        asr = pipeline("automatic-speech-recognition", model=str(hf_dir), dtype=torch.float32, device="cpu")
+
+        def run(batch):
+            return [asr(str(path), batch_size=1, generate_kwargs={"language": "ko", "task": "transcribe", "num_beams": 1,
+                                                                   "max_new_tokens": budgets[path]})["text"].strip()
+                    for path in batch]
+
+        return "transformers pipeline fp32, batch 1", run
+
+    def faster_whisper():
+        model = WhisperModel(str(ct2_dir), device="cpu", compute_type="int8", cpu_threads=threads)
+
+        def run(batch):
+            texts = []
+            for path in batch:
+                segments, _ = model.transcribe(str(path), language="ko", task="transcribe", beam_size=1, temperature=0.0,
+                                               without_timestamps=True, condition_on_previous_text=False, vad_filter=False,
+                                               max_new_tokens=budgets[path])
+                texts.append("".join(segment.text for segment in segments).strip())
+            return texts
+
+        return "faster-whisper int8, beam 1, batch 1", run
+
+    paths_under_test = {
+        "inference.py backend=hf": lambda: ours("hf"),
+        "inference.py backend=ct2": lambda: ours("ct2"),
+        "transformers pipeline": plain_pipeline,
+        "faster-whisper": faster_whisper,
+    }
+    references = [sentence for _, sentence in clips]
+    engines = {name: make() for name, make in paths_under_test.items()}
+    for _, run in engines.values():
+        run(paths[:1])  # warm-up: first-call allocations and lazy initialisation
+    # Rounds of one batch each, every path in turn (in a rotating order), so that load from other jobs on a
+    # shared machine falls on all paths alike instead of on whichever ran during it.
+    seconds = dict.fromkeys(engines, 0.0)
+    texts: dict[str, list[str]] = {name: [] for name in engines}
+    load_averages = [round(os.getloadavg()[0], 2)]
+    rounds = [paths[i : i + BATCH_SIZE] for i in range(0, len(paths), BATCH_SIZE)]
+    for number, batch in enumerate(rounds):
+        names = list(engines)
+        for name in names[number % len(names) :] + names[: number % len(names)]:
+            started = time.perf_counter()
+            texts[name] += engines[name][1](batch)
+            seconds[name] += time.perf_counter() - started
+        load_averages.append(round(os.getloadavg()[0], 2))
+    results = []
+    for name, (description, _) in engines.items():
+        rates = error_rates(references, texts[name])
+        results.append({"path": name, "engine": description, "seconds": round(seconds[name], 2),
+                        "seconds_per_utterance": round(seconds[name] / len(paths), 3),
+                        "rtf": round(seconds[name] / audio_seconds, 3), "cer": round(rates["cer"], 4), "texts": texts[name]})
+
+    pipeline_seconds = next(r["seconds"] for r in results if r["path"] == "transformers pipeline")
+    faster_seconds = next(r["seconds"] for r in results if r["path"] == "faster-whisper")
+    report = {
+        "model": source.label,
+        "clips": len(paths),
+        "audio_seconds": round(audio_seconds, 1),
+        "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name")), "unknown"),
+        "threads": threads,
+        "native_bf16": cpu_has_native_bf16(),
+        "load_average_per_round": load_averages,
+        "results": results,
+    }
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUT_DIR / "inference_speed.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+    print(f"\n{len(paths)} clips, {audio_seconds:.1f} s of audio, model {source.label}, {threads} threads, "
+          f"native bf16: {report['native_bf16']}, 1-minute load average before and after each round {load_averages}\n")
+    print("| path | engine | s/utt | RTF | CER | vs pipeline | vs faster-whisper |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['path']} | {r['engine']} | {r['seconds_per_utterance']:.3f} | {r['rtf']:.3f} | {r['cer']:.3f} "
+              f"| {pipeline_seconds / r['seconds']:.2f}x | {faster_seconds / r['seconds']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Measure Whisper models on a prepared split: CER (primary for Korean), WER and spacing-free CER.
+
+    python evaluate_model.py workspace=./workspace                       # base + the latest run, test split
+    python evaluate_model.py workspace=./workspace max_samples=50 eval_split=dev
+    python evaluate_model.py workspace=./workspace eval_run=whisper-lora all_checkpoints=true
+    python evaluate_model.py workspace=./workspace eval_run=base          # the base model alone
+
+eval_run takes a run name, a run/adapter/checkpoint folder, a merged model or a CTranslate2 export. The base
+is always measured too, so the table shows what fine-tuning added; with all_checkpoints the best checkpoint
+is marked. Per-utterance CSVs and summary.json go to <workspace>/evaluations/<split>/.
+"""
+
+from utils import force_offline
+
+force_offline()  # before any Hugging Face import: they read the offline switches once, at import time
+
+import os  # noqa: E402
+import sys  # noqa: E402
+
+from config import ConfigError, build_parser, parse_config  # noqa: E402
+from utils import setup_logging  # noqa: E402
+
+EXIT_SETUP_ERROR = 2
+
+
+def main(argv=None) -> int:
+    parser = build_parser(__doc__)
+    config, args = parse_config(parser, argv)
+    if args.paths:
+        parser.error(f"unexpected arguments {args.paths}: settings are key=value (see --help-config)")
+    os.environ["CUDA_VISIBLE_DEVICES"] = config.cuda_visible_devices  # read once, when torch first touches CUDA
+    setup_logging()
+
+    from kowhisper.evaluation import run_evaluation
+    from kowhisper.modeling import ModelError
+    from kowhisper.workspace import SPLITS, WorkspaceError, require_verified_workspace
+
+    workspace = config.workspace_dir
+    try:
+        # A split outside the workspace is the user's own; only what the manifest vouches for is checked.
+        require_verified_workspace(workspace, only=("data", "model") if config.eval_split in SPLITS else ("model",))
+        summary, table = run_evaluation(config, workspace)
+    except (ConfigError, ModelError, WorkspaceError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_SETUP_ERROR
+    print()
+    print(f"{summary['utterances']} utterances of {summary['dataset']}")
+    print(table)
+    print(f"per-utterance results and summary.json: {os.path.dirname(summary['models'][0]['predictions'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""How good a model is on a prepared split: CER (the primary Korean metric), WER and spacing-free CER.
+
+Text is scored in kowhisper.text's metric form (NFC, punctuation removed, whitespace collapsed). Every model
+is run on the same utterances in the same batches, and the base model is always measured beside the
+fine-tuned ones, so the table shows what fine-tuning added. Outputs, under <workspace>/evaluations/<split>/:
+one CSV per model (id, duration, reference, hypothesis, cer) and summary.json with every model's metrics and
+the best checkpoint.
+
+With backend=auto evaluation runs transformers (fp32 on CPU, fp16 on CUDA, bf16 where native), with each
+adapter merged into a float copy of the base: that is the model as trained, and generating through a merged
+float model avoids the 2-5x slowdown of 8-bit layers. backend=ct2 measures the int8 export instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kowhisper.features import pad_features
+from kowhisper.modeling import (
+    Decoding,
+    ModelError,
+    ModelSource,
+    WhisperBackend,
+    adapter_source,
+    base_source,
+    is_adapter_dir,
+    load_backend,
+    resolve_model,
+    run_checkpoints,
+)
+from kowhisper.text import error_rates, utterance_cer
+from kowhisper.workspace import runs_dir, split_dir
+from utils import atomic_write_json
+
+log = logging.getLogger("kowhisper")
+
+RANKING_METRICS = ("cer", "wer", "cer_nospace")
+
+
+@dataclass
+class EvalResult:
+    source: ModelSource
+    metrics: dict
+    seconds: float
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def seconds_per_utterance(self) -> float:
+        return self.seconds / max(len(self.rows), 1)
+
+
+def load_eval_split(workspace: Path, eval_split: str, max_samples: int | None):
+    """(dataset, folder): a workspace split by name (train/dev/test) or a prepared dataset folder, capped at
+    max_samples rows."""
+    from datasets import Dataset, load_from_disk
+
+    path = split_dir(workspace, eval_split)
+    if not path.exists():
+        path = Path(eval_split).expanduser()
+    if not path.exists():
+        raise ModelError(f"eval_split={eval_split!r}: neither {split_dir(workspace, eval_split)} nor a folder of that name exists")
+    dataset = load_from_disk(str(path))
+    if not isinstance(dataset, Dataset):
+        raise ModelError(f"{path} holds several splits ({', '.join(dataset)}); give eval_split the folder of one of them")
+    missing = {"id", "text", "duration", "input_features"} - set(dataset.column_names)
+    if missing:
+        raise ModelError(f"{path} is not a prepared split: it lacks {', '.join(sorted(missing))} (prepare it with the online setup)")
+    if len(dataset) == 0:
+        raise ModelError(f"{path} has no utterances to evaluate")
+    if max_samples is not None:
+        dataset = dataset.select(range(min(max_samples, len(dataset))))
+    return dataset, path.resolve()
+
+
+def _latest_run_with_checkpoints(workspace: Path) -> Path | None:
+    runs = [run for run in runs_dir(workspace).glob("*") if run_checkpoints(run) or is_adapter_dir(run / "adapter")]
+    return max(runs, key=lambda run: max(p.stat().st_mtime for p in run.iterdir()), default=None)
+
+
+def models_to_evaluate(workspace: Path, eval_run: str | None, all_checkpoints: bool) -> list[ModelSource]:
+    """The base first, then: the run's final adapter (eval_run, else the latest run), or with all_checkpoints
+    every checkpoint of that run and its final adapter. eval_run=base measures the base alone."""
+    base = base_source(workspace)
+    if eval_run == "base":
+        return [base]
+    if not all_checkpoints:
+        chosen = resolve_model(workspace, eval_run)
+        return [base] if chosen.kind == "base" else [base, chosen]
+    if eval_run is None:
+        run = _latest_run_with_checkpoints(workspace)
+        if run is None:
+            raise ModelError(f"all_checkpoints=true but {runs_dir(workspace)} holds no run with checkpoints")
+    else:
+        run = Path(eval_run).expanduser()
+        run = run if run.exists() else runs_dir(workspace) / eval_run
+        # A checkpoint or adapter folder names its run.
+        if is_adapter_dir(run) and not run_checkpoints(run):
+            run = run.parent
+    candidates = run_checkpoints(run) + ([run / "adapter"] if is_adapter_dir(run / "adapter") else [])
+    if not candidates:
+        raise ModelError(f"{run} has no checkpoint-N folders with an adapter and no adapter/ to evaluate")
+    return [base] + [adapter_source(workspace, path) for path in candidates]
+
+
+def transcribe_split(backend: WhisperBackend, dataset, batch_size: int, desc: str) -> list[str]:
+    """Hypotheses for every row of a prepared split, batched longest first (a batch decodes as long as its
+    longest clip), returned in the split's order."""
+    from tqdm.auto import tqdm
+
+    durations = list(dataset["duration"])
+    # numpy format hands out the stored float16 arrays as they are; the default gives nested Python lists.
+    stored = dataset.with_format("numpy", columns=["input_features"])
+    order = sorted(range(len(dataset)), key=lambda i: durations[i], reverse=True)
+    hypotheses: dict[int, str] = {}
+    with tqdm(total=len(order), desc=desc, unit="utt", file=sys.stderr) as bar:
+        for first in range(0, len(order), batch_size):
+            batch = order[first : first + batch_size]
+            features = pad_features(list(stored[batch]["input_features"]))
+            budget = backend.decoding.tokens_for(max(durations[i] for i in batch))
+            for index, ids in zip(batch, backend.generate(features, timestamps=False, max_new_tokens=budget)):
+                hypotheses[index] = backend.decode(ids)
+            bar.update(len(batch))
+    return [hypotheses[i] for i in range(len(dataset))]
+
+
+def score(dataset, hypotheses: list[str]) -> tuple[dict, list[dict]]:
+    references = list(dataset["text"])
+    rows = [
+        {"id": id_, "duration": round(float(duration), 3), "reference": reference, "hypothesis": hypothesis,
+         "cer": utterance_cer(reference, hypothesis)}
+        for id_, duration, reference, hypothesis in zip(list(dataset["id"]), list(dataset["duration"]), references, hypotheses)
+    ]
+    return error_rates(references, hypotheses), rows
+
+
+def evaluate_source(source: ModelSource, dataset, config) -> EvalResult:
+    backend_name = config.backend
+    if backend_name == "auto":
+        backend_name = "ct2" if source.kind == "ct2" else "hf"
+    backend = load_backend(source, Decoding.from_config(config), backend_name, config.ct2_quantization)
+    log.info("evaluating %s (%s) on %d utterances", source.label, backend.description, len(dataset))
+    started = time.perf_counter()
+    hypotheses = transcribe_split(backend, dataset, config.per_device_eval_batch_size, desc=source.label)
+    seconds = time.perf_counter() - started
+    metrics, rows = score(dataset, hypotheses)
+    return EvalResult(source, {**metrics, "backend": backend.description}, seconds, rows)
+
+
+def ranking_metric(config) -> str:
+    # metric_for_best_model may be "loss", which generation does not give; CER is the primary metric.
+    return config.metric_for_best_model if config.metric_for_best_model in RANKING_METRICS else "cer"
+
+
+def best_of(results: list[EvalResult], metric: str) -> EvalResult | None:
+    """The fine-tuned model with the lowest `metric`; on a tie the earliest checkpoint (fewest steps)."""
+    candidates = [r for r in results if r.source.kind != "base" and not math.isnan(r.metrics[metric])]
+    return min(candidates, key=lambda r: r.metrics[metric], default=None)
+
+
+def _percent(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.2f}%"
+
+
+def format_table(results: list[EvalResult], best: EvalResult | None, metric: str) -> str:
+    width = max(len(r.source.label) for r in results) + 4
+    ranked = len([r for r in results if r.source.kind != "base"]) > 1
+    lines = [f"{'model':<{width}}{'CER':>9}{'WER':>9}{'CER no-space':>14}{'utts':>6}{'s/utt':>8}"]
+    for result in results:
+        mark = " *" if ranked and result is best else ""
+        m = result.metrics
+        lines.append(
+            f"{result.source.label + mark:<{width}}{_percent(m['cer']):>9}{_percent(m['wer']):>9}"
+            f"{_percent(m['cer_nospace']):>14}{m['num_scored']:>6}{result.seconds_per_utterance:>8.2f}"
+        )
+    if ranked and best is not None:
+        lines.append(f"* best by {metric}: {best.source.label} ({best.source.path})")
+    return "\n".join(lines)
+
+
+def _file_name(label: str) -> str:
+    return label.replace("/", "__") + ".csv"
+
+
+def write_outputs(out_dir: Path, results: list[EvalResult], best: EvalResult | None, metric: str, dataset_path: str) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    models = []
+    for result in results:
+        predictions = out_dir / _file_name(result.source.label)
+        partial = predictions.with_name(f".{predictions.name}.tmp")
+        with open(partial, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["id", "duration", "reference", "hypothesis", "cer"])
+            writer.writeheader()
+            for row in result.rows:
+                writer.writerow({**row, "cer": "" if math.isnan(row["cer"]) else round(row["cer"], 4)})
+        partial.replace(predictions)
+        models.append({
+            "label": result.source.label,
+            "kind": result.source.kind,
+            "path": str(result.source.path),
+            **result.metrics,
+            "seconds_per_utterance": round(result.seconds_per_utterance, 3),
+            "predictions": str(predictions),
+        })
+    summary = {
+        "dataset": dataset_path,
+        "utterances": len(results[0].rows),
+        "metric": metric,
+        "best": best.source.label if best else None,
+        "best_path": str(best.source.path) if best else None,
+        "models": models,
+    }
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def run_evaluation(config, workspace: Path, out_dir: Path | None = None) -> tuple[dict, str]:
+    """Evaluate the base and the chosen run (or every checkpoint); returns (summary, printable table)."""
+    dataset, dataset_path = load_eval_split(workspace, config.eval_split, config.max_samples)
+    sources = models_to_evaluate(workspace, config.eval_run, config.all_checkpoints)
+    results = [evaluate_source(source, dataset, config) for source in sources]
+    metric = ranking_metric(config)
+    best = best_of(results, metric)
+    out_dir = out_dir or workspace / "evaluations" / Path(config.eval_split).name
+    summary = write_outputs(out_dir, results, best, metric, str(dataset_path))
+    return summary, format_table(results, best, metric)

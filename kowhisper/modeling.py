@@ -1,0 +1,349 @@
+"""Which Whisper to run, and running it: one decoding recipe behind two engines.
+
+A model to run is a `ModelSource`: the workspace's base model, the base plus a LoRA adapter, a merged full
+model, or a CTranslate2 export. `load_backend` turns it into a `WhisperBackend` whose `generate` takes padded
+log-mel batches and returns token ids, so evaluation, the CLI and the demo share one code path:
+
+- transformers ("hf"): the LoRA adapter is merged into a float copy of the base in memory, so generation runs
+  plain Linear layers (an unmerged adapter costs an extra matmul per projection, and an 8-bit base is a known
+  2-5x slowdown). fp16 on CUDA, bf16 autocast on CPUs that do bf16 in hardware, fp32 elsewhere: emulated
+  bf16 is slower than fp32.
+- CTranslate2 ("ct2"): an int8 export, the fastest path on CPUs without native bf16 (measured in
+  bench/RESULTS.md, "Inference speed"), so backend=auto picks it there and exports the model once.
+
+Decoding is greedy with the language and task given explicitly, never detected: zero-shot Whisper can take
+Korean for another language, and a fine-tuned adapter was trained with these prompt tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from config import ConfigError
+from kowhisper.ct2_import import is_ct2_model_dir
+from kowhisper.workspace import model_dir, runs_dir
+from utils import cpu_has_native_bf16
+
+log = logging.getLogger("kowhisper")
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# A repetition loop otherwise runs to the token cap (225 steps for a 3 s clip). Fast Korean speech is about
+# 8 syllables a second and a rare syllable costs up to 3 byte-level tokens, so 25 tokens a second plus a
+# margin never cuts real speech short (the bundled sample peaks at 6 a second).
+MAX_TOKENS_PER_SECOND = 25
+TOKEN_MARGIN = 20
+# Decoder positions of every Whisper size, shared by prompt and output.
+WHISPER_TEXT_POSITIONS = 448
+# Whisper's seconds per timestamp token.
+TIME_PRECISION = 0.02
+
+
+class ModelError(RuntimeError):
+    """A model folder that cannot be used; the message says what was expected."""
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """The prompt and length limit every engine decodes with."""
+
+    language: str  # Whisper language code, e.g. "ko"
+    task: str = "transcribe"
+    max_new_tokens: int = 225
+
+    @classmethod
+    def from_config(cls, config) -> Decoding:
+        return cls(language_code(config.language, config.language_abbr), config.task, config.generation_max_length)
+
+    def tokens_for(self, seconds: float) -> int:
+        """New-token budget for audio of this length (the longest clip of a batch)."""
+        return max(1, min(self.max_new_tokens, math.ceil(seconds * MAX_TOKENS_PER_SECOND) + TOKEN_MARGIN))
+
+
+def language_code(language: str, fallback: str) -> str:
+    """Whisper's code for a language given by name ("Korean") or code ("ko")."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+    for candidate in (language, fallback):
+        key = str(candidate).strip().lower()
+        if key in LANGUAGES:
+            return key
+        if key in TO_LANGUAGE_CODE:
+            return TO_LANGUAGE_CODE[key]
+    raise ConfigError(f"language={language!r} (language_abbr={fallback!r}) is not a language Whisper knows")
+
+
+# ---- which model ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model folder and how to read it. kind: base, adapter (LoRA on base_dir), merged or ct2."""
+
+    kind: str
+    path: Path
+    label: str
+    base_dir: Path | None = None
+
+
+def is_adapter_dir(path: Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def is_merged_model_dir(path: Path) -> bool:
+    path = Path(path)
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors")) and not is_adapter_dir(path)
+
+
+def latest_run(workspace: Path) -> Path | None:
+    """The run whose final adapter was written last, or None when no run has finished."""
+    finished = [run for run in runs_dir(workspace).glob("*") if is_adapter_dir(run / "adapter")]
+    return max(finished, key=lambda run: (run / "adapter" / ADAPTER_CONFIG).stat().st_mtime, default=None)
+
+
+def run_checkpoints(run: Path) -> list[Path]:
+    """checkpoint-N folders that hold an adapter, in training order."""
+    from kowhisper.checkpoints import list_checkpoints
+
+    return [path for path in list_checkpoints(run) if is_adapter_dir(path)]
+
+
+def base_source(workspace: Path) -> ModelSource:
+    base = model_dir(workspace).resolve()
+    if not (base / "config.json").is_file():
+        raise ModelError(
+            f"no base model in {base}: point workspace= at the folder the online setup filled "
+            "(or give adapter= a merged model or CTranslate2 folder, which needs no base)"
+        )
+    return ModelSource("base", base, "base")
+
+
+def adapter_source(workspace: Path, adapter: Path) -> ModelSource:
+    adapter = Path(adapter).resolve()
+    if not (adapter / ADAPTER_WEIGHTS).is_file():
+        raise ModelError(f"{adapter} has no {ADAPTER_WEIGHTS}; only safetensors adapters are loaded (pickle files can run code)")
+    if adapter.name == "adapter":
+        label = adapter.parent.name
+    elif adapter.name.startswith("checkpoint-"):
+        label = f"{adapter.parent.name}/{adapter.name}"
+    else:
+        label = adapter.name
+    return ModelSource("adapter", adapter, label, base_source(workspace).path)
+
+
+def resolve_model(workspace: Path, spec: str | None) -> ModelSource:
+    """What `adapter=` / `eval_run=` name: unset -> the latest run's adapter (else the base); 'base'; a run
+    name under <workspace>/runs; or a path to a run, adapter, merged model or CTranslate2 folder."""
+    workspace = Path(workspace)
+    if spec is None:
+        run = latest_run(workspace)
+        return adapter_source(workspace, run / "adapter") if run else base_source(workspace)
+    if spec == "base":
+        return base_source(workspace)
+    path = Path(spec).expanduser()
+    if not path.exists() and (runs_dir(workspace) / spec).exists():
+        path = runs_dir(workspace) / spec
+    if not path.exists():
+        known = sorted(run.name for run in runs_dir(workspace).glob("*") if run.is_dir())
+        raise ModelError(f"{spec!r} is neither a folder nor a run in {runs_dir(workspace)} (runs there: {', '.join(known) or 'none'})")
+    path = path.resolve()
+    if is_adapter_dir(path):
+        return adapter_source(workspace, path)
+    if is_adapter_dir(path / "adapter"):
+        return adapter_source(workspace, path / "adapter")
+    if is_ct2_model_dir(path):
+        return ModelSource("ct2", path, path.name)
+    if is_merged_model_dir(path):
+        return ModelSource("merged", path, path.name)
+    if run_checkpoints(path):
+        raise ModelError(f"{path} has checkpoints but no final adapter/ yet: name one checkpoint, or use all_checkpoints=true")
+    raise ModelError(
+        f"{path} is not a model folder: expected a LoRA adapter ({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS}), a run folder "
+        "with adapter/, a merged model (config.json + safetensors) or a CTranslate2 export (model.bin)"
+    )
+
+
+# ---- running it -------------------------------------------------------------------------------------------
+
+
+def cpu_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def choose_engine(requested: str, source: ModelSource) -> str:
+    """backend=auto: transformers where it has fast half precision (CUDA, CPUs with native bf16), else the
+    CTranslate2 int8 export, which is faster than fp32 transformers on such CPUs."""
+    if source.kind == "ct2":
+        if requested == "hf":
+            raise ConfigError(f"{source.path} is a CTranslate2 export; it runs with backend=ct2 or auto, not hf")
+        return "ct2"
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available() or cpu_has_native_bf16():
+        return "hf"
+    try:
+        import ctranslate2  # noqa: F401
+    except ImportError:
+        log.info("ctranslate2 is not installed; using transformers (backend=hf)")
+        return "hf"
+    return "ct2"
+
+
+class WhisperBackend(ABC):
+    """Greedy Whisper decoding over (batch, n_mels, 3000) log-mel tensors."""
+
+    engine = ""
+
+    def __init__(self, processor, decoding: Decoding, description: str):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.feature_extractor = processor.feature_extractor
+        self.decoding = decoding
+        self.description = description
+        self.end_of_text = self.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        self.timestamp_begin = self.tokenizer.convert_tokens_to_ids("<|notimestamps|>") + 1
+
+    def prompt_ids(self, timestamps: bool) -> list[int]:
+        tokens = ["<|startoftranscript|>", f"<|{self.decoding.language}|>", f"<|{self.decoding.task}|>"]
+        if not timestamps:
+            tokens.append("<|notimestamps|>")
+        return self.tokenizer.convert_tokens_to_ids(tokens)
+
+    @abstractmethod
+    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int) -> list[list[int]]:
+        """Generated ids per row (timestamp tokens included when asked), without prompt and end token."""
+
+    def _trim(self, ids: list[int]) -> list[int]:
+        return ids[: ids.index(self.end_of_text)] if self.end_of_text in ids else ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode([i for i in ids if i < self.end_of_text], skip_special_tokens=True).strip()
+
+
+class _LengthClashFilter(logging.Filter):
+    """Drops transformers' per-call warning that max_new_tokens overrides the config's max_length: Whisper's
+    generate always carries a max_length, and here the override is the point."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "seem to have been set" not in record.getMessage()
+
+
+class HFWhisper(WhisperBackend):
+    engine = "hf"
+
+    def __init__(self, model, processor, decoding: Decoding, device: torch.device):
+        self.model = model
+        self.device = device
+        generation_log = logging.getLogger("transformers.generation.utils")
+        if not any(isinstance(f, _LengthClashFilter) for f in generation_log.filters):
+            generation_log.addFilter(_LengthClashFilter())
+        self.autocast_dtype = torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+        precision = "bf16 autocast" if self.autocast_dtype else str(model.dtype).removeprefix("torch.")
+        super().__init__(processor, decoding, f"transformers {precision} on {device.type}")
+        # Whisper's decoder has max_target_positions slots, shared by prompt and output.
+        self.token_limit = model.config.max_target_positions - len(self.prompt_ids(False))
+
+    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int) -> list[list[int]]:
+        features = features.to(self.device, self.model.dtype)
+        autocast = torch.autocast("cpu", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+        with torch.inference_mode(), autocast:
+            sequences = self.model.generate(
+                features,
+                attention_mask=torch.ones(features.shape[0], features.shape[-1], dtype=torch.long, device=self.device),
+                language=self.decoding.language,
+                task=self.decoding.task,
+                return_timestamps=timestamps,
+                # One pass per 30 s window: without it, a window whose last segment is unfinished is decoded
+                # again from that point, and the returned timestamps of the two passes share no origin.
+                force_unique_generate_call=True,
+                max_new_tokens=min(max_new_tokens, self.token_limit),
+                do_sample=False,
+                num_beams=1,
+            )
+        # With force_unique_generate_call the rows start with the prompt; strip it where it is there.
+        prompt = self.prompt_ids(timestamps)
+        return [self._trim(row[len(prompt):] if row[: len(prompt)] == prompt else row) for row in sequences.tolist()]
+
+
+class CT2Whisper(WhisperBackend):
+    engine = "ct2"
+
+    def __init__(self, ct2_dir: Path, processor, decoding: Decoding):
+        import ctranslate2
+
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        # "default" keeps the type the export was written in (int8 stays int8, float32 stays float32); the
+        # thread count matters on small CPUs, where CTranslate2's default of 4 oversubscribes 2 cores.
+        self.model = ctranslate2.models.Whisper(str(ct2_dir), device=device, compute_type="default", intra_threads=cpu_threads())
+        super().__init__(processor, decoding, f"CTranslate2 {self.model.compute_type} on {device}")
+        self.token_limit = WHISPER_TEXT_POSITIONS - len(self.prompt_ids(False))
+
+    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int) -> list[list[int]]:
+        import ctranslate2
+
+        array = np.ascontiguousarray(features.to(torch.float32).numpy())
+        prompt = self.prompt_ids(timestamps)
+        results = self.model.generate(
+            ctranslate2.StorageView.from_array(array),
+            [prompt] * len(array),
+            beam_size=1,
+            # CTranslate2 counts the prompt in max_length; this gives the same decoding steps as transformers'
+            # max_new_tokens (whose count includes the end token).
+            max_length=len(prompt) + min(max_new_tokens, self.token_limit),
+        )
+        return [self._trim(result.sequences_ids[0]) for result in results]
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_processor(path: Path):
+    from transformers import WhisperProcessor
+
+    return WhisperProcessor.from_pretrained(str(path))
+
+
+def load_hf_model(source: ModelSource, device: torch.device | None = None, dtype: torch.dtype | None = None):
+    """(model, processor) in eval mode; an adapter is merged into a float copy of its base.
+
+    safetensors only, and the model class is named explicitly, so no checkpoint can run code on load.
+    """
+    from transformers import WhisperForConditionalGeneration
+
+    if source.kind == "ct2":
+        raise ModelError(f"{source.path} is a CTranslate2 export; transformers cannot load it")
+    device = device or pick_device()
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    weights_dir = source.base_dir if source.kind == "adapter" else source.path
+    model = WhisperForConditionalGeneration.from_pretrained(str(weights_dir), dtype=torch.float32, use_safetensors=True)
+    if source.kind == "adapter":
+        from peft import PeftModel
+
+        # Merged in float32 whatever the serving dtype: merging into a quantized or half base loses the update.
+        model = PeftModel.from_pretrained(model, str(source.path)).merge_and_unload()
+    model = model.to(device=device, dtype=dtype).eval()
+    return model, load_processor(weights_dir)
+
+
+def load_backend(source: ModelSource, decoding: Decoding, backend: str = "auto", ct2_quantization: str = "int8",
+                 ct2_dir: Path | None = None) -> WhisperBackend:
+    """The engine `backend` asks for (see `choose_engine`). For ct2 a non-ct2 source is exported once to
+    `ct2_dir` (default: beside the adapter, see export.default_ct2_dir) and reused while it is current."""
+    engine = choose_engine(backend, source)
+    if engine == "ct2":
+        from kowhisper.export import ensure_ct2_export
+
+        ct2_path = source.path if source.kind == "ct2" else ensure_ct2_export(source, ct2_quantization, ct2_dir)
+        return CT2Whisper(ct2_path, load_processor(ct2_path), decoding)
+    device = pick_device()
+    model, processor = load_hf_model(source, device)
+    return HFWhisper(model, processor, decoding, device)

@@ -1,0 +1,117 @@
+"""evaluate_model.py with the real whisper-base: per-checkpoint evaluation marks the best checkpoint, the
+command works with no network at all, and bad settings get a message that names them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_inference import PROJECT_ROOT, add_reciting_run, network_is_isolatable, reference_clips
+
+EVAL_SAMPLES = 2
+
+
+def scale_lora_b(adapter: Path, factor: float) -> Path:
+    """Multiply every LoRA B matrix of an adapter by `factor`: 0 makes a freshly initialised adapter (the model
+    equals the base), -1 undoes what training did."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(adapter / "adapter_model.safetensors")
+    save_file({name: value * factor if "lora_B" in name else value for name, value in weights.items()},
+              adapter / "adapter_model.safetensors", metadata={"format": "pt"})
+    return adapter
+
+
+@pytest.fixture(scope="module")
+def run_with_checkpoints(make_workspace, real_model_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """A run stopped before its end: checkpoint-100 untrained, checkpoint-200 reciting the test clips,
+    checkpoint-300 diverged. No final adapter/ yet."""
+    workspace = make_workspace(real_model_dir)
+    trained = add_reciting_run(workspace, tmp_path_factory.mktemp("adapters"), run_name="scratch")
+    run = workspace / "runs" / "lora"
+    scale_lora_b(shutil.copytree(trained, run / "checkpoint-100"), 0.0)
+    shutil.copytree(trained, run / "checkpoint-200")
+    scale_lora_b(shutil.copytree(trained, run / "checkpoint-300"), -1.0)
+    shutil.rmtree(trained.parent)
+    return workspace, run
+
+
+@pytest.mark.real_model
+def test_every_checkpoint_is_measured_and_the_best_marked(run_with_checkpoints):
+    from config import load_config
+    from kowhisper.evaluation import run_evaluation
+
+    workspace, run = run_with_checkpoints
+    # The base and two of the checkpoints cannot read espeak Korean and loop to the token cap; 48 tokens still
+    # hold every sample sentence (at most 24 tokens) and keep those loops short.
+    config = load_config([f"workspace={workspace}", "eval_run=lora", "all_checkpoints=true", f"max_samples={EVAL_SAMPLES}",
+                          "generation_max_length=48"])
+    summary, table = run_evaluation(config, workspace)
+
+    labels = [model["label"] for model in summary["models"]]
+    assert labels == ["base", "lora/checkpoint-100", "lora/checkpoint-200", "lora/checkpoint-300"]
+    by_label = {model["label"]: model for model in summary["models"]}
+    assert summary["best"] == "lora/checkpoint-200"
+    assert summary["best_path"] == str(run / "checkpoint-200")
+    assert by_label["lora/checkpoint-200"]["cer"] == 0.0
+    # An untrained adapter is the base model: the same hypotheses, so the same scores.
+    assert by_label["lora/checkpoint-100"]["cer"] == by_label["base"]["cer"] > 0.5
+    assert by_label["lora/checkpoint-300"]["cer"] > 0.2
+    assert "lora/checkpoint-200 *" in table and "* best by cer: lora/checkpoint-200" in table
+
+    out_dir = workspace / "evaluations" / "test"
+    assert json.loads((out_dir / "summary.json").read_text(encoding="utf-8")) == summary
+    with open(out_dir / "lora__checkpoint-200.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    expected = reference_clips(workspace, EVAL_SAMPLES)
+    assert [(row["reference"], row["hypothesis"], float(row["cer"])) for row in rows] == [(text, text, 0.0) for _, text in expected]
+    assert all(not math.isnan(float(model["wer"])) and model["num_scored"] == EVAL_SAMPLES for model in summary["models"])
+
+
+@pytest.mark.real_model
+def test_evaluate_model_runs_without_network(make_workspace, real_model_dir, python_executable, tmp_path_factory):
+    """The acceptance command: `python evaluate_model.py workspace=DIR max_samples=4`, under `unshare -n`. With
+    no run named it measures the base and the latest finished run, and prints CER and WER."""
+    if not network_is_isolatable():
+        pytest.skip("unshare -n is not permitted here")
+    workspace = make_workspace(real_model_dir)
+    scratch = tmp_path_factory.mktemp("adapters")
+    # The older run learnt nothing (its model is the base), so picking it instead would show in the CER.
+    scale_lora_b(add_reciting_run(workspace, scratch, run_name="older"), 0.0)
+    newest = add_reciting_run(workspace, scratch, run_name="newest")
+    (newest / "adapter_config.json").touch()
+
+    result = subprocess.run(["unshare", "-n", python_executable, "evaluate_model.py", f"workspace={workspace}", "max_samples=4"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("model"))
+    assert "CER" in header and "WER" in header
+    table = [line.split() for line in lines[lines.index(header) + 1 :] if line.strip()]
+    rows = {cells[0]: cells for cells in table if cells[0] in ("base", "newest", "older")}
+    assert set(rows) == {"base", "newest"}
+    assert rows["newest"][1:4] == ["0.00%", "0.00%", "0.00%"]
+    assert float(rows["base"][1].rstrip("%")) > 50
+    summary = json.loads((workspace / "evaluations" / "test" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["utterances"] == 4 and [m["label"] for m in summary["models"]] == ["base", "newest"]
+
+
+@pytest.mark.real_model
+def test_bad_settings_are_named(make_workspace, real_model_dir, capsys):
+    import evaluate_model
+
+    workspace = make_workspace(real_model_dir)
+    assert evaluate_model.main([f"workspace={workspace}", "eval_run=nope"]) == 2
+    assert "'nope' is neither a folder nor a run" in capsys.readouterr().err
+    assert evaluate_model.main([f"workspace={workspace}", "eval_split=validation"]) == 2
+    assert "eval_split='validation'" in capsys.readouterr().err
+    assert evaluate_model.main([f"workspace={workspace}", "all_checkpoints=true"]) == 2
+    assert "holds no run with checkpoints" in capsys.readouterr().err
+    (workspace / "model" / "model.safetensors").write_bytes(b"tampered")
+    assert evaluate_model.main([f"workspace={workspace}"]) == 2
+    assert "altered: model/model.safetensors" in capsys.readouterr().err

@@ -1,0 +1,357 @@
+"""inference.py with the real whisper-base: files, long-form chunking with timestamps, SRT/JSON output, bad
+input, the merged model and the CTranslate2 export (also run by faster-whisper), all offline.
+
+Zero-shot whisper-base cannot read espeak Korean (CER about 1), so most tests use a LoRA adapter trained here
+until the model recites the first test utterances: then a correct transcript is known exactly, and "the
+same transcript" comparisons between engines mean something.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kowhisper.audio import SAMPLING_RATE, load_audio
+from kowhisper.workspace import split_dir
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample" / "ko"
+RECITED_UTTERANCES = 4
+HANGUL = re.compile("[\uac00-\ud7a3]")
+
+# ---- shared with test_evaluate.py and test_demo_browser.py ---------------------------------------------------
+
+_trained_adapters: dict[str, Path] = {}
+
+
+def add_reciting_run(workspace: Path, scratch: Path, run_name: str = "reciting") -> Path:
+    """<workspace>/runs/<run_name>/adapter holding an adapter that recites the first test utterances; trained
+    once per session and copied (every workspace built from the same model and sample has the same clips)."""
+    from datasets import load_from_disk
+
+    from bench.inference_speed import train_reciting_adapter
+
+    key = str((workspace / "model" / "model.safetensors").stat().st_size)
+    if key not in _trained_adapters:
+        test_split = load_from_disk(str(split_dir(workspace, "test"))).with_format("numpy")
+        rows = list(test_split.select(range(RECITED_UTTERANCES)))
+        _trained_adapters[key] = train_reciting_adapter(workspace / "model", rows, scratch / "reciting-adapter")
+    adapter = workspace / "runs" / run_name / "adapter"
+    shutil.copytree(_trained_adapters[key], adapter)
+    return adapter
+
+
+def reference_clips(workspace: Path, count: int = RECITED_UTTERANCES) -> list[tuple[Path, str]]:
+    """(clip path, sentence) of the first `count` utterances of the workspace's test split."""
+    from datasets import load_from_disk
+
+    rows = load_from_disk(str(split_dir(workspace, "test"))).select(range(count))
+    # Row ids are Common Voice clip names, with or without the .mp3.
+    clips = [SAMPLE_DIR / "clips" / (row_id if row_id.endswith(".mp3") else f"{row_id}.mp3") for row_id in rows["id"]]
+    return list(zip(clips, rows["text"]))
+
+
+def network_is_isolatable() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+def write_wav(path: Path, waveform: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(SAMPLING_RATE)
+        handle.writeframes((np.clip(waveform, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+# ---- fixtures ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def workspace(make_workspace, real_model_dir, tmp_path_factory) -> Path:
+    workspace = make_workspace(real_model_dir)
+    add_reciting_run(workspace, tmp_path_factory.mktemp("adapters"))
+    return workspace
+
+
+@pytest.fixture(scope="module")
+def config(workspace):
+    from config import load_config
+
+    return load_config([f"workspace={workspace}"])
+
+
+@pytest.fixture(scope="module")
+def default_backend(workspace, config):
+    """What `inference.py workspace=WS` runs: the latest run's adapter on backend=auto."""
+    from kowhisper.modeling import Decoding, load_backend, resolve_model
+
+    return load_backend(resolve_model(workspace, None), Decoding.from_config(config), config.backend, config.ct2_quantization)
+
+
+@pytest.fixture(scope="module")
+def base_backend(workspace, config):
+    from kowhisper.modeling import Decoding, load_backend, resolve_model
+
+    return load_backend(resolve_model(workspace, "base"), Decoding.from_config(config), config.backend, config.ct2_quantization)
+
+
+@pytest.fixture(scope="module")
+def long_recording(tmp_path_factory) -> Path:
+    """About 70 s of Korean speech: 20 sample clips joined end to end by ffmpeg."""
+    clips = sorted((SAMPLE_DIR / "clips").glob("*.mp3"))[:20]
+    out = tmp_path_factory.mktemp("long") / "long.wav"
+    inputs = [arg for clip in clips for arg in ("-i", str(clip))]
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *inputs, "-filter_complex", f"concat=n={len(clips)}:v=0:a=1",
+                    "-ar", str(SAMPLING_RATE), "-ac", "1", str(out)], check=True)
+    return out
+
+
+# ---- no model needed ----------------------------------------------------------------------------------------
+
+
+def test_windows_are_cut_in_the_pause_and_cover_everything():
+    from kowhisper.transcribe import split_into_windows
+
+    tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(SAMPLING_RATE * 70) / SAMPLING_RATE).astype(np.float32)
+    tone[int(26.0 * SAMPLING_RATE) : int(26.6 * SAMPLING_RATE)] = 0.0  # a pause inside the first window's last 10 s
+    windows = split_into_windows(tone)
+    assert windows[0][0] == 0 and windows[-1][1] == len(tone)
+    assert all(end - start <= 30 * SAMPLING_RATE for start, end in windows)
+    assert all(previous[1] == following[0] for previous, following in zip(windows, windows[1:]))
+    assert 26.0 <= windows[0][1] / SAMPLING_RATE <= 26.6
+    assert split_into_windows(tone[: 12 * SAMPLING_RATE]) == [(0, 12 * SAMPLING_RATE)]
+
+
+def test_files_folders_and_lists_are_collected(tmp_path):
+    from kowhisper.transcribe import collect_audio_paths
+
+    folder = tmp_path / "calls"
+    (folder / "day1").mkdir(parents=True)
+    for name in ("day1/a.mp3", "b.WAV", "notes.md"):
+        (folder / name).write_bytes(b"x")
+    listing = tmp_path / "list.txt"
+    listing.write_text("# today's calls\ncalls/b.WAV\n\ncalls/missing.flac  # gone\n", encoding="utf-8")
+    paths, problems = collect_audio_paths([str(folder), str(listing), str(tmp_path / "nope.mp3")])
+    assert [p.relative_to(tmp_path).as_posix() for p in paths] == ["calls/b.WAV", "calls/day1/a.mp3", "calls/b.WAV"]
+    assert len(problems) == 2
+    assert "missing.flac" in problems[0] and "nope.mp3" in problems[1]
+
+
+def test_token_budget_follows_audio_length():
+    from kowhisper.modeling import Decoding
+
+    decoding = Decoding("ko", max_new_tokens=225)
+    assert decoding.tokens_for(2.0) == 70
+    assert decoding.tokens_for(30.0) == 225
+    assert decoding.tokens_for(0.0) >= 1
+
+
+# ---- real model ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.real_model
+def test_default_path_transcribes_korean_clips(workspace, default_backend):
+    from kowhisper.transcribe import transcribe_files
+
+    expected = reference_clips(workspace)
+    results = list(transcribe_files(default_backend, [clip for clip, _ in expected], timestamps=False, batch_size=8, progress=False))
+    assert [problem for *_, problem in results] == [None] * len(expected)
+    assert [transcript.text for _, transcript, _ in results] == [text for _, text in expected]
+    assert [transcript.segments[0].end for _, transcript, _ in results] == pytest.approx(
+        [len(load_audio(clip)) / SAMPLING_RATE for clip, _ in expected], abs=0.01)
+
+
+@pytest.mark.real_model
+def test_zero_shot_base_writes_hangul(workspace, base_backend):
+    from kowhisper.transcribe import transcribe_files
+
+    clip = reference_clips(workspace, 1)[0][0]
+    [(_, transcript, problem)] = transcribe_files(base_backend, [clip], timestamps=False, batch_size=1, progress=False)
+    assert problem is None and HANGUL.search(transcript.text), transcript
+
+
+SRT_CUE = re.compile(r"(\d+)\n(\d\d):(\d\d):(\d\d),(\d\d\d) --> (\d\d):(\d\d):(\d\d),(\d\d\d)\n(.+)")
+
+
+def parse_srt(text: str) -> list[tuple[int, float, float, str]]:
+    """Strict SubRip: numbered cues from 1, HH:MM:SS,mmm times, one text line, blank line between cues."""
+    cues = []
+    for block in text.strip("\n").split("\n\n"):
+        match = SRT_CUE.fullmatch(block)
+        assert match, f"not an SRT cue: {block!r}"
+        h1, m1, s1, ms1, h2, m2, s2, ms2 = map(int, match.groups()[1:9])
+        cues.append((int(match[1]), h1 * 3600 + m1 * 60 + s1 + ms1 / 1000, h2 * 3600 + m2 * 60 + s2 + ms2 / 1000, match[10]))
+    return cues
+
+
+@pytest.mark.real_model
+def test_long_recording_is_chunked_with_increasing_timestamps(base_backend, long_recording, tmp_path):
+    from kowhisper.transcribe import split_into_windows, transcribe_to_outputs
+
+    duration = len(load_audio(long_recording)) / SAMPLING_RATE
+    assert 65 < duration < 75
+    assert len(split_into_windows(load_audio(long_recording))) == 3
+
+    for output_format in ("srt", "json"):
+        status = transcribe_to_outputs(base_backend, [str(long_recording)], output_format=output_format,
+                                       transcripts_dir=str(tmp_path), batch_size=8, progress=False)
+        assert status == 0
+    cues = parse_srt((tmp_path / "long.srt").read_text(encoding="utf-8"))
+    assert [number for number, *_ in cues] == list(range(1, len(cues) + 1))
+    starts, ends = [start for _, start, _, _ in cues], [end for _, _, end, _ in cues]
+    assert all(start <= end for start, end in zip(starts, ends))
+    assert all(a <= b for a, b in zip(ends, starts[1:])), "cues overlap or go back in time"
+    assert starts[0] < 1.0 and duration - 10 < ends[-1] <= duration + 0.01
+    assert any(start >= 30 for start in starts) and any(start >= 60 for start in starts), "some window was dropped"
+    assert sum(bool(HANGUL.search(text)) for *_, text in cues) >= len(cues) / 2
+
+    document = json.loads((tmp_path / "long.json").read_text(encoding="utf-8"))
+    assert document["duration"] == pytest.approx(duration, abs=0.01)
+    assert [s["start"] for s in document["segments"]] == pytest.approx(starts, abs=0.001)
+    assert [s["end"] for s in document["segments"]] == pytest.approx(ends, abs=0.001)
+    assert document["text"] == " ".join(s["text"] for s in document["segments"])
+
+
+@pytest.mark.real_model
+def test_bad_files_are_reported_and_the_rest_transcribed(workspace, default_backend, tmp_path, capsys):
+    from kowhisper.transcribe import transcribe_to_outputs
+
+    clip, sentence = reference_clips(workspace, 1)[0]
+    not_audio = tmp_path / "minutes.wav"
+    not_audio.write_text("meeting minutes, not a recording", encoding="utf-8")
+    silent = write_wav(tmp_path / "silence.wav", np.zeros(SAMPLING_RATE * 2, dtype=np.float32))
+    empty = tmp_path / "empty.mp3"
+    empty.touch()
+    items = [str(not_audio), str(clip), str(silent), str(tmp_path / "missing.flac"), str(empty)]
+    status = transcribe_to_outputs(default_backend, items, output_format="txt", transcripts_dir=None, batch_size=8, progress=False)
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert f"==> {clip} <==\n{sentence}\n" == out
+    assert f"skipped {not_audio}: undecodable audio" in err
+    assert f"skipped {silent}: silent" in err
+    assert "missing.flac: no such file" in err
+    assert f"skipped {empty}: empty audio file" in err
+    assert "1 transcribed, 4 skipped" in err
+
+
+@pytest.mark.real_model
+def test_same_stem_twice_gets_two_files(workspace, default_backend, tmp_path):
+    from kowhisper.transcribe import transcribe_to_outputs
+
+    (clip, sentence), (second, _) = reference_clips(workspace, 2)
+    (tmp_path / "a").mkdir()
+    copy = shutil.copy(second, tmp_path / "a" / clip.name)
+    out = tmp_path / "out"
+    status = transcribe_to_outputs(default_backend, [str(clip), str(copy)], output_format="txt", transcripts_dir=str(out),
+                                   batch_size=8, progress=False)
+    assert status == 0
+    assert (out / f"{clip.stem}.txt").read_text(encoding="utf-8") == sentence + "\n"
+    assert (out / f"{clip.stem}-2.txt").is_file()
+
+
+@pytest.mark.real_model
+def test_merged_model_logits_match_base_plus_adapter(workspace, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import WhisperForConditionalGeneration
+
+    from kowhisper.export import merge_adapter
+    from kowhisper.features import SpeechBatchCollator
+    from kowhisper.modeling import resolve_model
+
+    merged_dir = merge_adapter(resolve_model(workspace, None), tmp_path / "merged")
+    assert sorted(p.name for p in merged_dir.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".safetensors")) == ["model.safetensors"]
+    assert (merged_dir / "tokenizer.json").is_file() and (merged_dir / "preprocessor_config.json").is_file()
+
+    from datasets import load_from_disk
+
+    batch = SpeechBatchCollator()(list(load_from_disk(str(split_dir(workspace, "test"))).with_format("numpy").select(range(2))))
+    decoder_input_ids = torch.cat([torch.full((2, 1), 50258), batch["labels"].clamp(min=0)], dim=1)
+
+    def logits(model):
+        with torch.no_grad():
+            return model.eval()(input_features=batch["input_features"], decoder_input_ids=decoder_input_ids).logits
+
+    base = WhisperForConditionalGeneration.from_pretrained(workspace / "model", dtype=torch.float32)
+    base_logits = logits(base)
+    adapted = logits(PeftModel.from_pretrained(base, workspace / "runs" / "reciting" / "adapter"))
+    merged = logits(WhisperForConditionalGeneration.from_pretrained(merged_dir, dtype=torch.float32))
+    assert (adapted - base_logits).abs().max() > 1.0, "the adapter should change the model"
+    assert (merged - adapted).abs().max() < 2e-3
+
+
+@pytest.mark.real_model
+def test_ct2_export_transcribes_like_transformers_and_faster_whisper(workspace, config, tmp_path):
+    from faster_whisper import WhisperModel
+
+    from kowhisper.export import export_ct2
+    from kowhisper.modeling import CT2Whisper, Decoding, HFWhisper, load_backend, resolve_model
+    from kowhisper.transcribe import transcribe_files
+
+    source = resolve_model(workspace, None)
+    ct2_dir = export_ct2(source, "int8", tmp_path / "ct2-int8")
+    decoding = Decoding.from_config(config)
+    hf = load_backend(source, decoding, "hf")
+    ct2 = load_backend(resolve_model(workspace, str(ct2_dir)), decoding, "auto")
+    assert isinstance(hf, HFWhisper) and isinstance(ct2, CT2Whisper)
+    expected = reference_clips(workspace)
+    clips = [clip for clip, _ in expected]
+
+    def texts(backend):
+        return [t.text for _, t, _ in transcribe_files(backend, clips, timestamps=False, batch_size=8, progress=False)]
+
+    assert texts(hf) == texts(ct2) == [text for _, text in expected]
+
+    # The export is a faster-whisper model as it stands: its own loader, tokenizer and mel settings.
+    model = WhisperModel(str(ct2_dir), device="cpu", compute_type="int8", cpu_threads=2)
+    segments, _ = model.transcribe(str(clips[0]), language="ko", beam_size=1, without_timestamps=True, vad_filter=False)
+    assert "".join(s.text for s in segments).strip() == expected[0][1]
+
+
+@pytest.mark.real_model
+def test_export_never_overwrites_a_folder_it_did_not_write(workspace, tmp_path):
+    from kowhisper.export import export_ct2
+    from kowhisper.modeling import ModelError, resolve_model
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("keep me", encoding="utf-8")
+    with pytest.raises(ModelError, match="was not written by this toolkit"):
+        export_ct2(resolve_model(workspace, "base"), "int8", precious)
+    assert (precious / "thesis.txt").read_text(encoding="utf-8") == "keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["precious"], "the scratch folder was left behind"
+
+
+@pytest.mark.real_model
+def test_inference_cli_works_without_network(workspace, python_executable, tmp_path):
+    if not network_is_isolatable():
+        pytest.skip("unshare -n is not permitted here")
+    (clip, sentence), (second, second_sentence) = reference_clips(workspace, 2)
+    listing = tmp_path / "todo.txt"
+    listing.write_text(f"{second}\n", encoding="utf-8")
+    result = subprocess.run(["unshare", "-n", python_executable, "inference.py", f"workspace={workspace}", str(clip), str(listing),
+                             "output_format=json"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    documents = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(d["source"], d["text"]) for d in documents] == [(str(clip), sentence), (str(second), second_sentence)]
+    assert "CTranslate2" in result.stderr  # backend=auto chose the int8 export on this CPU
+
+
+def test_cli_explains_what_is_wrong(tmp_path, capsys):
+    import inference
+
+    assert inference.main([f"workspace={tmp_path}", "adapter=no-such-run", "clip.mp3"]) == 2
+    assert "'no-such-run' is neither a folder nor a run" in capsys.readouterr().err
+    assert inference.main([f"workspace={tmp_path}", "clip.mp3"]) == 2
+    assert "no base model in" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        inference.main([f"workspace={tmp_path}"])
+    assert "nothing to do" in capsys.readouterr().err

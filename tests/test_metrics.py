@@ -1,0 +1,94 @@
+"""Metric values on hand-made Korean pairs, worked out by hand: CER counts syllables (also for NFD input, where
+each syllable arrives as 2-3 jamo), punctuation is free, spacing errors cost CER and WER but not spacing-free
+CER, and the corpus rates weigh utterances by their length."""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+
+import pytest
+from datasets import Dataset
+
+from kowhisper.evaluation import score
+from kowhisper.text import error_rates, normalize_for_metric, utterance_cer
+
+
+def nfd(text: str) -> str:
+    decomposed = unicodedata.normalize("NFD", text)
+    assert len(decomposed) > len(text)  # the input really is jamo, not syllables
+    return decomposed
+
+
+def test_identical_transcripts_score_zero():
+    rates = error_rates(["나는 아침을 먹는 중이다."], ["나는 아침을 먹는 중이다."])
+    assert (rates["cer"], rates["wer"], rates["cer_nospace"], rates["num_scored"]) == (0.0, 0.0, 0.0, 1)
+
+
+def test_one_wrong_syllable_in_five():
+    rates = error_rates(["안녕하세요"], ["안녕하세유"])
+    assert rates["cer"] == pytest.approx(1 / 5)
+    assert rates["wer"] == pytest.approx(1.0)  # the only word is wrong
+
+
+def test_nfd_hypothesis_is_scored_by_syllables_not_jamo():
+    # 한국 -> 한극: one syllable of two differs. Scored on jamo it would be 1 of 5 (ㅎㅏㄴㄱㅜㄱ vs ㅎㅏㄴㄱㅡㄱ).
+    assert utterance_cer("한국", nfd("한극")) == pytest.approx(1 / 2)
+    rates = error_rates([nfd("나는 학교에 간다")], ["나는 학교에 간다"])
+    assert rates["cer"] == 0.0 and rates["wer"] == 0.0
+    assert normalize_for_metric(nfd("가, 나!")) == "가 나"
+
+
+def test_punctuation_and_extra_spaces_are_free():
+    rates = error_rates(["그것은 희망이다."], ["  그것은,   희망이다 "])
+    assert rates["cer"] == 0.0 and rates["wer"] == 0.0
+
+
+def test_spacing_error_costs_cer_and_wer_but_not_spacing_free_cer():
+    # "나는 학교에 간다" is 9 characters with its spaces and 3 words; the hypothesis drops one space, which is
+    # one deletion for CER, and 학교에+간다 -> 학교에간다 is a substitution plus a deletion for WER.
+    rates = error_rates(["나는 학교에 간다"], ["나는 학교에간다"])
+    assert rates["cer"] == pytest.approx(1 / 9)
+    assert rates["wer"] == pytest.approx(2 / 3)
+    assert rates["cer_nospace"] == 0.0
+
+
+def test_corpus_rates_weigh_utterances_by_length():
+    # One error in 3 syllables plus none in 2 is 1 error in 5, not the mean of 1/3 and 0.
+    rates = error_rates(["가나다", "라마"], ["가나라", "라마"])
+    assert rates["cer"] == pytest.approx(1 / 5)
+    assert rates["wer"] == pytest.approx(1 / 2)
+
+
+def test_insertions_can_push_cer_past_one():
+    # A repetition loop: 2 reference syllables, 6 inserted ones.
+    assert utterance_cer("하우", "하우하우하우하우") == pytest.approx(6 / 2)
+
+
+def test_empty_reference_is_skipped_not_counted_as_perfect():
+    assert math.isnan(utterance_cer("...", "아무 말"))
+    rates = error_rates(["!!", "안녕"], ["뭔가", "안녕"])
+    assert rates["num_scored"] == 1 and rates["cer"] == 0.0
+    assert math.isnan(error_rates(["?"], [""])["cer"])
+
+
+def test_mismatched_lengths_are_refused():
+    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
+        error_rates(["가", "나"], ["가"])
+
+
+def test_evaluation_score_gives_per_utterance_rows_and_corpus_rates():
+    split = Dataset.from_dict({
+        "id": ["a.mp3", "b.mp3"],
+        "text": ["그것은 희망이다.", "하고, 목메인 소리가 뒤를 따랐다."],
+        "duration": [1.8, 3.1],
+    })
+    metrics, rows = score(split, [nfd("그것은 희망이다"), "하고 목메인 소리가 뒤를 따랐다"])
+    assert [row["id"] for row in rows] == ["a.mp3", "b.mp3"]
+    assert [row["cer"] for row in rows] == [0.0, 0.0]
+    assert metrics["cer"] == 0.0 and metrics["num_scored"] == 2
+    metrics, rows = score(split, ["그것은 희망이다", "하고 목메인 소리가 뒤를 따랐"])
+    # The second reference has 17 characters after normalisation (13 syllables, 4 spaces); "다" is missing.
+    assert normalize_for_metric(split[1]["text"]) == "하고 목메인 소리가 뒤를 따랐다"
+    assert rows[1]["cer"] == pytest.approx(1 / 17)
+    assert metrics["cer"] == pytest.approx(1 / (8 + 17))
