@@ -3,8 +3,8 @@
 Device and precision are decided once, in `choose_precision`:
   CUDA  -> base in INT8 through bitsandbytes (prepare_model_for_kbit_training), bf16 or fp16 mixed precision.
   CPU   -> base in fp32; bf16 autocast only where the CPU does bf16 in hardware (AMX / AVX512-BF16), because
-           emulated bf16 is slower than fp32. INT8 only when int8=true is asked for: on a CPU it makes
-           training slower, not faster (bench/RESULTS.md).
+           emulated bf16 is slower than fp32. INT8 only when int8=true is asked for: on a CPU bitsandbytes'
+           INT8 layers are a little slower than fp32, not faster (bench/RESULTS.md).
 LoRA comes from peft on top of either. The Trainer is HF's Seq2SeqTrainer with generate-based CER/WER on dev.
 """
 
@@ -106,7 +106,7 @@ def choose_precision(config) -> Precision:
     bf16 = native_bf16 if config.bf16 is None else config.bf16
     if config.int8:
         check_int8_support("cpu")
-        reason = "int8=true asked for; on CPU it is slower than fp32"
+        reason = "int8=true asked for; on CPU it is a little slower than fp32"
     elif bf16 and not native_bf16:
         reason = "bf16=true asked for, but this CPU emulates bf16 (no AMX/AVX512-BF16): expect it slower than fp32"
     elif bf16:
