@@ -64,7 +64,7 @@ def main(argv=None) -> int:
 
         processor = training.load_processor(workspace)
         model = training.load_model(workspace, config, precision)
-        trainable, total = training.parameter_counts(model)
+        trainable, total = model.get_nb_trainable_parameters()
         say(f"Parameters: {trainable:,} trainable of {total:,} ({100 * trainable / total:.2f}%)")
 
         args = training.build_training_arguments(config, precision, run_dir)

@@ -19,6 +19,10 @@ CPU threads are the same for all (every core). Reported: seconds per utterance, 
 
     python -m bench.inference_speed             # the PyPI whisper-base, zero-shot: it loops on espeak Korean
     python -m bench.inference_speed --recite    # plus a LoRA adapter trained here to recite the clips
+    OMP_NUM_THREADS=1 taskset -c 0 python -m bench.inference_speed --recite   # one core: see "CPU s/utt"
+
+On a machine shared with other jobs wall time measures the other jobs too; run on one core and read the CPU
+seconds, which count only this process (and the pipeline's ffmpeg children).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import time
 from pathlib import Path
 
@@ -117,6 +122,14 @@ def reciting_model(base_dir: Path, clips: list[tuple[Path, str]]):
     return source, merge_adapter(source, OUT_DIR / "reciting-merged")
 
 
+def cpu_time() -> float:
+    """CPU seconds of this process and its finished children (the pipeline decodes files with an ffmpeg
+    subprocess). On a machine shared with other jobs this, unlike wall time, does not count their turns;
+    with one thread it is the fair measure (with several, OpenMP spin-waits would inflate it)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=16)
@@ -195,21 +208,24 @@ def main(argv=None) -> None:
     # Rounds of one batch each, every path in turn (in a rotating order), so that load from other jobs on a
     # shared machine falls on all paths alike instead of on whichever ran during it.
     seconds = dict.fromkeys(engines, 0.0)
+    cpu_seconds = dict.fromkeys(engines, 0.0)
     texts: dict[str, list[str]] = {name: [] for name in engines}
     load_averages = [round(os.getloadavg()[0], 2)]
     rounds = [paths[i : i + BATCH_SIZE] for i in range(0, len(paths), BATCH_SIZE)]
     for number, batch in enumerate(rounds):
         names = list(engines)
         for name in names[number % len(names) :] + names[: number % len(names)]:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), cpu_time()
             texts[name] += engines[name][1](batch)
             seconds[name] += time.perf_counter() - started
+            cpu_seconds[name] += cpu_time() - cpu_started
         load_averages.append(round(os.getloadavg()[0], 2))
     results = []
     for name, (description, _) in engines.items():
         rates = error_rates(references, texts[name])
         results.append({"path": name, "engine": description, "seconds": round(seconds[name], 2),
                         "seconds_per_utterance": round(seconds[name] / len(paths), 3),
+                        "cpu_seconds_per_utterance": round(cpu_seconds[name] / len(paths), 3),
                         "rtf": round(seconds[name] / audio_seconds, 3), "cer": round(rates["cer"], 4), "texts": texts[name]})
 
     pipeline_seconds = next(r["seconds"] for r in results if r["path"] == "transformers pipeline")
@@ -230,11 +246,11 @@ def main(argv=None) -> None:
 
     print(f"\n{len(paths)} clips, {audio_seconds:.1f} s of audio, model {source.label}, {threads} threads, "
           f"native bf16: {report['native_bf16']}, 1-minute load average before and after each round {load_averages}\n")
-    print("| path | engine | s/utt | RTF | CER | vs pipeline | vs faster-whisper |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| path | engine | s/utt | CPU s/utt | RTF | CER | vs pipeline | vs faster-whisper |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['path']} | {r['engine']} | {r['seconds_per_utterance']:.3f} | {r['rtf']:.3f} | {r['cer']:.3f} "
-              f"| {pipeline_seconds / r['seconds']:.2f}x | {faster_seconds / r['seconds']:.2f}x |")
+        print(f"| {r['path']} | {r['engine']} | {r['seconds_per_utterance']:.3f} | {r['cpu_seconds_per_utterance']:.3f} "
+              f"| {r['rtf']:.3f} | {r['cer']:.3f} | {pipeline_seconds / r['seconds']:.2f}x | {faster_seconds / r['seconds']:.2f}x |")
 
 
 if __name__ == "__main__":

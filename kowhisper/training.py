@@ -244,11 +244,6 @@ def load_model(workspace: Path, config, precision: Precision):
         raise TrainingSetupError(f"LoRA target_modules={list(config.target_modules)}: {error}") from None
 
 
-def parameter_counts(model) -> tuple[int, int]:
-    """(trainable, total) parameters of a PEFT model."""
-    return model.get_nb_trainable_parameters()
-
-
 # ---- trainer ----------------------------------------------------------------------------------------------------
 
 

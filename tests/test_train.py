@@ -46,7 +46,7 @@ def assert_succeeded(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}"
 
 
-def printed_value(stdout: str, prefix: str) -> str:
+def printed_line(stdout: str, prefix: str) -> str:
     lines = [line for line in stdout.splitlines() if line.startswith(prefix)]
     assert lines, f"no line starting {prefix!r} in:\n{stdout}"
     return lines[-1]
@@ -80,8 +80,8 @@ def test_tiny_run_prints_its_plan_and_leaves_every_output(tiny_run, tiny_model_d
     run_dir, result = tiny_run
     stdout = result.stdout
     expected_compute = "bf16 autocast" if cpu_has_native_bf16() else "fp32 compute"
-    assert expected_compute in printed_value(stdout, "Precision: CPU")
-    assert "40 clips, effective batch 4, 10 steps per epoch, 4 optimizer steps" in printed_value(stdout, "Training plan:")
+    assert expected_compute in printed_line(stdout, "Precision: CPU")
+    assert "40 clips, effective batch 4, 10 steps per epoch, 4 optimizer steps" in printed_line(stdout, "Training plan:")
     assert "Starting a new run" in stdout
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -94,7 +94,7 @@ def test_tiny_run_prints_its_plan_and_leaves_every_output(tiny_run, tiny_model_d
     # (peft starts every lora_B at zero).
     adapter_dir = run_dir / "adapter"
     weights = load_file(adapter_dir / "adapter_model.safetensors")
-    trainable = int(printed_value(stdout, "Parameters:").split()[1].replace(",", ""))
+    trainable = int(printed_line(stdout, "Parameters:").split()[1].replace(",", ""))
     assert trainable == sum(tensor.numel() for tensor in weights.values())
     assert any(tensor.abs().sum() > 0 for name, tensor in weights.items() if "lora_B" in name)
 
@@ -261,7 +261,7 @@ def test_ddp_with_two_cpu_processes(tiny_workspace, tmp_path, python_executable)
     command[1:1] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     result = run(command)
     assert_succeeded(result)
-    assert "40 clips, effective batch 8, 5 steps per epoch, 2 optimizer steps" in printed_value(result.stdout, "Training plan:")
+    assert "40 clips, effective batch 8, 5 steps per epoch, 2 optimizer steps" in printed_line(result.stdout, "Training plan:")
     assert result.stdout.count("Training plan:") == 1, "only rank 0 prints"
     checkpoint = run_dir / "checkpoint-2"
     assert missing_parts(checkpoint) == []
