@@ -88,7 +88,7 @@ def main(argv=None) -> int:
             # evaluation, so running out of memory there (seed 000's reason for eval_strategy=no) loses nothing.
             if trainer.is_world_process_zero():
                 say(f"Adapter saved to {training.save_adapter(model, processor, run_dir)}")
-            dev = training.dev_metrics_summary(trainer.evaluate()) if data.dev is not None else {}
+            dev = training.final_dev_metrics(trainer) if data.dev is not None else {}
         except torch.cuda.OutOfMemoryError:
             print(training.out_of_memory_advice(config), file=sys.stderr)
             return EXIT_OUT_OF_MEMORY

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from kowhisper.checkpoints import CheckpointCompletionCallback
+from kowhisper.checkpoints import CheckpointCompletionCallback, checkpoint_step
 from kowhisper.run_report import TrainingLogCallback
 from kowhisper.workspace import model_dir, split_dir
 from utils import cpu_has_native_bf16, read_json
@@ -416,6 +416,16 @@ def save_adapter(model, processor, run_dir: Path) -> Path:
     model.save_pretrained(adapter_dir)
     processor.save_pretrained(adapter_dir)
     return adapter_dir
+
+
+def final_dev_metrics(trainer) -> dict:
+    """Dev metrics of the weights the model holds now: the last step's, or the best checkpoint's with
+    load_best_model_at_end. If that step was already evaluated during training, its logged result is reused
+    (same dev rows, greedy decoding, so a rerun gives the same numbers) instead of generating it again."""
+    best = trainer.state.best_model_checkpoint
+    step = checkpoint_step(Path(best)) if trainer.args.load_best_model_at_end and best else trainer.state.global_step
+    logged = [entry for entry in trainer.state.log_history if entry.get("step") == step and "eval_cer" in entry]
+    return dev_metrics_summary(logged[-1] if logged else trainer.evaluate())
 
 
 def dev_metrics_summary(eval_metrics: dict) -> dict:
