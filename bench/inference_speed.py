@@ -66,44 +66,6 @@ def pypi_whisper_base() -> Path:
     return hf_dir
 
 
-# Decoder-only LoRA: the encoder output does not change, so it is computed once and each step is cheap.
-RECITING_TARGETS = r"model\.decoder\.layers\.\d+\.(self_attn\.q_proj|self_attn\.v_proj|fc1|fc2)"
-
-
-def train_reciting_adapter(model_dir: Path, rows: list[dict], out_dir: Path, steps: int = 10) -> Path:
-    """A LoRA adapter trained until the model recites `rows` (input_features and labels as a prepared split
-    stores them), saved with the processor as train_offline.py saves <run>/adapter.
-
-    Zero-shot whisper-base cannot read espeak Korean and loops to the token cap, so a benchmark of it measures
-    loops; with this adapter every path has the real sentence to produce, and stops where it should. The tests
-    use it too: a known correct transcript makes "the same transcript" comparisons mean something.
-    """
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-    from kowhisper.features import SpeechBatchCollator
-
-    batch = SpeechBatchCollator()(rows)
-    torch.manual_seed(0)
-    model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
-    with torch.no_grad():
-        encoded = model.model.encoder(batch["input_features"]).last_hidden_state
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=RECITING_TARGETS))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-    model.train()
-    for _ in range(steps):
-        loss = model(encoder_outputs=(encoded,), labels=batch["labels"]).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    if loss.item() > 0.05:
-        raise RuntimeError(f"the adapter did not learn to recite the clips (loss {loss.item():.3f} after {steps} steps)")
-    model.save_pretrained(out_dir)
-    WhisperProcessor.from_pretrained(model_dir).save_pretrained(out_dir)
-    return out_dir
-
-
 def reciting_model(base_dir: Path, clips: list[tuple[Path, str]]):
     """whisper-base + an adapter reciting `clips`, as an adapter source and as a merged folder for the pipeline."""
     from transformers import WhisperProcessor
@@ -112,6 +74,7 @@ def reciting_model(base_dir: Path, clips: list[tuple[Path, str]]):
     from kowhisper.export import merge_adapter
     from kowhisper.features import LogMel, label_ids
     from kowhisper.modeling import ModelSource
+    from kowhisper.testing import train_reciting_adapter
 
     processor = WhisperProcessor.from_pretrained(base_dir)
     processor.tokenizer.set_prefix_tokens(language="korean", task="transcribe", predict_timestamps=False)
@@ -133,7 +96,7 @@ def cpu_time() -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=16)
-    parser.add_argument("--recite", action="store_true", help="Add a LoRA adapter trained to recite the clips (train_reciting_adapter).")
+    parser.add_argument("--recite", action="store_true", help="Add a LoRA adapter trained to recite the clips (kowhisper.testing).")
     args = parser.parse_args(argv)
 
     import torch

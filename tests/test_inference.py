@@ -36,7 +36,7 @@ def add_reciting_run(workspace: Path, scratch: Path, run_name: str = "reciting")
     once per session and copied (every workspace built from the same model and sample has the same clips)."""
     from datasets import load_from_disk
 
-    from bench.inference_speed import train_reciting_adapter
+    from kowhisper.testing import train_reciting_adapter
 
     key = str((workspace / "model" / "model.safetensors").stat().st_size)
     if key not in _trained_adapters:
