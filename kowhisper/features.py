@@ -79,7 +79,10 @@ class SpeechBatchCollator:
         self.feature_dtype = feature_dtype
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        batch = {"input_features": pad_features([row["input_features"] for row in rows], self.feature_dtype)}
+        features = pad_features([row["input_features"] for row in rows], self.feature_dtype)
+        # Whisper attends over the whole 30 s window, padding included, so every frame is "attended". Passing
+        # the mask anyway stops generate() warning, on every evaluation, that it cannot infer one.
+        batch = {"input_features": features, "attention_mask": torch.ones(features.shape[0], features.shape[-1], dtype=torch.long)}
         if "labels" in rows[0]:
             longest = max(len(row["labels"]) for row in rows)
             labels = torch.full((len(rows), longest), -100, dtype=torch.long)
