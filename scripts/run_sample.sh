@@ -6,7 +6,7 @@
 #   3. base against fine-tuned evaluation (CER and WER on the test split)
 #   4. the results and the command that starts the demo
 # The offline steps run under `unshare -n` (no network at all) where the machine allows it, as on the
-# air-gapped box. About 12 minutes on 2 CPU cores.
+# air-gapped box. About 9 minutes on 2 idle CPU cores, plus the install on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WITH_BROWSER=0 bash scripts/setup_env.sh
