@@ -256,12 +256,21 @@ def test_a_run_passes_in_a_network_namespace_with_no_network(tiny_workspace, tmp
     assert "cer" in json.loads((run_dir / "metrics.json").read_text())["dev"]
 
 
-def test_ddp_with_two_cpu_processes(tiny_workspace, tmp_path, python_executable):
+LAUNCHERS = {
+    "torchrun": ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    # --multi_gpu is accelerate's name for DDP; with no GPU the processes run on CPU over gloo.
+    "accelerate": ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"],
+}
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_ddp_with_two_cpu_processes(launcher, tiny_workspace, tmp_path, python_executable):
     from kowhisper.checkpoints import missing_parts
 
     run_dir = tmp_path / "run"
     command = train_command(python_executable, tiny_workspace, run_dir, "max_steps=2", "report_to=[]")
-    command[1:1] = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command[1:1] = LAUNCHERS[launcher]
     result = run(command)
     assert_succeeded(result)
     assert "40 clips, effective batch 8, 5 steps per epoch, 2 optimizer steps" in printed_line(result.stdout, "Training plan:")
