@@ -1,6 +1,7 @@
 """The Gradio demo, started as users start it (`inference.py workspace=DIR --demo`) and driven in headless
-Chromium through Playwright: a clip uploaded shows its transcript and the time taken; a file that is not
-audio, and a silent recording, show a message instead. The server must listen on loopback only."""
+Chromium through Playwright: a clip uploaded or spoken into the microphone shows its transcript and the time
+taken; a file that is not audio, a silent recording and one over the demo's limit show a message instead. The
+server must listen on loopback only."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import numpy as np
 import pytest
 from test_inference import PROJECT_ROOT, add_reciting_run, reference_clips, write_wav
 
-from kowhisper.audio import SAMPLING_RATE
+from kowhisper.audio import SAMPLING_RATE, load_audio
 from kowhisper.demo import NOT_AUDIO, SILENT
+from kowhisper.text import utterance_cer
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 
@@ -23,6 +25,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"
                  "--disable-component-update", "--disable-sync"]
 STARTUP_SECONDS = 300
 TRANSCRIBE_MS = 120_000
+DEMO_MAX_AUDIO_S = 60  # low enough that a test recording can pass it
 
 
 def free_port() -> int:
@@ -50,7 +53,8 @@ def demo(make_workspace, real_model_dir, python_executable, tmp_path_factory):
     port = free_port()
     log_path = tmp_path_factory.mktemp("demo") / "demo.log"
     with open(log_path, "w", encoding="utf-8") as log:
-        server = subprocess.Popen([python_executable, "inference.py", f"workspace={workspace}", "--demo", f"server_port={port}"],
+        server = subprocess.Popen([python_executable, "inference.py", f"workspace={workspace}", "--demo", f"server_port={port}",
+                                   f"demo_max_audio_s={DEMO_MAX_AUDIO_S}"],
                                   cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -78,13 +82,18 @@ def demo(make_workspace, real_model_dir, python_executable, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with sync_playwright() as instance:
+        yield instance
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield chromium
+    chromium.close()
 
 
 @pytest.fixture
@@ -104,6 +113,42 @@ def test_uploaded_clip_shows_its_transcript(page, demo):
     expect(page.locator("#transcript textarea")).to_have_value(sentence, timeout=TRANSCRIBE_MS)
     expect(page.locator("#status")).to_contain_text("Transcribed", timeout=TRANSCRIBE_MS)
     expect(page.locator("#status")).to_contain_text("s of audio in")
+
+
+def test_microphone_recording_shows_its_transcript(playwright, demo, tmp_path):
+    """Chromium's fake capture device plays a clip into the microphone once; the demo transcribes what the
+    browser recorded (resampled, processed and Opus-encoded by the browser, so close to, not equal to, the clip)."""
+    from playwright.sync_api import expect
+
+    clip, sentence = reference_clips(demo[2], 1)[0]
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(clip), "-ar", "48000", "-ac", "1", str(tmp_path / "spoken.wav")], check=True)
+    fake_microphone = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                       f"--use-file-for-fake-audio-capture={tmp_path / 'spoken.wav'}%noloop"]
+    speech_ms = int(1000 * len(load_audio(clip)) / SAMPLING_RATE)
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + fake_microphone)
+    try:
+        page = browser.new_context(permissions=["microphone"]).new_page()
+        page.goto(demo[0])
+        page.get_by_role("button", name="Record audio").click()
+        page.locator("#audio button:visible", has_text="Record").first.click()
+        page.wait_for_timeout(speech_ms + 1500)
+        page.locator("#audio button:visible", has_text="Stop").first.click()
+        expect(page.locator("#status")).to_contain_text("Transcribed", timeout=TRANSCRIBE_MS)
+        transcript = page.locator("#transcript textarea").input_value()
+    finally:
+        browser.close()
+    assert utterance_cer(sentence, transcript) <= 0.2, f"recorded {sentence!r}, transcribed {transcript!r}"
+
+
+def test_recording_over_the_limit_gets_a_message(page, demo, tmp_path):
+    from playwright.sync_api import expect
+
+    clip, _ = reference_clips(demo[2], 1)[0]
+    speech = load_audio(clip)
+    too_long = write_wav(tmp_path / "lecture.wav", np.resize(speech, (DEMO_MAX_AUDIO_S + 10) * SAMPLING_RATE))
+    page.locator("#audio input[type=file]").set_input_files(str(too_long))
+    expect(page.locator("#status")).to_contain_text("This recording is 1:10 long; the demo takes up to 1:00", timeout=TRANSCRIBE_MS)
+    expect(page.locator("#transcript textarea")).to_have_value("")
 
 
 def test_file_that_is_not_audio_gets_a_message(page, tmp_path):
