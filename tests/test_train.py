@@ -239,6 +239,26 @@ def test_half_written_checkpoints_are_never_picked(tiny_run, tmp_path):
     assert not list(run_dir.glob("checkpoint-*")), "overwrite_output_dir starts fresh"
 
 
+def test_quick_test_with_8bit_adamw_length_grouping_and_no_evaluation_while_training(tiny_workspace, tmp_path, python_executable):
+    """quick_test (seed 003) caps the run and says how; eval_strategy=no (seed 000's advice against OOM) still
+    evaluates once, after the adapter is saved; bitsandbytes' 8-bit AdamW and length-grouped batches run."""
+    import torch
+
+    run_dir = tmp_path / "run"
+    result = run(train_command(python_executable, tiny_workspace, run_dir, "quick_test=true", "eval_strategy=no",
+                               "optim=adamw_bnb_8bit", "group_by_length=true"))
+    assert_succeeded(result)
+    assert "quick_test: max_steps=-1 -> 10" in result.stdout
+    assert "40 clips, effective batch 4, 10 steps per epoch, 10 optimizer steps" in printed_line(result.stdout, "Training plan:")
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [record["step"] for record in log if "eval_cer" in record] == [10], "only the final evaluation"
+    assert json.loads((run_dir / "metrics.json").read_text())["dev"]["cer"] >= 0
+    # The checkpoint holds bitsandbytes' optimizer state, not torch's AdamW. (The tiny model's LoRA tensors
+    # have under 4096 values, which bitsandbytes keeps in 32 bits; whisper-base's are quantised.)
+    optimizer_state = torch.load(run_dir / "checkpoint-10" / "optimizer.pt", weights_only=True)["state"]
+    assert all("__bnb_optimizer_quant_state__" in state for state in optimizer_state.values())
+
+
 # ---- no network, DDP --------------------------------------------------------------------------------------------
 
 
