@@ -52,7 +52,9 @@ def main(argv=None) -> int:
             print(f"CTranslate2 model: {export_ct2(source, config.ct2_quantization, config.ct2_dir)}")
         if not (args.paths or args.demo):
             return 0
-        backend = load_backend(source, Decoding.from_config(config), config.backend, config.ct2_quantization, config.ct2_dir)
+        # The demo serves one recording at a time, so it wants every core on that one (see CT2Whisper).
+        backend = load_backend(source, Decoding.from_config(config), config.backend, config.ct2_quantization, config.ct2_dir,
+                               parallel_clips=not args.demo)
     except (ConfigError, ModelError, WorkspaceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_SETUP_ERROR

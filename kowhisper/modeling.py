@@ -287,16 +287,23 @@ class HFWhisper(WhisperBackend):
 class CT2Whisper(WhisperBackend):
     engine = "ct2"
 
-    def __init__(self, ct2_dir: Path, processor, decoding: Decoding):
+    def __init__(self, ct2_dir: Path, processor, decoding: Decoding, parallel_clips: bool = True):
         import ctranslate2
 
         device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-        # On CPU, one single-threaded worker per core, each decoding its own clips: Whisper's ops on one short
-        # clip do not keep several threads busy, and clip-level parallelism was about 1.3x faster than
-        # intra-op threads on 2 cores here (bench/RESULTS.md). The workers share one copy of the weights.
-        threads = {"inter_threads": cpu_threads(), "intra_threads": 1} if device == "cpu" else {}
+        # On CPU, for throughput: one single-threaded worker per core, each decoding its own clips. Whisper's
+        # ops on one short clip do not keep several threads busy; on 2 cores here this was about 1.3x faster
+        # over a batch than intra-op threads (bench/RESULTS.md). The workers share one copy of the weights.
+        # One clip alone, though, then gets one core: 1.69 s instead of 1.21 s for a 3 s clip here. So the
+        # demo, which serves one recording at a time, asks for parallel_clips=False and all cores per clip.
+        if device == "cpu":
+            workers = cpu_threads() if parallel_clips else 1
+            threads = {"inter_threads": workers, "intra_threads": cpu_threads() // workers}
+        else:
+            threads = {}
         # "default" keeps the type the export was written in (int8 stays int8, float32 stays float32).
         self.model = ctranslate2.models.Whisper(str(ct2_dir), device=device, compute_type="default", **threads)
+        self.parallel_clips = device == "cpu" and threads["inter_threads"] > 1
         super().__init__(processor, decoding, f"CTranslate2 {self.model.compute_type} on {device}")
         self.token_limit = WHISPER_TEXT_POSITIONS - len(self.prompt_ids(False))
 
@@ -308,7 +315,7 @@ class CT2Whisper(WhisperBackend):
         # CTranslate2 counts the prompt in max_length; this gives the same decoding steps as transformers'
         # max_new_tokens (whose count includes the end token).
         options = {"beam_size": 1, "max_length": len(prompt) + min(max_new_tokens, self.token_limit)}
-        if self.model.device == "cpu":
+        if self.parallel_clips:
             # One clip per request, spread over the workers (see __init__); results come back in order.
             pending = [self.model.generate(ctranslate2.StorageView.from_array(array[i : i + 1]), [prompt], asynchronous=True, **options)[0]
                        for i in range(len(array))]
@@ -351,15 +358,16 @@ def load_hf_model(source: ModelSource, device: torch.device | None = None, dtype
 
 
 def load_backend(source: ModelSource, decoding: Decoding, backend: str = "auto", ct2_quantization: str = "int8",
-                 ct2_dir: Path | None = None) -> WhisperBackend:
+                 ct2_dir: Path | None = None, parallel_clips: bool = True) -> WhisperBackend:
     """The engine `backend` asks for (see `choose_engine`). For ct2 a non-ct2 source is exported once to
-    `ct2_dir` (default: beside the adapter, see export.default_ct2_dir) and reused while it is current."""
+    `ct2_dir` (default: beside the adapter, see export.default_ct2_dir) and reused while it is current.
+    parallel_clips=False tunes CTranslate2 on CPU for one clip at a time (latency) instead of batches."""
     engine = choose_engine(backend, source)
     if engine == "ct2":
         from kowhisper.export import ensure_ct2_export
 
         ct2_path = source.path if source.kind == "ct2" else ensure_ct2_export(source, ct2_quantization, ct2_dir)
-        return CT2Whisper(ct2_path, load_processor(ct2_path), decoding)
+        return CT2Whisper(ct2_path, load_processor(ct2_path), decoding, parallel_clips)
     device = pick_device()
     model, processor = load_hf_model(source, device)
     return HFWhisper(model, processor, decoding, device)
