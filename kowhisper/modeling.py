@@ -198,12 +198,7 @@ def choose_engine(requested: str, source: ModelSource) -> str:
 
 
 class WhisperBackend(ABC):
-    """Greedy Whisper decoding over (batch, n_mels, 3000) log-mel tensors.
-
-    On CPU, transformers runs the encoder one clip at a time and only the decoder on the batch: a batch of 30 s
-    windows does not fit the cache, and one clip at a time took about 20% less time here (whisper-base, 8 clips,
-    bit-identical output). On CUDA the encoder runs on the whole batch.
-    """
+    """Greedy Whisper decoding over (batch, n_mels, 3000) log-mel tensors."""
 
     engine = ""
 
@@ -242,6 +237,10 @@ class _LengthClashFilter(logging.Filter):
 
 
 class HFWhisper(WhisperBackend):
+    """On CPU the encoder runs one clip at a time and only the decoder on the batch: a batch of 30 s windows
+    does not fit the cache, and one clip at a time took about 20% less time here (whisper-base, 8 clips,
+    bit-identical output). On CUDA the encoder runs on the whole batch."""
+
     engine = "hf"
 
     def __init__(self, model, processor, decoding: Decoding, device: torch.device):
@@ -296,14 +295,11 @@ class CT2Whisper(WhisperBackend):
         # over a batch than intra-op threads (bench/RESULTS.md). The workers share one copy of the weights.
         # One clip alone, though, then gets one core: 1.69 s instead of 1.21 s for a 3 s clip here. So the
         # demo, which serves one recording at a time, asks for parallel_clips=False and all cores per clip.
-        if device == "cpu":
-            workers = cpu_threads() if parallel_clips else 1
-            threads = {"inter_threads": workers, "intra_threads": cpu_threads() // workers}
-        else:
-            threads = {}
+        workers = cpu_threads() if device == "cpu" and parallel_clips else 1
+        threads = {"inter_threads": workers, "intra_threads": cpu_threads() // workers} if device == "cpu" else {}
+        self.parallel_clips = workers > 1
         # "default" keeps the type the export was written in (int8 stays int8, float32 stays float32).
         self.model = ctranslate2.models.Whisper(str(ct2_dir), device=device, compute_type="default", **threads)
-        self.parallel_clips = device == "cpu" and threads["inter_threads"] > 1
         super().__init__(processor, decoding, f"CTranslate2 {self.model.compute_type} on {device}")
         self.token_limit = WHISPER_TEXT_POSITIONS - len(self.prompt_ids(False))
 
