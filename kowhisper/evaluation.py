@@ -34,7 +34,7 @@ from kowhisper.modeling import (
     resolve_model,
     run_checkpoints,
 )
-from kowhisper.text import error_rates, utterance_cer
+from kowhisper.text import error_rates, format_percent, utterance_cer
 from kowhisper.workspace import runs_dir, split_dir
 from utils import atomic_write_json
 
@@ -163,10 +163,6 @@ def best_of(results: list[EvalResult], metric: str) -> EvalResult | None:
     return min(candidates, key=lambda r: r.metrics[metric], default=None)
 
 
-def _percent(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{100 * value:.2f}%"
-
-
 def format_table(results: list[EvalResult], best: EvalResult | None, metric: str) -> str:
     width = max(len(r.source.label) for r in results) + 4
     ranked = len([r for r in results if r.source.kind != "base"]) > 1
@@ -175,8 +171,8 @@ def format_table(results: list[EvalResult], best: EvalResult | None, metric: str
         mark = " *" if ranked and result is best else ""
         m = result.metrics
         lines.append(
-            f"{result.source.label + mark:<{width}}{_percent(m['cer']):>9}{_percent(m['wer']):>9}"
-            f"{_percent(m['cer_nospace']):>14}{m['num_scored']:>6}{result.seconds_per_utterance:>8.2f}"
+            f"{result.source.label + mark:<{width}}{format_percent(m['cer'], 2):>9}{format_percent(m['wer'], 2):>9}"
+            f"{format_percent(m['cer_nospace'], 2):>14}{m['num_scored']:>6}{result.seconds_per_utterance:>8.2f}"
         )
     if ranked and best is not None:
         lines.append(f"* best by {metric}: {best.source.label} ({best.source.path})")

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from kowhisper.ct2_import import is_ct2_model_dir
-from kowhisper.modeling import ADAPTER_WEIGHTS, ModelError, ModelSource, load_hf_model
+from kowhisper.modeling import ADAPTER_WEIGHTS, ModelError, ModelSource, load_hf_model, load_processor
 from utils import atomic_write_json, sha256_file
 
 log = logging.getLogger("kowhisper")
@@ -129,19 +129,13 @@ def export_ct2(source: ModelSource, quantization: str = "int8", out_dir: Path | 
         TransformersConverter(str(model_dir), copy_files=copy_files).convert(str(converted), quantization=quantization)
         if not (converted / "preprocessor_config.json").is_file():
             # transformers 5 keeps the mel settings inside processor_config.json; faster-whisper reads this file.
-            load_feature_extractor(model_dir).save_pretrained(converted)
+            load_processor(model_dir).feature_extractor.save_pretrained(converted)
         atomic_write_json(converted / EXPORT_MARKER, source_fingerprint(source, quantization))
         _replace_folder(converted, out_dir)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     log.info("exported %s to CTranslate2 %s in %s", source.label, quantization, out_dir)
     return out_dir
-
-
-def load_feature_extractor(model_dir: Path):
-    from transformers import WhisperProcessor
-
-    return WhisperProcessor.from_pretrained(str(model_dir)).feature_extractor
 
 
 def ensure_ct2_export(source: ModelSource, quantization: str = "int8", out_dir: Path | None = None) -> Path:

@@ -7,12 +7,12 @@ opening the PNG; the model card is written once the final adapter is saved.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
+from kowhisper.text import format_percent
 from utils import atomic_write_json, atomic_write_text
 
 LOG_NAME = "train_log.jsonl"
@@ -61,7 +61,7 @@ class TrainingLogCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not state.is_world_process_zero or not metrics:
             return
-        line = f"step {state.global_step}: dev CER {_percent(metrics.get('eval_cer'))}, WER {_percent(metrics.get('eval_wer'))}"
+        line = f"step {state.global_step}: dev CER {format_percent(metrics.get('eval_cer'))}, WER {format_percent(metrics.get('eval_wer'))}"
         name = args.metric_for_best_model
         if name:
             # The Trainer updates best_metric only after this callback, so the current score is compared here.
@@ -73,10 +73,6 @@ class TrainingLogCallback(TrainerCallback):
                 line += f" (best {name} {best:.4f} at step {best_step})"
         self.report(line)
         plot_curves(self.log_path, self.plot_path)
-
-
-def _percent(value) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}%"
 
 
 def plot_curves(log_path: Path, png_path: Path) -> Path | None:
@@ -185,5 +181,5 @@ def write_model_card(run_dir: Path, *, base_model: str, config_yaml: str, data_c
 
 def _format_metric(name: str, value) -> str:
     if name in ("cer", "wer", "cer_nospace") and isinstance(value, float):
-        return _percent(value)
+        return format_percent(value)
     return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -18,9 +18,10 @@ def train_reciting_adapter(model_dir: Path, rows: list[dict], out_dir: Path, ste
     stores them), saved with the processor as train_offline.py saves <run>/adapter."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+    from transformers import WhisperForConditionalGeneration
 
     from kowhisper.features import SpeechBatchCollator
+    from kowhisper.modeling import load_processor
 
     batch = SpeechBatchCollator()(rows)
     torch.manual_seed(0)
@@ -38,5 +39,5 @@ def train_reciting_adapter(model_dir: Path, rows: list[dict], out_dir: Path, ste
     if loss.item() > 0.05:
         raise RuntimeError(f"the adapter did not learn to recite the clips (loss {loss.item():.3f} after {steps} steps)")
     model.save_pretrained(out_dir)
-    WhisperProcessor.from_pretrained(model_dir).save_pretrained(out_dir)
+    load_processor(model_dir).save_pretrained(out_dir)
     return out_dir

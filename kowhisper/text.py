@@ -7,6 +7,7 @@ syllables into jamo, which would make CER count jamo instead of syllables.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 
@@ -58,3 +59,8 @@ def utterance_cer(reference: str, hypothesis: str) -> float:
     if not reference:
         return float("nan")
     return jiwer.cer(reference, normalize_for_metric(hypothesis))
+
+
+def format_percent(value: float | None, digits: int = 1) -> str:
+    """A rate as a percentage for people; "n/a" where there is none (no evaluation, or nothing scored)."""
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.{digits}f}%"

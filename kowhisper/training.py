@@ -201,9 +201,9 @@ def _load_split(workspace: Path, name: str, load_from_disk):
 
 
 def load_processor(workspace: Path):
-    from transformers import WhisperProcessor
+    from kowhisper.modeling import load_processor as load_processor_from
 
-    return WhisperProcessor.from_pretrained(model_dir(workspace), local_files_only=True)
+    return load_processor_from(model_dir(workspace))
 
 
 def load_model(workspace: Path, config, precision: Precision):
