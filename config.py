@@ -21,6 +21,7 @@ DATA_SOURCES = ("cv", "mdc", "hf", "manifest")
 OUTPUT_FORMATS = ("txt", "json", "srt")
 BACKENDS = ("auto", "hf", "ct2")
 METRICS = ("cer", "wer", "cer_nospace", "loss")
+ENCODER_WINDOWS = ("fit", "full")
 
 
 def _help(text: str, default=None, factory=None):
@@ -86,6 +87,29 @@ class Config:
     fp16: bool | None = _help("fp16 mixed precision. Unset: on with CUDA when bf16 is not supported.", None)
     bf16: bool | None = _help("bf16 mixed precision. Unset: on where the device does bf16 natively.", None)
     cuda_visible_devices: str = _help("GPUs to use, as CUDA_VISIBLE_DEVICES; applied before CUDA starts.", "0")
+
+    # ---- encoder window (kowhisper/encoder_window.py) -------------------------------------------------------
+    encoder_window: str = _help(
+        "Audio the encoder sees per batch when training: 'fit' pads each batch only to its longest clip plus "
+        "encoder_window_tail_frames (several times faster on short clips), 'full' to Whisper's own 30 s. The run "
+        "records it, and evaluation, inference and exports use it; a base model always runs at 'full'.",
+        "fit",
+    )
+    encoder_window_tail_frames: int = _help(
+        "With encoder_window=fit: silence kept after the longest clip of a batch, in 10 ms mel frames. Whisper "
+        "ends a transcript where it hears the speech end; a tail of silence lets it.",
+        50,
+    )
+    encoder_window_round_frames: int = _help(
+        "With encoder_window=fit: windows are rounded up to a multiple of this many frames, so few shapes occur.", 100
+    )
+
+    timestamped_label_share: float = _help(
+        "Share of training clips whose label carries Whisper timestamps (<|start|> text <|end|>, the times read "
+        "off the clip's audio) instead of <|notimestamps|>. Whisper was trained on such a mix; without it a "
+        "fine-tuned model stops writing timestamps, and long audio and SRT come back as one block per 30 s.",
+        0.5,
+    )
 
     # ---- trainer (Seq2SeqTrainingArguments names) -------------------------------------------------------
     output_dir: str | None = _help("Run folder. Unset: <workspace>/runs/<run_name>.", None)
@@ -153,6 +177,12 @@ class Config:
         _check_choice("output_format", self.output_format, OUTPUT_FORMATS)
         _check_choice("backend", self.backend, BACKENDS)
         _check_choice("metric_for_best_model", self.metric_for_best_model, METRICS)
+        _check_choice("encoder_window", self.encoder_window, ENCODER_WINDOWS)
+        if self.encoder_window_tail_frames < 0 or self.encoder_window_round_frames < 2 or self.encoder_window_round_frames % 2:
+            raise ConfigError(
+                f"encoder_window_tail_frames must be >= 0 (got {self.encoder_window_tail_frames}) and encoder_window_round_frames "
+                f"an even number >= 2 (got {self.encoder_window_round_frames})"
+            )
         # YAML 1.1 reads a bare `no` (eval_strategy=no, seed 000's setting) as false, which arrives here as "False".
         if self.eval_strategy == "False":
             self.eval_strategy = "no"
@@ -162,6 +192,8 @@ class Config:
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "num_proc"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.timestamped_label_share <= 1:
+            raise ConfigError(f"timestamped_label_share is a share in [0, 1], got {self.timestamped_label_share}")
         if self.max_samples is not None and self.max_samples < 1:
             raise ConfigError(f"max_samples must be at least 1 or unset, got {self.max_samples}")
 

@@ -74,7 +74,15 @@ def main(argv=None) -> int:
 
         # The same command again continues from the last checkpoint that was completely written.
         resume = resolve_resume_checkpoint(run_dir, config.resume_from_checkpoint, config.overwrite_output_dir, report=say)
+        window = training.record_encoder_window(config, run_dir, resuming=resume is not None)
+        say(f"Encoder window: {window.describe()}")
         try:
+            zero_shot = {}
+            if data.dev is not None:
+                settings = {"base": {name: entry["sha256"] for name, entry in manifest["files"].items() if name.startswith("model/")},
+                            "precision": precision.summary, "generation_max_length": config.generation_max_length,
+                            "per_device_eval_batch_size": config.per_device_eval_batch_size}
+                zero_shot = training.zero_shot_dev_metrics(trainer, run_dir, data.dev, settings, report=say)
             if resume is not None and checkpoint_step(resume) >= plan.total_steps:
                 say(f"Resuming from {resume}: already the final step, so only the final evaluation and outputs are redone")
                 training.restore_finished_run(trainer, resume)
@@ -87,25 +95,29 @@ def main(argv=None) -> int:
             # With load_best_model_at_end the model is now the best checkpoint. It is saved before the final
             # evaluation, so running out of memory there (seed 000's reason for eval_strategy=no) loses nothing.
             if trainer.is_world_process_zero():
-                say(f"Adapter saved to {training.save_adapter(model, processor, run_dir)}")
-            dev = training.final_dev_metrics(trainer) if data.dev is not None else {}
+                say(f"Adapter saved to {training.save_adapter(model, processor, run_dir, window)}")
+            dev, dev_step = training.final_dev_metrics(trainer) if data.dev is not None else ({}, None)
         except torch.cuda.OutOfMemoryError:
             print(training.out_of_memory_advice(config), file=sys.stderr)
             return EXIT_OUT_OF_MEMORY
 
+        verdict = training.judge_against_zero_shot(zero_shot, dev, dev_step, config.metric_for_best_model, config) if dev else None
         if trainer.is_world_process_zero():
             write_run_outputs(
                 run_dir,
                 state=trainer.state,
                 dev=dev,
+                zero_shot=zero_shot,
+                verdict=verdict,
                 train=train_metrics,
                 data_counts=data.counts,
-                training={"precision": precision.summary, "trainable parameters": f"{trainable:,} of {total:,}"},
+                training={"precision": precision.summary, "trainable parameters": f"{trainable:,} of {total:,}",
+                          "encoder window": window.describe()},
                 base_model=manifest["config"].get("model_name_or_path", "whisper"),
                 config_yaml=config_to_yaml(config),
             )
-            if dev:
-                say(f"Final dev CER {100 * dev['cer']:.1f}%, WER {100 * dev['wer']:.1f}%")
+            if verdict is not None:
+                say(("" if verdict.improved else "WARNING: ") + verdict.line)
             say(f"metrics.json, training curves and model card in {run_dir}")
         return 0
     except (training.TrainingSetupError, CheckpointError) as error:

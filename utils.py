@@ -29,12 +29,46 @@ def force_offline() -> None:
     because they read these variables once at import time."""
     os.environ.update(OFFLINE_ENVIRONMENT)
     os.environ.update({k: v for k, v in QUIET_ENVIRONMENT.items() if k not in os.environ})
+    _filter_library_noise()
 
 
 def quiet_telemetry() -> None:
     """For the online phase: the Hub may be used, but nothing phones home."""
     for key, value in QUIET_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    _filter_library_noise()
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *fragments: str):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(fragment in record.getMessage() for fragment in self.fragments)
+
+
+# Messages libraries print on every run that ask nothing of the user, by logger. Each is named exactly, so
+# anything else those loggers say still shows.
+LIBRARY_NOISE = {
+    # bitsandbytes (imported by peft) tries, on CPUs with AVX512-BF16, to fetch a 4-bit kernel from the Hub through
+    # the optional `kernels` package. This toolkit never runs 4-bit layers, and offline the fetch cannot work.
+    "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward from kernels-community",),
+    "transformers.generation.utils": (
+        # Whisper's own generate() passes its generation_config and suppress_tokens together to the generic one.
+        "Passing `generation_config` together with generation-related",
+        # Whisper's generate() always carries a max_length; here max_new_tokens overriding it is the point.
+        "seem to have been set",
+    ),
+}
+
+
+def _filter_library_noise() -> None:
+    """Install the LIBRARY_NOISE filters. Loggers exist before their library is imported, so this can run first."""
+    for name, fragments in LIBRARY_NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropMessages) for f in logger.filters):
+            logger.addFilter(_DropMessages(*fragments))
 
 
 def setup_logging(verbose: bool = False) -> logging.Logger:
@@ -103,15 +137,30 @@ def package_versions(names=("torch", "torchcodec", "transformers", "datasets", "
     return found
 
 
+# Read at call time, so a test can point it at another machine's cpuinfo.
+CPUINFO_PATH = Path("/proc/cpuinfo")
+
+
+def cpu_flags() -> set[str]:
+    """The instruction-set flags of the first CPU in /proc/cpuinfo; empty where there is no such file."""
+    if not CPUINFO_PATH.is_file():
+        return set()
+    for line in CPUINFO_PATH.read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name from /proc/cpuinfo, for benchmark reports."""
+    if CPUINFO_PATH.is_file():
+        for line in CPUINFO_PATH.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def cpu_has_native_bf16() -> bool:
     """True where bf16 matmuls run in hardware (AMX or AVX512-BF16). Elsewhere bf16 autocast is emulated and
     slower than fp32, so the caller should stay in fp32."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        flags = set()
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                flags.update(line.split(":", 1)[1].split())
-                break
-        return bool(flags & {"amx_bf16", "avx512_bf16"})
-    return False
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})

@@ -35,7 +35,7 @@ from kowhisper.modeling import (
     run_checkpoints,
 )
 from kowhisper.text import error_rates, format_percent, utterance_cer
-from kowhisper.workspace import runs_dir, split_dir
+from kowhisper.workspace import list_runs, runs_dir, split_dir
 from utils import atomic_write_json
 
 log = logging.getLogger("kowhisper")
@@ -79,7 +79,7 @@ def load_eval_split(workspace: Path, eval_split: str, max_samples: int | None):
 
 
 def _latest_run_with_checkpoints(workspace: Path) -> Path | None:
-    runs = [run for run in runs_dir(workspace).glob("*") if run_checkpoints(run) or is_adapter_dir(run / "adapter")]
+    runs = [run for run in list_runs(workspace) if run_checkpoints(run) or is_adapter_dir(run / "adapter")]
     return max(runs, key=lambda run: max(p.stat().st_mtime for p in run.iterdir()), default=None)
 
 
@@ -121,7 +121,8 @@ def transcribe_split(backend: WhisperBackend, dataset, batch_size: int, desc: st
     with tqdm(total=len(order), desc=desc, unit="utt", file=sys.stderr) as bar:
         for first in range(0, len(order), batch_size):
             batch = order[first : first + batch_size]
-            features = pad_features(list(stored[batch]["input_features"]))
+            arrays = list(stored[batch]["input_features"])
+            features = pad_features(arrays, backend.window.frames_for(max(len(a) for a in arrays)))
             budget = backend.decoding.tokens_for(max(durations[i] for i in batch))
             for index, ids in zip(batch, backend.generate(features, timestamps=False, max_new_tokens=budget)):
                 hypotheses[index] = backend.decode(ids)
@@ -144,12 +145,13 @@ def evaluate_source(source: ModelSource, dataset, config) -> EvalResult:
     if backend_name == "auto":
         backend_name = "ct2" if source.kind == "ct2" else "hf"
     backend = load_backend(source, Decoding.from_config(config), backend_name, config.ct2_quantization)
-    log.info("evaluating %s (%s) on %d utterances", source.label, backend.description, len(dataset))
+    log.info("evaluating %s (%s, encoder window %s) on %d utterances", source.label, backend.description,
+             backend.window.describe(), len(dataset))
     started = time.perf_counter()
     hypotheses = transcribe_split(backend, dataset, config.per_device_eval_batch_size, desc=source.label)
     seconds = time.perf_counter() - started
     metrics, rows = score(dataset, hypotheses)
-    return EvalResult(source, {**metrics, "backend": backend.description}, seconds, rows)
+    return EvalResult(source, {**metrics, "backend": backend.description, "encoder_window": backend.window.describe()}, seconds, rows)
 
 
 def ranking_metric(config) -> str:
@@ -158,14 +160,29 @@ def ranking_metric(config) -> str:
 
 
 def best_of(results: list[EvalResult], metric: str) -> EvalResult | None:
-    """The fine-tuned model with the lowest `metric`; on a tie the earliest checkpoint (fewest steps)."""
-    candidates = [r for r in results if r.source.kind != "base" and not math.isnan(r.metrics[metric])]
+    """The model with the lowest `metric`, the base included: fine-tuning can make a model worse, and then the
+    base is the one to use. On a tie the earlier entry wins (the base, then fewer steps)."""
+    candidates = [r for r in results if not math.isnan(r.metrics[metric])]
     return min(candidates, key=lambda r: r.metrics[metric], default=None)
+
+
+def worse_than_base(results: list[EvalResult], metric: str) -> list[str]:
+    """A warning for each fine-tuned model that scores worse than the base on this split."""
+    base = next((r for r in results if r.source.kind == "base"), None)
+    if base is None or math.isnan(base.metrics[metric]):
+        return []
+    return [
+        f"{r.source.label} is worse than the base model on this split: {metric.upper()} {format_percent(r.metrics[metric], 2)} "
+        f"against {format_percent(base.metrics[metric], 2)} zero-shot. Use the base, or retrain with a lower learning_rate, "
+        "fewer steps or more data."
+        for r in results
+        if r.source.kind != "base" and not math.isnan(r.metrics[metric]) and r.metrics[metric] > base.metrics[metric]
+    ]
 
 
 def format_table(results: list[EvalResult], best: EvalResult | None, metric: str) -> str:
     width = max(len(r.source.label) for r in results) + 4
-    ranked = len([r for r in results if r.source.kind != "base"]) > 1
+    ranked = len(results) > 1
     lines = [f"{'model':<{width}}{'CER':>9}{'WER':>9}{'CER no-space':>14}{'utts':>6}{'s/utt':>8}"]
     for result in results:
         mark = " *" if ranked and result is best else ""
@@ -176,6 +193,7 @@ def format_table(results: list[EvalResult], best: EvalResult | None, metric: str
         )
     if ranked and best is not None:
         lines.append(f"* best by {metric}: {best.source.label} ({best.source.path})")
+    lines += [f"WARNING: {warning}" for warning in worse_than_base(results, metric)]
     return "\n".join(lines)
 
 
@@ -209,6 +227,7 @@ def write_outputs(out_dir: Path, results: list[EvalResult], best: EvalResult | N
         "metric": metric,
         "best": best.source.label if best else None,
         "best_path": str(best.source.path) if best else None,
+        "warnings": worse_than_base(results, metric),
         "models": models,
     }
     atomic_write_json(out_dir / "summary.json", summary)

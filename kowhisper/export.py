@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 from kowhisper.ct2_import import is_ct2_model_dir
@@ -62,6 +63,7 @@ def source_fingerprint(source: ModelSource, quantization: str | None = None) -> 
         "base_weights": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(weights_dir.glob("*.safetensors"))},
         "quantization": quantization,
         "ctranslate2": ctranslate2.__version__ if quantization else None,
+        "encoder_window": asdict(source.window),
     }
     if source.kind == "adapter":
         fingerprint["adapter_sha256"] = sha256_file(source.path / ADAPTER_WEIGHTS)
@@ -102,6 +104,7 @@ def merge_adapter(source: ModelSource, out_dir: Path | None = None) -> Path:
         model.save_pretrained(staged)  # safetensors: transformers 5 writes nothing else
         processor.save_pretrained(staged)
         processor.feature_extractor.save_pretrained(staged)
+        source.window.save(staged)  # the merged model runs at the window its adapter was trained with
         atomic_write_json(staged / EXPORT_MARKER, source_fingerprint(source))
         _replace_folder(staged, out_dir)
     finally:
@@ -130,6 +133,7 @@ def export_ct2(source: ModelSource, quantization: str = "int8", out_dir: Path | 
         if not (converted / "preprocessor_config.json").is_file():
             # transformers 5 keeps the mel settings inside processor_config.json; faster-whisper reads this file.
             load_processor(model_dir).feature_extractor.save_pretrained(converted)
+        source.window.save(converted)
         atomic_write_json(converted / EXPORT_MARKER, source_fingerprint(source, quantization))
         _replace_folder(converted, out_dir)
     finally:

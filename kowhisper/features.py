@@ -10,20 +10,34 @@ within float16 rounding (about 1e-3).
 
 Labels are `<|ko|><|transcribe|><|notimestamps|> text <|endoftext|>` without `<|startoftranscript|>`: the
 model prepends its decoder_start_token_id (= <|startoftranscript|>) when it shifts labels right, so
-storing it too would double it.
+storing it too would double it. At batch time a share of training labels becomes
+`<|ko|><|transcribe|><|t_start|> text <|t_end|><|endoftext|>` (`TimestampedLabels`), with the times read off
+the clip's own log-mel: trained only on <|notimestamps|> targets, Whisper forgets how to write timestamps,
+and long audio then comes back as one subtitle per 30 s.
 """
 
 from __future__ import annotations
 
+import math
+import zlib
+
 import numpy as np
 import torch
 
-from kowhisper.audio import CHUNK_SAMPLES, HOP_LENGTH
+from kowhisper.audio import CHUNK_SAMPLES, HOP_LENGTH, SAMPLING_RATE
 
 N_FFT = 400
 N_FRAMES = CHUNK_SAMPLES // HOP_LENGTH  # 3000
 # log10 of the 1e-10 power floor, rescaled as Whisper does: (-10 + 4) / 4.
 SILENCE_FLOOR = -1.5
+FRAME_SECONDS = HOP_LENGTH / SAMPLING_RATE  # 10 ms
+# Decoder positions of every Whisper size; a label (which lacks <|startoftranscript|>) may fill all but one.
+WHISPER_LABEL_POSITIONS = 447
+TIMESTAMP_SECONDS = 0.02  # Whisper's timestamp tokens are 20 ms apart
+# A frame is speech when its mean log-mel rises this far from the clip's quietest frame toward its loudest.
+SPEECH_LEVEL = 0.25
+# Kept around the detected speech, so a soft onset or a trailing consonant stays inside the segment.
+SPEECH_MARGIN_SECONDS = 0.1
 
 
 class LogMel:
@@ -54,15 +68,59 @@ def pad_value(stored: torch.Tensor) -> float:
     return max(float(stored.max()) - 2.0, SILENCE_FLOOR)
 
 
-def pad_features(batch: list, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Stored (frames, n_mels) arrays -> the (batch, n_mels, 3000) tensor Whisper's encoder takes."""
+def pad_features(batch: list, frames: int = N_FRAMES, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Stored (frames, n_mels) arrays -> the (batch, n_mels, frames) tensor Whisper's encoder takes: 3000
+    frames for its own 30 s window, fewer for a fitted one (kowhisper.encoder_window)."""
     stored = [torch.as_tensor(np.asarray(item)) for item in batch]
+    longest = max(item.shape[0] for item in stored)
+    if longest > frames:
+        raise ValueError(f"a clip of {longest} mel frames does not fit a window of {frames}")
     n_mels = stored[0].shape[1]
-    out = torch.empty(len(stored), n_mels, N_FRAMES, dtype=dtype)
-    for row, frames in enumerate(stored):
-        out[row].fill_(pad_value(frames))
-        out[row, :, : frames.shape[0]] = frames.T.to(dtype)
+    out = torch.empty(len(stored), n_mels, frames, dtype=dtype)
+    for row, item in enumerate(stored):
+        out[row].fill_(pad_value(item))
+        out[row, :, : item.shape[0]] = item.T.to(dtype)
     return out
+
+
+def speech_bounds(stored) -> tuple[float, float]:
+    """(start, end) in seconds of the speech in a stored clip: the first and last frames that stand clearly
+    above the clip's silence, widened by a small margin and kept inside the clip."""
+    frame_level = np.asarray(stored, dtype=np.float32).mean(axis=1)
+    quietest, loudest = float(frame_level.min()), float(frame_level.max())
+    loud = np.flatnonzero(frame_level > quietest + SPEECH_LEVEL * (loudest - quietest))
+    duration = len(frame_level) * FRAME_SECONDS
+    if loud.size == 0:
+        return 0.0, duration
+    start = max(0.0, loud[0] * FRAME_SECONDS - SPEECH_MARGIN_SECONDS)
+    end = min(duration, (loud[-1] + 1) * FRAME_SECONDS + SPEECH_MARGIN_SECONDS)
+    return start, end
+
+
+class TimestampedLabels:
+    """Turns a share of labels into Whisper's timestamped form: `<|notimestamps|>` out, the speech's start
+    time after the task token and its end time before `<|endoftext|>`. Which clips is fixed by a hash of the
+    clip id, so a run, its resume and every DDP rank agree without sharing any state."""
+
+    def __init__(self, tokenizer, share: float):
+        self.share = share
+        self.no_timestamps = tokenizer.convert_tokens_to_ids("<|notimestamps|>")
+        self.first_timestamp = self.no_timestamps + 1
+        self.end_of_text = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        self.max_labels = WHISPER_LABEL_POSITIONS
+
+    def wanted(self, clip_id: str) -> bool:
+        return zlib.crc32(str(clip_id).encode("utf-8")) % 10_000 < self.share * 10_000
+
+    def __call__(self, labels: list[int], stored) -> list[int]:
+        labels = list(labels)
+        if self.no_timestamps not in labels or labels[-1:] != [self.end_of_text] or len(labels) + 1 > self.max_labels:
+            return labels
+        start, end = speech_bounds(stored)
+        start_token = self.first_timestamp + math.floor(start / TIMESTAMP_SECONDS)
+        end_token = max(self.first_timestamp + math.ceil(end / TIMESTAMP_SECONDS), start_token + 1)
+        position = labels.index(self.no_timestamps)
+        return labels[:position] + [start_token] + labels[position + 1 : -1] + [end_token, self.end_of_text]
 
 
 def label_ids(tokenizer, text: str) -> list[int]:
@@ -73,23 +131,39 @@ def label_ids(tokenizer, text: str) -> list[int]:
 
 
 class SpeechBatchCollator:
-    """Pads stored features to 30 s and labels with -100 (ignored by the loss)."""
+    """Pads stored features to the encoder window (30 s, or fitted to the batch) and labels with -100, which
+    the loss ignores."""
 
-    def __init__(self, feature_dtype: torch.dtype = torch.float32):
+    def __init__(self, window=None, timestamps: TimestampedLabels | None = None, feature_dtype: torch.dtype = torch.float32):
+        from kowhisper.encoder_window import EncoderWindow
+
+        self.window = window or EncoderWindow()
+        self.timestamps = timestamps
         self.feature_dtype = feature_dtype
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        features = pad_features([row["input_features"] for row in rows], self.feature_dtype)
-        # Whisper attends over the whole 30 s window, padding included, so every frame is "attended". Passing
-        # the mask anyway stops generate() warning, on every evaluation, that it cannot infer one.
-        batch = {"input_features": features, "attention_mask": torch.ones(features.shape[0], features.shape[-1], dtype=torch.long)}
+        stored = [row["input_features"] for row in rows]
+        frames = self.window.frames_for(max(len(item) for item in stored))
+        features = pad_features(stored, frames, self.feature_dtype)
+        # Whisper's encoder attends over the whole window and ignores this mask; SpecAugment reads it, so time
+        # masks fall on the audio rather than the padding, and generate() stops warning that it has none.
+        attention_mask = torch.zeros(features.shape[0], frames, dtype=torch.long)
+        for index, item in enumerate(stored):
+            attention_mask[index, : len(item)] = 1
+        batch = {"input_features": features, "attention_mask": attention_mask}
         if "labels" in rows[0]:
-            longest = max(len(row["labels"]) for row in rows)
-            labels = torch.full((len(rows), longest), -100, dtype=torch.long)
-            for index, row in enumerate(rows):
-                labels[index, : len(row["labels"])] = torch.as_tensor(row["labels"], dtype=torch.long)
+            sequences = [self._labels(row) for row in rows]
+            labels = torch.full((len(rows), max(len(ids) for ids in sequences)), -100, dtype=torch.long)
+            for index, ids in enumerate(sequences):
+                labels[index, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
             batch["labels"] = labels
         return batch
+
+
+    def _labels(self, row: dict) -> list:
+        if self.timestamps is not None and "id" in row and self.timestamps.wanted(row["id"]):
+            return self.timestamps(row["labels"], row["input_features"])
+        return row["labels"]
 
 
 def dataset_features(n_mels: int = 80):

@@ -8,8 +8,11 @@ log-mel batches and returns token ids, so evaluation, the CLI and the demo share
   plain Linear layers (an unmerged adapter costs an extra matmul per projection, and an 8-bit base is a known
   2-5x slowdown). fp16 on CUDA, bf16 autocast on CPUs that do bf16 in hardware, fp32 elsewhere: emulated
   bf16 is slower than fp32.
-- CTranslate2 ("ct2"): an int8 export, the fastest path on CPUs without native bf16 (measured in
-  bench/RESULTS.md, "Inference speed"), so backend=auto picks it there and exports the model once.
+- CTranslate2 ("ct2"): an int8 export, the fastest path on CPUs with or without native bf16 (measured in
+  bench/RESULTS.md, "Inference speed"), so backend=auto picks it on every CPU and exports the model once.
+
+Each engine runs the model at the encoder window it was trained with (`ModelSource.window`): Whisper's 30 s
+for a base model, a window fitted to each batch for a model fine-tuned that way (kowhisper.encoder_window).
 
 Decoding is greedy with the language and task given explicitly, never detected: zero-shot Whisper can take
 Korean for another language, and a fine-tuned adapter was trained with these prompt tokens.
@@ -29,7 +32,8 @@ import torch
 
 from config import ConfigError
 from kowhisper.ct2_import import is_ct2_model_dir
-from kowhisper.workspace import model_dir, runs_dir
+from kowhisper.encoder_window import EncoderWindow, allow_fitted_window
+from kowhisper.workspace import list_runs, model_dir, runs_dir
 from utils import cpu_has_native_bf16
 
 log = logging.getLogger("kowhisper")
@@ -86,12 +90,14 @@ def language_code(language: str, fallback: str) -> str:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A model folder and how to read it. kind: base, adapter (LoRA on base_dir), merged or ct2."""
+    """A model folder and how to read it. kind: base, adapter (LoRA on base_dir), merged or ct2. window: the
+    encoder window it was trained with (a base model always runs at Whisper's full 30 s)."""
 
     kind: str
     path: Path
     label: str
     base_dir: Path | None = None
+    window: EncoderWindow = EncoderWindow()
 
 
 def is_adapter_dir(path: Path) -> bool:
@@ -105,7 +111,7 @@ def is_merged_model_dir(path: Path) -> bool:
 
 def latest_run(workspace: Path) -> Path | None:
     """The run whose final adapter was written last, or None when no run has finished."""
-    finished = [run for run in runs_dir(workspace).glob("*") if is_adapter_dir(run / "adapter")]
+    finished = [run for run in list_runs(workspace) if is_adapter_dir(run / "adapter")]
     return max(finished, key=lambda run: (run / "adapter" / ADAPTER_CONFIG).stat().st_mtime, default=None)
 
 
@@ -136,7 +142,7 @@ def adapter_source(workspace: Path, adapter: Path) -> ModelSource:
         label = f"{adapter.parent.name}/{adapter.name}"
     else:
         label = adapter.name
-    return ModelSource("adapter", adapter, label, base_source(workspace).path)
+    return ModelSource("adapter", adapter, label, base_source(workspace).path, EncoderWindow.of_model(adapter))
 
 
 def resolve_model(workspace: Path, spec: str | None) -> ModelSource:
@@ -152,7 +158,7 @@ def resolve_model(workspace: Path, spec: str | None) -> ModelSource:
     if not path.exists() and (runs_dir(workspace) / spec).exists():
         path = runs_dir(workspace) / spec
     if not path.exists():
-        known = sorted(run.name for run in runs_dir(workspace).glob("*") if run.is_dir())
+        known = [run.name for run in list_runs(workspace)]
         raise ModelError(f"{spec!r} is neither a folder nor a run in {runs_dir(workspace)} (runs there: {', '.join(known) or 'none'})")
     path = path.resolve()
     if is_adapter_dir(path):
@@ -160,9 +166,9 @@ def resolve_model(workspace: Path, spec: str | None) -> ModelSource:
     if is_adapter_dir(path / "adapter"):
         return adapter_source(workspace, path / "adapter")
     if is_ct2_model_dir(path):
-        return ModelSource("ct2", path, path.name)
+        return ModelSource("ct2", path, path.name, window=EncoderWindow.of_model(path))
     if is_merged_model_dir(path):
-        return ModelSource("merged", path, path.name)
+        return ModelSource("merged", path, path.name, window=EncoderWindow.of_model(path))
     if run_checkpoints(path):
         raise ModelError(f"{path} has checkpoints but no final adapter/ yet: name one checkpoint, or use all_checkpoints=true")
     raise ModelError(
@@ -179,15 +185,16 @@ def cpu_threads() -> int:
 
 
 def choose_engine(requested: str, source: ModelSource) -> str:
-    """backend=auto: transformers where it has fast half precision (CUDA, CPUs with native bf16), else the
-    CTranslate2 int8 export, which is faster than fp32 transformers on such CPUs."""
+    """backend=auto: transformers on CUDA (fp16), the CTranslate2 int8 export on every CPU. On CPUs without
+    native bf16 int8 CTranslate2 beats fp32 transformers; on CPUs with AMX it still beats transformers bf16
+    (bench/RESULTS.md, "Inference speed"), so the CPU's bf16 support does not change the choice."""
     if source.kind == "ct2":
         if requested == "hf":
             raise ConfigError(f"{source.path} is a CTranslate2 export; it runs with backend=ct2 or auto, not hf")
         return "ct2"
     if requested != "auto":
         return requested
-    if torch.cuda.is_available() or cpu_has_native_bf16():
+    if torch.cuda.is_available():
         return "hf"
     try:
         import ctranslate2  # noqa: F401
@@ -198,11 +205,13 @@ def choose_engine(requested: str, source: ModelSource) -> str:
 
 
 class WhisperBackend(ABC):
-    """Greedy Whisper decoding over (batch, n_mels, 3000) log-mel tensors."""
+    """Greedy Whisper decoding over (batch, n_mels, frames) log-mel tensors, where frames is what `window`
+    gives for the batch: 3000 for Whisper's own window, fewer for a model fine-tuned on fitted windows."""
 
     engine = ""
 
-    def __init__(self, processor, decoding: Decoding, description: str):
+    def __init__(self, processor, decoding: Decoding, description: str, window: EncoderWindow):
+        self.window = window
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.feature_extractor = processor.feature_extractor
@@ -228,14 +237,6 @@ class WhisperBackend(ABC):
         return self.tokenizer.decode([i for i in ids if i < self.end_of_text], skip_special_tokens=True).strip()
 
 
-class _LengthClashFilter(logging.Filter):
-    """Drops transformers' per-call warning that max_new_tokens overrides the config's max_length: Whisper's
-    generate always carries a max_length, and here the override is the point."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "seem to have been set" not in record.getMessage()
-
-
 class HFWhisper(WhisperBackend):
     """On CPU the encoder runs one clip at a time and only the decoder on the batch: a batch of 30 s windows
     does not fit the cache, and one clip at a time took about 20% less time here (whisper-base, 8 clips,
@@ -243,15 +244,13 @@ class HFWhisper(WhisperBackend):
 
     engine = "hf"
 
-    def __init__(self, model, processor, decoding: Decoding, device: torch.device):
-        self.model = model
+    def __init__(self, model, processor, decoding: Decoding, device: torch.device, window: EncoderWindow | None = None):
+        window = window or EncoderWindow()
+        self.model = allow_fitted_window(model) if window.is_fit else model
         self.device = device
-        generation_log = logging.getLogger("transformers.generation.utils")
-        if not any(isinstance(f, _LengthClashFilter) for f in generation_log.filters):
-            generation_log.addFilter(_LengthClashFilter())
         self.autocast_dtype = torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
         precision = "bf16 autocast" if self.autocast_dtype else str(model.dtype).removeprefix("torch.")
-        super().__init__(processor, decoding, f"transformers {precision} on {device.type}")
+        super().__init__(processor, decoding, f"transformers {precision} on {device.type}", window)
         # Whisper's decoder has max_target_positions slots, shared by prompt and output.
         self.token_limit = model.config.max_target_positions - len(self.prompt_ids(False))
 
@@ -286,7 +285,8 @@ class HFWhisper(WhisperBackend):
 class CT2Whisper(WhisperBackend):
     engine = "ct2"
 
-    def __init__(self, ct2_dir: Path, processor, decoding: Decoding, parallel_clips: bool = True):
+    def __init__(self, ct2_dir: Path, processor, decoding: Decoding, parallel_clips: bool = True,
+                 window: EncoderWindow | None = None):
         import ctranslate2
 
         device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
@@ -300,7 +300,8 @@ class CT2Whisper(WhisperBackend):
         self.parallel_clips = workers > 1
         # "default" keeps the type the export was written in (int8 stays int8, float32 stays float32).
         self.model = ctranslate2.models.Whisper(str(ct2_dir), device=device, compute_type="default", **threads)
-        super().__init__(processor, decoding, f"CTranslate2 {self.model.compute_type} on {device}")
+        # CTranslate2 takes fewer than 3000 frames as they are (since its PR 1446) and slices its positions.
+        super().__init__(processor, decoding, f"CTranslate2 {self.model.compute_type} on {device}", window or EncoderWindow())
         self.token_limit = WHISPER_TEXT_POSITIONS - len(self.prompt_ids(False))
 
     def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int) -> list[list[int]]:
@@ -363,7 +364,7 @@ def load_backend(source: ModelSource, decoding: Decoding, backend: str = "auto",
         from kowhisper.export import ensure_ct2_export
 
         ct2_path = source.path if source.kind == "ct2" else ensure_ct2_export(source, ct2_quantization, ct2_dir)
-        return CT2Whisper(ct2_path, load_processor(ct2_path), decoding, parallel_clips)
+        return CT2Whisper(ct2_path, load_processor(ct2_path), decoding, parallel_clips, source.window)
     device = pick_device()
     model, processor = load_hf_model(source, device)
-    return HFWhisper(model, processor, decoding, device)
+    return HFWhisper(model, processor, decoding, device, source.window)

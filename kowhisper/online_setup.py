@@ -97,11 +97,18 @@ def summary_text(manifest: dict, workspace: Path) -> str:
     lines.append("")
     lines.append("sizes: " + ", ".join(f"{top} {human_size(size)}" for top, size in sorted(sizes.items()))
                  + f"; total {human_size(sum(sizes.values()))} in {len(manifest['files'])} files")
+    if "wheelhouse" in sizes:
+        install = ["  pip install --no-index --find-links ../wheelhouse -r requirements.txt"]
+    else:
+        install = [
+            "  # no wheelhouse was built (wheelhouse=false): install requirements.txt there from your own package",
+            "  # mirror, or re-run this setup with wheelhouse=true to carry the wheels in the folder",
+        ]
     lines += [
         "",
         "Copy the whole folder to the offline box, then there:",
         f"  cd {workspace.name}/{TOOLKIT_DIR_NAME}",
-        "  pip install --no-index --find-links ../wheelhouse -r requirements.txt",
+        *install,
         "  python run_online_setup.py --verify workspace=..",
         "  python train_offline.py workspace=..",
     ]

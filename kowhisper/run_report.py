@@ -54,6 +54,8 @@ class TrainingLogCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         record = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 1), **logs}
+        if is_zero_shot(record):
+            record["zero_shot"] = True
         self.log_path.parent.mkdir(parents=True, exist_ok=True)  # an evaluate() without train() comes here first
         with self.log_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -63,7 +65,9 @@ class TrainingLogCallback(TrainerCallback):
             return
         line = f"step {state.global_step}: dev CER {format_percent(metrics.get('eval_cer'))}, WER {format_percent(metrics.get('eval_wer'))}"
         name = args.metric_for_best_model
-        if name:
+        if state.global_step == 0:
+            line += " (zero-shot: the base model at its full window, before any training)"
+        elif name:
             # The Trainer updates best_metric only after this callback, so the current score is compared here.
             current = metrics.get(name if name.startswith("eval_") else f"eval_{name}")
             best, best_step = state.best_metric, state.best_global_step
@@ -73,6 +77,11 @@ class TrainingLogCallback(TrainerCallback):
                 line += f" (best {name} {best:.4f} at step {best_step})"
         self.report(line)
         plot_curves(self.log_path, self.plot_path)
+
+
+def is_zero_shot(record: dict) -> bool:
+    """The base model's dev evaluation before the first step (kowhisper.training.zero_shot_dev_metrics)."""
+    return record.get("step") == 0 and "eval_cer" in record
 
 
 def plot_curves(log_path: Path, png_path: Path) -> Path | None:
@@ -86,6 +95,7 @@ def plot_curves(log_path: Path, png_path: Path) -> Path | None:
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     dev_loss = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
     dev_cer = [(r["step"], 100 * r["eval_cer"]) for r in records if "eval_cer" in r]
+    zero_shot = next((100 * r["eval_cer"] for r in records if is_zero_shot(r)), None)
     if not (train or dev_cer):
         return None
     figure, (loss_axes, cer_axes) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
@@ -97,7 +107,11 @@ def plot_curves(log_path: Path, png_path: Path) -> Path | None:
     loss_axes.legend()
     loss_axes.grid(alpha=0.3)
     if dev_cer:
-        cer_axes.plot(*zip(*dev_cer), marker="o", color="tab:red")
+        cer_axes.plot(*zip(*dev_cer), marker="o", color="tab:red", label="dev CER")
+    if zero_shot is not None:
+        # The line fine-tuning has to stay under: above it, the base model is better.
+        cer_axes.axhline(zero_shot, linestyle="--", color="tab:gray", label=f"zero-shot base {zero_shot:.1f}%")
+        cer_axes.legend()
     cer_axes.set(xlabel="step", ylabel="CER (%)", title="Dev CER")
     cer_axes.grid(alpha=0.3)
     png_path = Path(png_path)
@@ -108,12 +122,16 @@ def plot_curves(log_path: Path, png_path: Path) -> Path | None:
     return png_path
 
 
-def write_run_outputs(run_dir: Path, *, state, dev: dict, train: dict, data_counts: dict, training: dict,
-                      base_model: str, config_yaml: str) -> dict:
-    """metrics.json, the final curves and the model card, once the adapter is saved."""
+def write_run_outputs(run_dir: Path, *, state, dev: dict, zero_shot: dict, verdict, train: dict, data_counts: dict,
+                      training: dict, base_model: str, config_yaml: str) -> dict:
+    """metrics.json, the final curves and the model card, once the adapter is saved. `verdict` (None without
+    a dev split) says whether the adapter beat the zero-shot base on dev."""
     run_dir = Path(run_dir)
     metrics = {
         "dev": dev,
+        "zero_shot_dev": zero_shot,
+        "improved_over_zero_shot": None if verdict is None else verdict.improved,
+        "verdict": None if verdict is None else verdict.line,
         "train": train,
         "data": data_counts,
         "global_step": state.global_step,
@@ -128,11 +146,13 @@ def write_run_outputs(run_dir: Path, *, state, dev: dict, train: dict, data_coun
         **training,
         "best checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else "-",
     }
-    write_model_card(run_dir, base_model=base_model, config_yaml=config_yaml, data_counts=data_counts, dev=dev, training=summary)
+    write_model_card(run_dir, base_model=base_model, config_yaml=config_yaml, data_counts=data_counts, dev=dev,
+                     zero_shot=zero_shot, verdict=verdict, training=summary)
     return metrics
 
 
-def write_model_card(run_dir: Path, *, base_model: str, config_yaml: str, data_counts: dict, dev: dict, training: dict) -> Path:
+def write_model_card(run_dir: Path, *, base_model: str, config_yaml: str, data_counts: dict, dev: dict, zero_shot: dict,
+                     verdict, training: dict) -> Path:
     """README.md for the run folder: how to load the adapter, the data it saw, its dev metrics, its config."""
     lines = [
         "---",
@@ -167,8 +187,11 @@ def write_model_card(run_dir: Path, *, base_model: str, config_yaml: str, data_c
         "",
     ]
     if dev:
-        lines += ["| metric | value |", "|---|---|"]
-        lines += [f"| {name} | {_format_metric(name, value)} |" for name, value in dev.items()]
+        if verdict is not None:
+            lines += [("" if verdict.improved else "**Warning:** ") + verdict.line, ""]
+        lines += ["| metric | zero-shot base | this adapter |", "|---|---|---|"]
+        lines += [f"| {name} | {_format_metric(name, zero_shot[name]) if name in zero_shot else '-'} | {_format_metric(name, value)} |"
+                  for name, value in dev.items()]
     else:
         lines.append("No dev split to evaluate on; run `evaluate_model.py` on this run.")
     lines += ["", "## Training", "", "| | |", "|---|---|"]

@@ -13,26 +13,33 @@ from pathlib import Path
 RECITING_TARGETS = r"model\.decoder\.layers\.\d+\.(self_attn\.q_proj|self_attn\.v_proj|fc1|fc2)"
 
 
-def train_reciting_adapter(model_dir: Path, rows: list[dict], out_dir: Path, steps: int = 10) -> Path:
+def train_reciting_adapter(model_dir: Path, rows: list[dict], out_dir: Path, steps: int = 10, window=None) -> Path:
     """A LoRA adapter trained until the model recites `rows` (input_features and labels as a prepared split
-    stores them), saved with the processor as train_offline.py saves <run>/adapter."""
+    stores them), saved with the processor and its encoder window as train_offline.py saves <run>/adapter.
+    With a fitted `window` the encoder sees each clip padded as train_offline.py would pad it alone."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import WhisperForConditionalGeneration
 
+    from kowhisper.encoder_window import EncoderWindow, allow_fitted_window
     from kowhisper.features import SpeechBatchCollator
     from kowhisper.modeling import load_processor
 
-    batch = SpeechBatchCollator()(rows)
+    window = window or EncoderWindow()
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    if window.is_fit:
+        allow_fitted_window(model)
+    # One clip per batch for a fitted window: inference pads a lone clip only to itself plus the tail.
+    batches = [SpeechBatchCollator(window)(rows[i : i + 1]) for i in range(len(rows))] if window.is_fit else [SpeechBatchCollator()(rows)]
     with torch.no_grad():
-        encoded = model.model.encoder(batch["input_features"]).last_hidden_state
+        encoded = [model.model.encoder(batch["input_features"]).last_hidden_state for batch in batches]
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=RECITING_TARGETS))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     model.train()
     for _ in range(steps):
-        loss = model(encoder_outputs=(encoded,), labels=batch["labels"]).loss
+        losses = [model(encoder_outputs=(states,), labels=batch["labels"]).loss for states, batch in zip(encoded, batches)]
+        loss = torch.stack(losses).mean()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -40,4 +47,5 @@ def train_reciting_adapter(model_dir: Path, rows: list[dict], out_dir: Path, ste
         raise RuntimeError(f"the adapter did not learn to recite the clips (loss {loss.item():.3f} after {steps} steps)")
     model.save_pretrained(out_dir)
     load_processor(model_dir).save_pretrained(out_dir)
+    window.save(out_dir)
     return out_dir

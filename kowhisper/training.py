@@ -11,20 +11,27 @@ LoRA comes from peft on top of either. The Trainer is HF's Seq2SeqTrainer with g
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from kowhisper.checkpoints import CheckpointCompletionCallback, checkpoint_step
+from kowhisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
 from kowhisper.run_report import TrainingLogCallback
+from kowhisper.text import format_percent
 from kowhisper.workspace import model_dir, split_dir
-from utils import cpu_has_native_bf16, read_json
+from utils import atomic_write_json, cpu_has_native_bf16, read_json
 
 # quick_test (seed 003): enough steps to cross an evaluation and a checkpoint twice, on few clips.
 QUICK_TEST_MAX_STEPS = 10
 QUICK_TEST_EVAL_EVERY = 5
 QUICK_TEST_EVAL_SAMPLES = 16
+ZERO_SHOT_FILE = "zero_shot.json"
+ZERO_SHOT_CACHE = ".zero_shot"
 
 
 class TrainingSetupError(RuntimeError):
@@ -171,6 +178,10 @@ def load_splits(workspace: Path, config) -> TrainingData:
         raise TrainingSetupError("max_eval_samples must be at least 1 or unset; set eval_strategy=no to skip evaluation")
     # Kept even with eval_strategy=no: the final evaluation runs after the adapter is safely saved.
     evaluated = dev.select(range(min(len(dev), config.max_eval_samples or len(dev)))) if has_dev else None
+    if evaluated is not None:
+        # Longest first, so each evaluation batch holds clips of similar length and pads them least.
+        durations = evaluated["duration"]
+        evaluated = evaluated.select(sorted(range(len(evaluated)), key=lambda i: durations[i], reverse=True))
 
     counts = {
         "train": len(train),
@@ -224,6 +235,9 @@ def load_model(workspace: Path, config, precision: Precision):
     else:
         model = WhisperForConditionalGeneration.from_pretrained(path, dtype=torch.float32, local_files_only=True)
 
+    if EncoderWindow.from_config(config).is_fit:
+        allow_fitted_window(model)
+
     # Labels start <|ko|><|transcribe|><|notimestamps|>; generation must start the same way.
     # forced_decoder_ids is the deprecated spelling of the same thing and conflicts with language/task.
     model.generation_config.language = config.language_abbr
@@ -239,7 +253,10 @@ def load_model(workspace: Path, config, precision: Precision):
         bias="none",
     )
     try:
-        return get_peft_model(model, lora)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated `is_gradient_checkpointing` alias; the warning is about peft's code.
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            return get_peft_model(model, lora)
     except ValueError as error:
         raise TrainingSetupError(f"LoRA target_modules={list(config.target_modules)}: {error}") from None
 
@@ -350,10 +367,62 @@ def make_compute_metrics(tokenizer):
     return compute_metrics
 
 
-def build_trainer(model, processor, args, data: TrainingData, config, report=print):
-    from transformers import EarlyStoppingCallback, Seq2SeqTrainer
+def _speech_trainer_class():
+    import torch
+    from transformers import Seq2SeqTrainer
 
-    from kowhisper.features import SpeechBatchCollator
+    from kowhisper.features import FRAME_SECONDS
+
+    class SpeechSeq2SeqTrainer(Seq2SeqTrainer):
+        """Seq2SeqTrainer that evaluates the way inference.py decodes.
+
+        - It encodes evaluation batches itself and hands generate() the encoder output: Whisper's generate()
+          pads input features to 3000 frames with zeros, which would undo a fitted window (and zeros are not
+          what silence looks like in Whisper's log-mel). The one encoder pass also serves the dev loss.
+        - It caps new tokens by the batch's audio length (Decoding.tokens_for), so a repetition loop, common
+          zero-shot, stops where inference.py would stop it instead of running to generation_max_length.
+        - It generates under the training precision's autocast (bf16 on CPUs that do it natively).
+        """
+
+        def __init__(self, *args, decoding, eval_data_collator=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.decoding = decoding
+            # Training batches may carry timestamped labels; dev batches never do, and the zero-shot evaluation
+            # pads to the base model's full window.
+            self.eval_data_collator = eval_data_collator or self.data_collator
+
+        def get_eval_dataloader(self, eval_dataset=None):
+            training_collator = self.data_collator
+            self.data_collator = self.eval_data_collator  # read once, when the DataLoader is built
+            try:
+                return super().get_eval_dataloader(eval_dataset)
+            finally:
+                self.data_collator = training_collator
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+            if self.args.predict_with_generate and not prediction_loss_only and "input_features" in inputs:
+                from transformers.modeling_outputs import BaseModelOutput
+
+                inputs = self._prepare_inputs(inputs)
+                encoder = self.accelerator.unwrap_model(model).get_encoder()
+                with torch.no_grad(), self.autocast_smart_context_manager():
+                    encoded = encoder(inputs["input_features"]).last_hidden_state
+                longest_seconds = float(inputs["attention_mask"].sum(-1).max()) * FRAME_SECONDS
+                gen_kwargs = {key: value for key, value in (gen_kwargs or self._gen_kwargs).items() if key != "max_length"}
+                gen_kwargs["max_new_tokens"] = self.decoding.tokens_for(longest_seconds)
+                inputs = {key: value for key, value in inputs.items() if key != "input_features"}
+                inputs["encoder_outputs"] = BaseModelOutput(last_hidden_state=encoded)
+            with self.autocast_smart_context_manager():
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+
+    return SpeechSeq2SeqTrainer
+
+
+def build_trainer(model, processor, args, data: TrainingData, config, report=print):
+    from transformers import EarlyStoppingCallback
+
+    from kowhisper.features import SpeechBatchCollator, TimestampedLabels
+    from kowhisper.modeling import Decoding
 
     if "tensorboard" in args.report_to:
         # A fixed folder instead of one per start, so a resumed run continues the same TensorBoard curves.
@@ -361,15 +430,19 @@ def build_trainer(model, processor, args, data: TrainingData, config, report=pri
     callbacks = [CheckpointCompletionCallback(), TrainingLogCallback(args.output_dir, report)]
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold))
-    return Seq2SeqTrainer(
+    window = EncoderWindow.from_config(config)
+    timestamps = TimestampedLabels(processor.tokenizer, config.timestamped_label_share) if config.timestamped_label_share > 0 else None
+    return _speech_trainer_class()(
         model=model,
         args=args,
         train_dataset=data.train,
         eval_dataset=data.dev,
-        data_collator=SpeechBatchCollator(),
+        data_collator=SpeechBatchCollator(window, timestamps),
+        eval_data_collator=SpeechBatchCollator(window),
         processing_class=processor,
         compute_metrics=make_compute_metrics(processor.tokenizer) if data.dev is not None else None,
         callbacks=callbacks,
+        decoding=Decoding.from_config(config),
     )
 
 
@@ -410,22 +483,93 @@ def restore_finished_run(trainer, checkpoint: Path) -> None:
 # ---- outputs ----------------------------------------------------------------------------------------------------
 
 
-def save_adapter(model, processor, run_dir: Path) -> Path:
-    """The final LoRA adapter and the processor, in <run>/adapter, loadable with PeftModel.from_pretrained."""
+def record_encoder_window(config, run_dir: Path, resuming: bool) -> EncoderWindow:
+    """Write the run's encoder window into the run folder, where its checkpoints find it. A run resumed with
+    another window would leave checkpoints that claim a window they were not trained with, so it is refused."""
+    window = EncoderWindow.from_config(config)
+    recorded = EncoderWindow.of_model(Path(run_dir) / "adapter") if (Path(run_dir) / WINDOW_FILE).is_file() else None
+    if resuming and recorded is not None and recorded != window:
+        raise TrainingSetupError(
+            f"{run_dir} was trained with encoder window {recorded.describe()}, but this command asks for {window.describe()}. "
+            f"Resume with encoder_window={recorded.mode} encoder_window_tail_frames={recorded.tail_frames} "
+            f"encoder_window_round_frames={recorded.round_frames}, or start over with overwrite_output_dir=true or another run_name."
+        )
+    window.save(run_dir)
+    return window
+
+
+def save_adapter(model, processor, run_dir: Path, window: EncoderWindow) -> Path:
+    """The final LoRA adapter, the processor and the encoder window it was trained with, in <run>/adapter,
+    loadable with PeftModel.from_pretrained."""
     adapter_dir = Path(run_dir) / "adapter"
     model.save_pretrained(adapter_dir)
     processor.save_pretrained(adapter_dir)
+    window.save(adapter_dir)
     return adapter_dir
 
 
-def final_dev_metrics(trainer) -> dict:
-    """Dev metrics of the weights the model holds now: the last step's, or the best checkpoint's with
+def final_dev_metrics(trainer) -> tuple[dict, int]:
+    """(dev metrics, step) of the weights the model holds now: the last step's, or the best checkpoint's with
     load_best_model_at_end. If that step was already evaluated during training, its logged result is reused
     (same dev rows, greedy decoding, so a rerun gives the same numbers) instead of generating it again."""
     best = trainer.state.best_model_checkpoint
     step = checkpoint_step(Path(best)) if trainer.args.load_best_model_at_end and best else trainer.state.global_step
     logged = [entry for entry in trainer.state.log_history if entry.get("step") == step and "eval_cer" in entry]
-    return dev_metrics_summary(logged[-1] if logged else trainer.evaluate())
+    return dev_metrics_summary(logged[-1] if logged else trainer.evaluate()), step
+
+
+def zero_shot_dev_metrics(trainer, run_dir: Path, dev, settings: dict, report=print) -> dict:
+    """Dev metrics of the base model, measured before the first step, at Whisper's full window (the base
+    always runs that way), so the log and the curves start from what fine-tuning has to beat.
+
+    LoRA starts as a no-op (its B matrices are zero), so the model before training is the base. The result goes
+    to <run>/zero_shot.json and to a cache under <workspace>/runs/.zero_shot, keyed by `settings` (base weights,
+    precision, generation length, batch size) and the dev clips, so the next run of the same workspace, or
+    this one resumed, does not generate it again.
+    """
+    from kowhisper.features import SpeechBatchCollator
+
+    key = hashlib.sha256(json.dumps({"settings": settings, "dev": list(map(str, dev["id"]))}, sort_keys=True).encode()).hexdigest()
+    cached = Path(run_dir).parent / ZERO_SHOT_CACHE / f"{key}.json"
+    if cached.is_file():
+        metrics = read_json(cached)["metrics"]
+        report("Zero-shot dev metrics of the base model reused from an earlier run with the same base, dev clips and settings")
+    else:
+        report("Evaluating the base model on dev before training (zero-shot, full window)")
+        windowed, trainer.eval_data_collator = trainer.eval_data_collator, SpeechBatchCollator(EncoderWindow())
+        try:
+            metrics = dev_metrics_summary(trainer.evaluate())
+        finally:
+            trainer.eval_data_collator = windowed
+    if trainer.is_world_process_zero():
+        record = {"key": key, "settings": settings, "metrics": metrics}
+        atomic_write_json(cached, record)
+        atomic_write_json(Path(run_dir) / ZERO_SHOT_FILE, record)
+    return metrics
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Did fine-tuning beat the base on dev? `line` says it in one sentence, with advice when it did not."""
+
+    improved: bool
+    line: str
+
+
+def judge_against_zero_shot(zero_shot: dict, final: dict, step: int, metric: str, config) -> Verdict:
+    name = metric.upper().replace("_NOSPACE", " no-space") if metric != "loss" else "loss"
+    shown = (lambda value: f"{value:.4f}") if metric == "loss" else format_percent
+    before, after = zero_shot.get(metric), final.get(metric)
+    if before is None or after is None:
+        return Verdict(True, f"dev {name}: no zero-shot figure to compare with")
+    line = f"dev {name} {shown(before)} (zero-shot) -> {shown(after)} (best, step {step})"
+    if after < before:
+        return Verdict(True, line)
+    return Verdict(False, (
+        f"{line}: fine-tuning did NOT beat the base model on dev, so the base is the better model. Try a lower "
+        f"learning_rate (now {config.learning_rate:g}), fewer steps or early stopping (early_stopping_patience), "
+        "LoRA on fewer modules, or more training data."
+    ))
 
 
 def dev_metrics_summary(eval_metrics: dict) -> dict:

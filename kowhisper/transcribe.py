@@ -2,10 +2,12 @@
 
 Audio longer than Whisper's 30 s window is cut into windows of at most 30 s, each cut placed at the quietest
 moment of the window's last 10 s, so cuts fall in pauses rather than inside words. The windows are then
-independent: windows of all files are sorted by length and decoded in batches, with either engine. Each window
-is decoded with timestamp tokens when the output keeps times (json, srt); its segments are shifted by the
-window's start. A window whose model emits no usable timestamps (an adapter trained on <|notimestamps|>
-labels may) becomes one segment spanning the window.
+independent: windows of all files are sorted by length and decoded in batches, with either engine. A model
+fine-tuned on fitted encoder windows gets each batch padded only to its longest window plus its tail (so the
+full 30 s windows of a long file stay 30 s and its last, shorter window is fitted); a base model always gets
+30 s. Each window is decoded with timestamp tokens when the output keeps times (json, srt); its segments are
+shifted by the window's start. A window whose model emits no usable timestamps (an adapter trained only on
+<|notimestamps|> labels may) becomes one segment spanning the window.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from kowhisper.audio import CHUNK_SAMPLES, SAMPLING_RATE, AudioError, load_audio
-from kowhisper.features import LogMel, pad_features
+from kowhisper.features import N_FRAMES, LogMel, pad_features
 from kowhisper.modeling import TIME_PRECISION, WhisperBackend
 
 log = logging.getLogger("kowhisper")
@@ -110,6 +112,9 @@ def transcribe_waveforms(backend: WhisperBackend, waveforms: list[np.ndarray], *
     for index, waveform in enumerate(waveforms):
         # A silent stretch is left out rather than decoded: Whisper tends to invent text for silence.
         windows += [(index, start, end) for start, end in split_into_windows(waveform) if not is_silent(waveform[start:end])]
+    # A window cut from longer audio is a full 30 s window, whatever the cut left in it; only a file's last
+    # window (or a short file, its only one) is fitted to its own length.
+    cut_short = {i for i, (index, _, end) in enumerate(windows) if end < len(waveforms[index])}
     # Longest first: a batch decodes as long as its longest window, so similar lengths waste the least.
     order = sorted(range(len(windows)), key=lambda i: windows[i][2] - windows[i][1], reverse=True)
     window_ids: dict[int, list[int]] = {}
@@ -118,7 +123,9 @@ def transcribe_waveforms(backend: WhisperBackend, waveforms: list[np.ndarray], *
         bar.refresh()
     for first in range(0, len(order), batch_size):
         batch = order[first : first + batch_size]
-        features = pad_features([log_mel(waveforms[windows[i][0]][windows[i][1] : windows[i][2]]) for i in batch])
+        arrays = [log_mel(waveforms[windows[i][0]][windows[i][1] : windows[i][2]]) for i in batch]
+        needed = max(N_FRAMES if i in cut_short else len(array) for i, array in zip(batch, arrays))
+        features = pad_features(arrays, backend.window.frames_for(needed))
         longest = max(windows[i][2] - windows[i][1] for i in batch) / SAMPLING_RATE
         generated = backend.generate(features, timestamps=timestamps, max_new_tokens=backend.decoding.tokens_for(longest))
         window_ids.update(zip(batch, generated))

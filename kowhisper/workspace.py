@@ -50,6 +50,12 @@ def runs_dir(workspace: Path) -> Path:
     return Path(workspace) / "runs"
 
 
+def list_runs(workspace: Path) -> list[Path]:
+    """The run folders under <workspace>/runs, by name; dot-folders there are caches, not runs."""
+    folder = runs_dir(workspace)
+    return sorted(path for path in folder.iterdir() if path.is_dir() and not path.name.startswith(".")) if folder.is_dir() else []
+
+
 def manifest_path(workspace: Path) -> Path:
     return Path(workspace) / MANIFEST_NAME
 

@@ -319,6 +319,52 @@ def test_ct2_export_transcribes_like_transformers_and_faster_whisper(workspace, 
 
 
 @pytest.mark.real_model
+def test_fit_window_adapter_transcribes_alike_in_transformers_merged_and_ctranslate2(make_workspace, real_model_dir, config, tmp_path,
+                                                                                    long_recording):
+    """An adapter trained on fitted windows keeps its window through the merge and the CTranslate2 export, and
+    every engine runs it at that window: short clips get short windows, a long file full 30 s windows and one
+    fitted last window."""
+    from datasets import load_from_disk
+
+    from kowhisper.encoder_window import WINDOW_FILE, EncoderWindow
+    from kowhisper.export import export_ct2, merge_adapter
+    from kowhisper.features import N_FRAMES
+    from kowhisper.modeling import Decoding, load_backend, resolve_model
+    from kowhisper.testing import train_reciting_adapter
+    from kowhisper.transcribe import transcribe_files
+
+    workspace = make_workspace(real_model_dir)
+    window = EncoderWindow("fit", tail_frames=50, round_frames=100)
+    rows = list(load_from_disk(str(split_dir(workspace, "test"))).with_format("numpy").select(range(RECITED_UTTERANCES)))
+    train_reciting_adapter(workspace / "model", rows, workspace / "runs" / "fitted" / "adapter", steps=15, window=window)
+    adapter = resolve_model(workspace, "fitted")
+    merged = resolve_model(workspace, str(merge_adapter(adapter, tmp_path / "merged")))
+    exported = resolve_model(workspace, str(export_ct2(adapter, "int8", tmp_path / "ct2-int8")))
+    assert adapter.window == merged.window == exported.window == window
+    assert (tmp_path / "merged" / WINDOW_FILE).is_file() and (tmp_path / "ct2-int8" / WINDOW_FILE).is_file()
+
+    decoding = Decoding.from_config(config)
+    backends = {"transformers": load_backend(adapter, decoding, "hf"), "merged": load_backend(merged, decoding, "hf"),
+                "ctranslate2": load_backend(exported, decoding, "auto")}
+    frames_seen = {name: [] for name in backends}
+    for name, backend in backends.items():
+        generate = backend.generate
+        backend.generate = lambda features, _generate=generate, _seen=frames_seen[name], **options: (
+            _seen.append(features.shape[-1]), _generate(features, **options))[1]
+
+    expected = reference_clips(workspace)
+    clips = [clip for clip, _ in expected]
+    for name, backend in backends.items():
+        texts = [t.text for _, t, _ in transcribe_files(backend, clips, timestamps=False, batch_size=8, progress=False)]
+        assert texts == [text for _, text in expected], name
+        assert frames_seen[name] and max(frames_seen[name]) < 1000, f"{name} padded short clips to {frames_seen[name]} frames"
+
+    frames_seen["ctranslate2"].clear()
+    list(transcribe_files(backends["ctranslate2"], [long_recording], timestamps=True, batch_size=1, progress=False))
+    assert frames_seen["ctranslate2"].count(N_FRAMES) == 2 and min(frames_seen["ctranslate2"]) < N_FRAMES
+
+
+@pytest.mark.real_model
 def test_export_never_overwrites_a_folder_it_did_not_write(workspace, tmp_path):
     from kowhisper.export import export_ct2
     from kowhisper.modeling import ModelError, resolve_model
@@ -339,12 +385,13 @@ def test_inference_cli_works_without_network(workspace, python_executable, tmp_p
     (clip, sentence), (second, second_sentence) = reference_clips(workspace, 2)
     listing = tmp_path / "todo.txt"
     listing.write_text(f"{second}\n", encoding="utf-8")
+    # The engine is pinned: this test is about the network, and backend=auto's choice is tested on its own.
     result = subprocess.run(["unshare", "-n", python_executable, "inference.py", f"workspace={workspace}", str(clip), str(listing),
-                             "output_format=json"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+                             "output_format=json", "backend=ct2"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     documents = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(d["source"], d["text"]) for d in documents] == [(str(clip), sentence), (str(second), second_sentence)]
-    assert "CTranslate2" in result.stderr  # backend=auto chose the int8 export on this CPU
+    assert "CTranslate2" in result.stderr
 
 
 def test_cli_explains_what_is_wrong(tmp_path, capsys):

@@ -1,0 +1,135 @@
+"""The fitted encoder window (kowhisper/encoder_window.py): exact at 3000 frames, trainable under LoRA and
+gradient checkpointing, remembered by a run and used by evaluation and inference without being told."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from kowhisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
+from kowhisper.features import N_FRAMES, SpeechBatchCollator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+FIT = EncoderWindow("fit", tail_frames=50, round_frames=100)
+
+
+def tiny_model(tiny_model_dir):
+    from transformers import WhisperForConditionalGeneration
+
+    return WhisperForConditionalGeneration.from_pretrained(tiny_model_dir, dtype=torch.float32)
+
+
+def train_rows(workspace: Path, count: int) -> list[dict]:
+    from datasets import load_from_disk
+
+    return list(load_from_disk(str(workspace / "data" / "train")).with_format("numpy").select(range(count)))
+
+
+def test_window_arithmetic():
+    assert EncoderWindow().frames_for(250) == N_FRAMES
+    assert FIT.frames_for(250) == 300  # 250 + 50 of tail
+    assert FIT.frames_for(251) == 400  # rounded up to the next 100
+    assert FIT.frames_for(2990) == N_FRAMES  # never past Whisper's own window
+    assert EncoderWindow("fit", 0, 2).frames_for(301) == 302  # always even: two frames per encoder position
+    with pytest.raises(ValueError, match="encoder_window='half'"):
+        EncoderWindow("half")
+    with pytest.raises(ValueError, match="round_frames=3"):
+        EncoderWindow("fit", 10, 3)
+
+
+def test_fit_at_3000_frames_is_exactly_the_unmodified_model(tiny_model_dir):
+    torch.manual_seed(0)
+    features = torch.randn(2, 80, N_FRAMES)
+    labels = torch.randint(0, 50_000, (2, 12))
+    plain = tiny_model(tiny_model_dir).eval()
+    fitted = allow_fitted_window(tiny_model(tiny_model_dir)).eval()
+    assert type(fitted.model.encoder).__name__ == "FitWindowWhisperEncoder"
+    assert type(plain.model.encoder).__name__ == "WhisperEncoder", "only the patched instance changes"
+    with torch.no_grad():
+        assert torch.equal(plain.model.encoder(features).last_hidden_state, fitted.model.encoder(features).last_hidden_state)
+        assert torch.equal(plain(input_features=features, labels=labels).loss, fitted(input_features=features, labels=labels).loss)
+        short = fitted.model.encoder(features[:, :, :600]).last_hidden_state
+    assert short.shape == (2, 300, 64)
+    with pytest.raises(ValueError, match="even number of mel frames"):
+        fitted.model.encoder(features[:, :, :601])
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
+def test_a_fit_window_batch_trains_and_its_gradients_reach_the_encoder_lora(make_workspace, tiny_model_dir, checkpointing):
+    from peft import LoraConfig, get_peft_model
+
+    workspace = make_workspace(tiny_model_dir, copy=False)
+    batch = SpeechBatchCollator(FIT)(train_rows(workspace, 4))
+    longest = max(len(row["input_features"]) for row in train_rows(workspace, 4))
+    assert batch["input_features"].shape[-1] == FIT.frames_for(longest) < N_FRAMES
+    # The mask covers each clip's own frames, so SpecAugment masks audio, not padding.
+    assert batch["attention_mask"].sum(-1).tolist() == [len(row["input_features"]) for row in train_rows(workspace, 4)]
+
+    model = allow_fitted_window(tiny_model(tiny_model_dir))
+    if checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    model.train()
+    loss = model(input_features=batch["input_features"], labels=batch["labels"]).loss
+    loss.backward()
+    encoder_grads = {name: parameter.grad for name, parameter in model.named_parameters() if "encoder" in name and "lora_B" in name}
+    assert encoder_grads and all(grad is not None and grad.abs().sum() > 0 for grad in encoder_grads.values())
+
+
+def test_a_run_remembers_its_window_and_evaluation_uses_it_unasked(make_workspace, tiny_model_dir, tmp_path, python_executable):
+    from kowhisper.modeling import resolve_model
+
+    workspace = make_workspace(tiny_model_dir)
+    run_dir = workspace / "runs" / "fitted"
+    tiny = ["per_device_train_batch_size=4", "per_device_eval_batch_size=4", "max_eval_samples=4", "generation_max_length=16",
+            "warmup_steps=0", "eval_steps=2", "save_steps=2", "report_to=[]"]
+    result = subprocess.run([python_executable, "train_offline.py", f"workspace={workspace}", "run_name=fitted", "max_steps=2",
+                             "encoder_window=fit", "encoder_window_tail_frames=30", "encoder_window_round_frames=50", *tiny],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Encoder window: fit (longest clip + 30 frames of tail, rounded up to 50 frames)" in result.stdout
+    recorded = EncoderWindow("fit", 30, 50)
+    assert EncoderWindow.of_model(run_dir / "adapter") == recorded
+    assert EncoderWindow.of_model(run_dir / "checkpoint-2") == recorded, "a checkpoint finds its run's window"
+    assert json.loads((run_dir / WINDOW_FILE).read_text()) == {"mode": "fit", "tail_frames": 30, "round_frames": 50}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["encoder window"].startswith("fit")
+    assert "| encoder window | fit" in (run_dir / "README.md").read_text()
+    assert resolve_model(workspace, "fitted").window == recorded
+    assert resolve_model(workspace, "base").window == EncoderWindow(), "the base always runs at its full window"
+
+    # Resuming with another window would leave checkpoints trained under two windows: refused, with the fix.
+    refused = subprocess.run([python_executable, "train_offline.py", f"workspace={workspace}", "run_name=fitted", "max_steps=4",
+                              "encoder_window=full", *tiny], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "Resume with encoder_window=fit encoder_window_tail_frames=30" in refused.stderr
+
+    # evaluate_model.py is not told the window; it reads it from the run and says so per model.
+    evaluated = subprocess.run([python_executable, "evaluate_model.py", f"workspace={workspace}", "eval_run=fitted", "max_samples=2",
+                                "generation_max_length=8"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    summary = json.loads((workspace / "evaluations" / "test" / "summary.json").read_text())
+    windows = {model["label"]: model["encoder_window"] for model in summary["models"]}
+    assert windows == {"base": EncoderWindow().describe(), "fitted": recorded.describe()}
+
+
+def test_auto_backend_follows_the_measurement_on_both_kinds_of_cpu(tmp_path, monkeypatch):
+    """backend=auto on a CPU is CTranslate2 int8 whether or not the CPU does bf16 natively: measured faster than
+    transformers bf16 on an AMX machine as well as faster than fp32 on an AVX2-only one (bench/RESULTS.md)."""
+    import utils
+    from kowhisper.modeling import ModelSource, choose_engine
+
+    source = ModelSource("base", tmp_path, "base")
+    for flags, native in (("fpu sse avx avx2 fma", False), ("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", True)):
+        cpuinfo = tmp_path / f"cpuinfo-{native}"
+        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n\n")
+        monkeypatch.setattr(utils, "CPUINFO_PATH", cpuinfo)
+        assert utils.cpu_has_native_bf16() is native
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        assert choose_engine("auto", source) == "ct2"
+        assert choose_engine("hf", source) == "hf"
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        assert choose_engine("auto", source) == "hf", "on CUDA transformers runs in fp16"
