@@ -1,28 +1,34 @@
-"""Inference speed: inference.py's two engines against the plain transformers pipeline and faster-whisper.
+"""Inference speed: inference.py's engines against the plain transformers pipeline and faster-whisper.
 
-All four paths transcribe the same Korean clips in the same process, one path after the other, with the
-same model, the same greedy decoding (language ko, task transcribe, no timestamps) and the same per-clip
-token budget (inference.py's, `Decoding.tokens_for`), so a repetition loop costs every path the same:
+All paths transcribe the same Korean clips in the same process, one path after the other, with the same model,
+the same greedy decoding (language ko, task transcribe, no timestamps) and the same per-clip token budget
+(inference.py's, `Decoding.tokens_for`), so a repetition loop costs every path the same:
 
-- **inference.py backend=hf**: transformers, fp32 on this CPU (bf16 autocast where native), batch 8.
-- **inference.py backend=ct2**: the CTranslate2 int8 export, batch 8; what backend=auto picks on CPUs
-  without native bf16.
+- **inference.py backend=hf**: transformers, fp32 on CPUs without native bf16, bf16 autocast where native, batch 8.
+- **inference.py backend=ct2**: the CTranslate2 int8 export, batch 8; what backend=auto picks on every CPU.
 - **pipeline**: `transformers.pipeline("automatic-speech-recognition")`, fp32, batch 1, given the file path,
   num_beams=1 (its default is beam 5, about 5x slower and not the same decoding).
 - **faster-whisper**: `WhisperModel` on the same int8 export, beam_size 1, temperature 0 (no fallback),
   without_timestamps, no VAD: greedy, like the others (its defaults, beam 5 with fallback, are slower).
 
+The model (--model):
+- `base`: zero-shot whisper-base. On espeak Korean it loops to the token cap, so use it with --clips-from real.
+- `recite-full`, `recite-fit` (default): whisper-base plus a LoRA adapter trained here, at Whisper's full window
+  or at a fitted one (kowhisper.encoder_window), until it recites the clips: every path then has the true
+  sentence to produce and must stop where it ends, so the paths are compared at equal CER. inference.py runs
+  the model at the window it was trained with; the pipeline and faster-whisper always pad to 30 s.
+
+Clips (--clips-from): `sample`, the bundled espeak sample (test, then dev), or `real`, the real Korean test
+speech in ../shared/data/ko-real-speech (read from there, never copied).
+
 Every path starts from the audio file and ends with the text; model loading and one warm-up clip are not
 timed. The paths take turns, one batch of clips each, so load from other jobs falls on all of them alike.
 CPU threads are the same for all (every core). Reported: seconds per utterance, real-time factor
-(processing time / audio time) and CER against the sample's sentences.
+(processing time / audio time) and CER against the reference sentences.
 
-    python -m bench.inference_speed             # the PyPI whisper-base, zero-shot: it loops on espeak Korean
-    python -m bench.inference_speed --recite    # plus a LoRA adapter trained here to recite the clips
-    OMP_NUM_THREADS=1 taskset -c 0 python -m bench.inference_speed --recite   # one core: see "CPU s/utt"
-
-On a machine shared with other jobs wall time measures the other jobs too; run on one core and read the CPU
-seconds, which count only this process (and the pipeline's ffmpeg children).
+    python -m bench.inference_speed                                  # fit-window reciting adapter, sample clips
+    python -m bench.inference_speed --model recite-full
+    python -m bench.inference_speed --model base --clips-from real --clips 40
 """
 
 from __future__ import annotations
@@ -41,18 +47,20 @@ force_offline()
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample" / "ko"
+REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko" / "ko"
 OUT_DIR = PROJECT_ROOT / "bench" / "out"
 BATCH_SIZE = 8
 
 
-def sample_clips(count: int) -> list[tuple[Path, str]]:
-    """(clip, sentence): the test split, then dev, of the bundled sample (never seen in training)."""
+def sample_clips(count: int, clips_from: str) -> list[tuple[Path, str]]:
+    """(clip, sentence): test then dev rows of the bundled sample, or the test rows of the real-speech set."""
+    folder, splits = (SAMPLE, ("test", "dev")) if clips_from == "sample" else (REAL_SPEECH, ("test",))
     rows = []
-    for split in ("test", "dev"):
-        with open(SAMPLE / f"{split}.tsv", encoding="utf-8", newline="") as handle:
-            rows += [(SAMPLE / "clips" / row["path"], row["sentence"]) for row in csv.DictReader(handle, delimiter="\t")]
+    for split in splits:
+        with open(folder / f"{split}.tsv", encoding="utf-8", newline="") as handle:
+            rows += [(folder / "clips" / row["path"], row["sentence"]) for row in csv.DictReader(handle, delimiter="\t")]
     if count > len(rows):
-        raise SystemExit(f"the sample has {len(rows)} test and dev clips; asked for {count}")
+        raise SystemExit(f"{folder} has {len(rows)} clips to use; asked for {count}")
     return rows[:count]
 
 
@@ -66,8 +74,9 @@ def pypi_whisper_base() -> Path:
     return hf_dir
 
 
-def reciting_model(base_dir: Path, clips: list[tuple[Path, str]]):
-    """whisper-base + an adapter reciting `clips`, as an adapter source and as a merged folder for the pipeline."""
+def reciting_model(base_dir: Path, clips: list[tuple[Path, str]], window):
+    """whisper-base + an adapter reciting `clips` at `window`, as an adapter source and as a merged folder for
+    the pipeline."""
     from transformers import WhisperProcessor
 
     from kowhisper.audio import load_audio
@@ -80,9 +89,9 @@ def reciting_model(base_dir: Path, clips: list[tuple[Path, str]]):
     processor.tokenizer.set_prefix_tokens(language="korean", task="transcribe", predict_timestamps=False)
     log_mel = LogMel(processor.feature_extractor)
     rows = [{"input_features": log_mel(load_audio(path)), "labels": label_ids(processor.tokenizer, text)} for path, text in clips]
-    adapter = train_reciting_adapter(base_dir, rows, OUT_DIR / "reciting-adapter", steps=15)
-    source = ModelSource("adapter", adapter, "whisper-base + reciting LoRA", base_dir)
-    return source, merge_adapter(source, OUT_DIR / "reciting-merged")
+    adapter = train_reciting_adapter(base_dir, rows, OUT_DIR / f"reciting-adapter-{window.mode}", steps=15, window=window)
+    source = ModelSource("adapter", adapter, f"whisper-base + reciting LoRA ({window.mode} window)", base_dir, window)
+    return source, merge_adapter(source, OUT_DIR / f"reciting-merged-{window.mode}")
 
 
 def cpu_time() -> float:
@@ -96,7 +105,8 @@ def cpu_time() -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=16)
-    parser.add_argument("--recite", action="store_true", help="Add a LoRA adapter trained to recite the clips (kowhisper.testing).")
+    parser.add_argument("--clips-from", choices=("sample", "real"), default="sample")
+    parser.add_argument("--model", choices=("base", "recite-full", "recite-fit"), default="recite-fit")
     args = parser.parse_args(argv)
 
     import torch
@@ -105,28 +115,31 @@ def main(argv=None) -> None:
 
     from config import load_config
     from kowhisper.audio import SAMPLING_RATE, load_audio
+    from kowhisper.encoder_window import EncoderWindow
     from kowhisper.export import export_ct2
-    from kowhisper.modeling import Decoding, ModelSource, cpu_threads, load_backend
+    from kowhisper.modeling import Decoding, ModelSource, choose_engine, cpu_threads, load_backend
     from kowhisper.text import error_rates
     from kowhisper.transcribe import transcribe_files
-    from utils import cpu_has_native_bf16
+    from utils import cpu_has_native_bf16, cpu_model_name
 
-    clips = sample_clips(args.clips)
+    clips = sample_clips(args.clips, args.clips_from)
     paths = [path for path, _ in clips]
     durations = {path: len(load_audio(path)) / SAMPLING_RATE for path in paths}
     audio_seconds = sum(durations.values())
     decoding = Decoding.from_config(load_config([]))
     budgets = {path: decoding.tokens_for(seconds) for path, seconds in durations.items()}
     base_dir = pypi_whisper_base()
-    if args.recite:
-        source, hf_dir = reciting_model(base_dir, clips)
-    else:
+    if args.model == "base":
         source, hf_dir = ModelSource("merged", base_dir, "whisper-base (PyPI)"), base_dir
-    ct2_dir = export_ct2(source, "int8", OUT_DIR / "ct2-int8")
+    else:
+        window = EncoderWindow("fit", tail_frames=50) if args.model == "recite-fit" else EncoderWindow()
+        source, hf_dir = reciting_model(base_dir, clips, window)
+    ct2_dir = export_ct2(source, "int8", OUT_DIR / f"ct2-int8-{args.model}")
     threads = cpu_threads()
 
     def ours(engine):
-        backend = load_backend(source if engine == "hf" else ModelSource("ct2", ct2_dir, source.label), decoding, engine)
+        exported = ModelSource("ct2", ct2_dir, source.label, window=source.window)
+        backend = load_backend(source if engine == "hf" else exported, decoding, engine)
 
         def run(batch):
             results = transcribe_files(backend, batch, timestamps=False, batch_size=BATCH_SIZE, progress=False)
@@ -193,22 +206,27 @@ def main(argv=None) -> None:
 
     pipeline_seconds = next(r["seconds"] for r in results if r["path"] == "transformers pipeline")
     faster_seconds = next(r["seconds"] for r in results if r["path"] == "faster-whisper")
+    auto = choose_engine("auto", source)
     report = {
         "model": source.label,
+        "encoder_window": source.window.describe(),
+        "clips_from": args.clips_from,
         "clips": len(paths),
         "audio_seconds": round(audio_seconds, 1),
-        "cpu": next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name")), "unknown"),
+        "cpu": cpu_model_name(),
         "threads": threads,
         "native_bf16": cpu_has_native_bf16(),
+        "backend_auto": auto,
         "load_average_per_round": load_averages,
         "results": results,
     }
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    (OUT_DIR / "inference_speed.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    (OUT_DIR / f"inference_speed-{args.model}-{args.clips_from}.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n",
+                                                                                   encoding="utf-8")
 
-    print(f"\n{len(paths)} clips, {audio_seconds:.1f} s of audio, model {source.label}, {threads} threads, "
-          f"native bf16: {report['native_bf16']}, 1-minute load average before and after each round {load_averages}\n")
+    print(f"\n{len(paths)} {args.clips_from} clips, {audio_seconds:.1f} s of audio, model {source.label}, encoder window "
+          f"{source.window.describe()}; CPU {report['cpu']}, {threads} threads, native bf16: {report['native_bf16']}, "
+          f"backend=auto picks {auto}; 1-minute load average before and after each round {load_averages}\n")
     print("| path | engine | s/utt | CPU s/utt | RTF | CER | vs pipeline | vs faster-whisper |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in results:

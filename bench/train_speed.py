@@ -1,20 +1,23 @@
-"""Training speed and memory: this toolkit's CPU path against the PEFT int8 Whisper notebook recipe.
+"""Training speed and memory: this toolkit at Whisper's full window and at a fitted one, against the PEFT int8
+Whisper notebook recipe.
 
-Both arms fine-tune the same whisper-base (the MIT model from the PyPI CTranslate2 packages) with LoRA r32
-on q_proj/v_proj, on the same prepared training rows in the same order (the Trainer's seeded sampler), for
-the same number of samples, with the notebook's hyperparameters (batch 8, lr 1e-3, 50 warm-up steps):
+The three arms fine-tune the same whisper-base (the MIT model from the PyPI CTranslate2 packages) with LoRA r32 on
+q_proj/v_proj, on the same prepared training rows in the same order (the Trainer's seeded sampler), for the same
+steps and hyperparameters: the sample config's batch 4, learning rate 1e-3, constant after 4 warm-up steps, 40
+steps (4 passes over the sample's 40 clips), which takes dev CER from far above 100% to about 30%.
 
-- **ours**: kowhisper.training, as train_offline.py runs it: fp32 base (bf16 autocast only on CPUs with
-  native bf16), no gradient checkpointing, trimmed features padded by SpeechBatchCollator.
 - **notebook**: peft's examples/int8_training/peft_bnb_whisper_large_v2_training.ipynb: load_in_8bit through
-  bitsandbytes, prepare_model_for_kbit_training (which turns on gradient checkpointing), the conv1
-  input-grad hook, its DataCollatorSpeechSeq2SeqWithPadding over 80 x 3000 float32 features, and its
+  bitsandbytes, prepare_model_for_kbit_training (which turns on gradient checkpointing), the conv1 input-grad
+  hook, its DataCollatorSpeechSeq2SeqWithPadding over 80 x 3000 float32 features, and its
   Seq2SeqTrainingArguments (fp16 only where CUDA makes it possible).
+- **full**: kowhisper.training as train_offline.py runs it with encoder_window=full: fp32 base (bf16 autocast on
+  CPUs with native bf16), no gradient checkpointing, trimmed features padded to 30 s.
+- **fit**: the same with the default encoder_window=fit: each batch padded to its longest clip plus the tail.
 
-Each arm trains in its own subprocess, so the peak RSS (VmHWM) is that arm's alone. The two adapters are
-then scored the same way, on the same fp32 base, with the generate-based dev CER train_offline.py uses.
+Each arm trains in its own subprocess, so the peak RSS (VmHWM) is that arm's alone. The adapters are then scored
+the same way, each at the window it was trained with, with evaluate_model.py's dev CER on the sample's 10 dev clips.
 
-    python -m bench.train_speed [--samples 24] [--workspace WS]
+    python -m bench.train_speed [--steps 40] [--workspace WS]
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ force_offline()
 from transformers import TrainerCallback  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-BATCH_SIZE = 8  # the notebook's per_device_train_batch_size
-NOTEBOOK_LR, NOTEBOOK_WARMUP = 1e-3, 50
+# configs/sample.yaml's training, for every arm: long enough to leave zero-shot far behind.
+BATCH_SIZE, LEARNING_RATE, WARMUP_STEPS = 4, 1e-3, 4
 GENERATION_MAX_LENGTH = 128  # the notebook's
+ARMS = ("notebook", "full", "fit")
 
 
 def peak_rss_bytes() -> int:
@@ -61,33 +65,35 @@ class StepTimer(TrainerCallback):
         self.seconds.append(time.perf_counter() - self._started)
 
 
-def arm_config(workspace: Path, out_dir: Path, samples: int):
+def arm_config(workspace: Path, out_dir: Path, steps: int, window: str = "fit"):
     from config import load_config
 
     return load_config([
         f"workspace={workspace}", f"output_dir={out_dir}", f"per_device_train_batch_size={BATCH_SIZE}",
-        f"learning_rate={NOTEBOOK_LR}", f"warmup_steps={NOTEBOOK_WARMUP}", f"max_steps={samples // BATCH_SIZE}",
-        "eval_strategy=no", "report_to=[]", "logging_steps=1", f"save_steps={10**6}",
-        f"generation_max_length={GENERATION_MAX_LENGTH}", f"per_device_eval_batch_size={BATCH_SIZE}",
+        f"learning_rate={LEARNING_RATE}", f"warmup_steps={WARMUP_STEPS}", "lr_scheduler_type=constant_with_warmup",
+        f"max_steps={steps}", "eval_strategy=no", "report_to=[]", "logging_steps=1", f"save_steps={10**6}",
+        f"generation_max_length={GENERATION_MAX_LENGTH}", f"per_device_eval_batch_size={BATCH_SIZE}", f"encoder_window={window}",
     ])
 
 
-def train_ours(workspace: Path, out_dir: Path, samples: int) -> dict:
+def train_ours(workspace: Path, out_dir: Path, steps: int, window: str) -> dict:
     from kowhisper import training
+    from kowhisper.encoder_window import EncoderWindow
 
-    config = arm_config(workspace, out_dir, samples)
+    config = arm_config(workspace, out_dir, steps, window)
     precision = training.choose_precision(config)
     data = training.load_splits(workspace, config)
-    data.dev = None  # scored later, on equal terms with the other arm
+    data.dev = None  # scored later, on equal terms with the other arms
+    processor = training.load_processor(workspace)
     model = training.load_model(workspace, config, precision)
     args = training.build_training_arguments(config, precision, out_dir)
-    trainer = training.build_trainer(model, training.load_processor(workspace), args, data, config, report=lambda _: None)
+    trainer = training.build_trainer(model, processor, args, data, config, report=lambda _: None)
     timer = StepTimer()
     trainer.add_callback(timer)
     metrics = trainer.train().metrics
-    model.save_pretrained(out_dir / "adapter")
-    return {"recipe": precision.summary, "train_runtime": metrics["train_runtime"], "train_loss": metrics["train_loss"],
-            "step_seconds": timer.seconds}
+    training.save_adapter(model, processor, out_dir, EncoderWindow.from_config(config))
+    return {"recipe": f"{precision.summary}, window {window}", "train_runtime": metrics["train_runtime"],
+            "train_loss": metrics["train_loss"], "step_seconds": timer.seconds}
 
 
 @dataclass
@@ -125,7 +131,7 @@ def notebook_features(train, cache_file: Path):
     )
 
 
-def train_notebook(workspace: Path, out_dir: Path, samples: int) -> dict:
+def train_notebook(workspace: Path, out_dir: Path, steps: int) -> dict:
     import torch
     from datasets import load_from_disk
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -154,10 +160,10 @@ def train_notebook(workspace: Path, out_dir: Path, samples: int) -> dict:
         output_dir=str(out_dir),
         per_device_train_batch_size=BATCH_SIZE,
         gradient_accumulation_steps=1,
-        learning_rate=NOTEBOOK_LR,
-        warmup_steps=NOTEBOOK_WARMUP,
-        num_train_epochs=3,
-        max_steps=samples // BATCH_SIZE,
+        learning_rate=LEARNING_RATE,
+        warmup_steps=WARMUP_STEPS,
+        lr_scheduler_type="constant_with_warmup",
+        max_steps=steps,
         fp16=torch.cuda.is_available(),
         per_device_eval_batch_size=BATCH_SIZE,
         generation_max_length=GENERATION_MAX_LENGTH,
@@ -172,43 +178,36 @@ def train_notebook(workspace: Path, out_dir: Path, samples: int) -> dict:
     model.config.use_cache = False
     metrics = trainer.train().metrics
     model.save_pretrained(out_dir / "adapter")
-    return {"recipe": "CPU, INT8 base (bitsandbytes) + LoRA, gradient checkpointing", "train_runtime": metrics["train_runtime"],
-            "train_loss": metrics["train_loss"], "step_seconds": timer.seconds}
+    processor.save_pretrained(out_dir / "adapter")
+    return {"recipe": "CPU, INT8 base (bitsandbytes) + LoRA, gradient checkpointing, window full",
+            "train_runtime": metrics["train_runtime"], "train_loss": metrics["train_loss"], "step_seconds": timer.seconds}
 
 
-def evaluate_adapters(workspace: Path, out_dir: Path, adapters: list[str]) -> dict:
-    """Dev CER of each adapter on the same fp32 base, through train_offline.py's evaluation."""
-    from peft import PeftModel
-    from transformers import WhisperForConditionalGeneration
+def evaluate_adapters(workspace: Path, adapters: list[str]) -> dict:
+    """Dev CER of each adapter on the same fp32 base, at the window it was trained with, as evaluate_model.py
+    scores it (transformers, greedy)."""
+    from config import load_config
+    from kowhisper.evaluation import evaluate_source, load_eval_split
+    from kowhisper.modeling import resolve_model
 
-    from kowhisper import training
-    from kowhisper.workspace import model_dir
-
-    config = arm_config(workspace, out_dir, BATCH_SIZE)
-    precision = training.choose_precision(config)
-    data = training.load_splits(workspace, config)
-    processor = training.load_processor(workspace)
-    args = training.build_training_arguments(config, precision, out_dir)
+    config = load_config([f"workspace={workspace}", "eval_split=dev", "backend=hf", f"generation_max_length={GENERATION_MAX_LENGTH}",
+                          f"per_device_eval_batch_size={BATCH_SIZE}"])
+    dataset, _ = load_eval_split(workspace, "dev", None)
     scores = {}
     for adapter in adapters:
-        base = WhisperForConditionalGeneration.from_pretrained(model_dir(workspace))
-        base.generation_config.language, base.generation_config.task = config.language_abbr, config.task
-        base.generation_config.forced_decoder_ids = None
-        model = PeftModel.from_pretrained(base, adapter)
-        trainer = training.build_trainer(model, processor, args, data, config, report=lambda _: None)
-        metrics = trainer.evaluate()
-        scores[adapter] = {"cer": metrics["eval_cer"], "wer": metrics["eval_wer"], "dev_clips": data.counts["dev_evaluated"]}
+        result = evaluate_source(resolve_model(workspace, adapter), dataset, config)
+        scores[adapter] = {"cer": result.metrics["cer"], "wer": result.metrics["wer"], "dev_clips": len(dataset)}
     return scores
 
 
-def run_child(mode: str, workspace: Path, out_dir: Path, samples: int, extra: list[str] = ()) -> dict:
+def run_child(mode: str, workspace: Path, out_dir: Path, steps: int, extra: list[str] = ()) -> dict:
     result_path = out_dir / f"{mode}.json"
     command = [sys.executable, "-m", "bench.train_speed", "--child", mode, "--workspace", str(workspace),
-               "--out", str(out_dir), "--samples", str(samples), *extra]
+               "--out", str(out_dir), "--steps", str(steps), *extra]
     load_before, started = os.getloadavg()[0], time.perf_counter()
     subprocess.run(command, cwd=PROJECT_ROOT, check=True)
     result = json.loads(result_path.read_text())
-    # Other jobs on the machine slow both arms; the 1-minute load average before and after shows how much.
+    # Other jobs on the machine slow every arm; the 1-minute load average before and after shows how much.
     result.update(process_seconds=time.perf_counter() - started, load_average=(load_before, os.getloadavg()[0]))
     return result
 
@@ -221,51 +220,56 @@ def build_workspace(target: Path) -> Path:
     return target
 
 
-def report(ours: dict, notebook: dict, scores: dict, samples: int) -> str:
-    """Markdown table. samples/s is over the whole train() call; "after step 1" leaves out the first step,
-    which pays one-off costs (allocations, bitsandbytes state) that a long run amortises."""
+def report(arms: dict, scores: dict, steps: int) -> str:
+    """Markdown table against the notebook. samples/s is over the whole train() call; "after step 1" leaves out
+    the first step, which pays one-off costs (allocations, bitsandbytes state) that a long run amortises."""
+    from utils import cpu_has_native_bf16, cpu_model_name
+
     def steady_rate(arm):
         later = arm["step_seconds"][1:]
         return BATCH_SIZE * len(later) / sum(later) if later else float("nan")
 
-    dev_clips = scores[ours["adapter"]]["dev_clips"]
+    samples = steps * BATCH_SIZE
+    notebook = arms["notebook"]
+    dev_clips = scores[notebook["adapter"]]["dev_clips"]
     lines = [
-        f"| arm | recipe | samples | train s | samples/s | after step 1 | peak RSS | train loss | dev CER ({dev_clips} clips) |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"CPU: {cpu_model_name()}, native bf16: {cpu_has_native_bf16()}; {steps} steps of batch {BATCH_SIZE} per arm",
+        "",
+        f"| arm | recipe | samples | train s | samples/s | vs notebook | after step 1, vs notebook | peak RSS | train loss "
+        f"| dev CER ({dev_clips} clips) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, arm in (("notebook int8 recipe", notebook), ("kowhisper", ours)):
+    for name, arm in arms.items():
         lines.append(
             f"| {name} | {arm['recipe']} | {samples} | {arm['train_runtime']:.1f} | {samples / arm['train_runtime']:.3f} | "
-            f"{steady_rate(arm):.3f} | {arm['peak_rss'] / 2**30:.2f} GiB | {arm['train_loss']:.3f} | "
-            f"{100 * scores[arm['adapter']]['cer']:.1f}% |"
+            f"**{notebook['train_runtime'] / arm['train_runtime']:.2f}x** | {steady_rate(arm) / steady_rate(notebook):.2f}x | "
+            f"{arm['peak_rss'] / 2**30:.2f} GiB | {arm['train_loss']:.3f} | {100 * scores[arm['adapter']]['cer']:.1f}% |"
         )
-    speedup = notebook["train_runtime"] / ours["train_runtime"]
-    steady_speedup = steady_rate(ours) / steady_rate(notebook)
-    memory = ours["peak_rss"] / notebook["peak_rss"]
-    cer_delta = 100 * (scores[ours["adapter"]]["cer"] - scores[notebook["adapter"]]["cer"])
-    lines.append(f"| **kowhisper / notebook** | | | | **{speedup:.2f}x** | **{steady_speedup:.2f}x** | **{memory:.2f}x** | | "
-                 f"**{cer_delta:+.1f} points** |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=24, help=f"training samples per arm, a multiple of {BATCH_SIZE}")
+    parser.add_argument("--steps", type=int, default=40, help=f"optimizer steps of batch {BATCH_SIZE} per arm")
     parser.add_argument("--workspace", type=Path, help="a whisper-base workspace (default: built from the bundled sample)")
     parser.add_argument("--out", type=Path, help="where adapters and results go (default: a temporary folder)")
-    parser.add_argument("--child", choices=("ours", "notebook", "evaluate"), help=argparse.SUPPRESS)
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--child", choices=(*ARMS, "evaluate"), help=argparse.SUPPRESS)
     parser.add_argument("--adapters", nargs="*", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.samples < BATCH_SIZE or args.samples % BATCH_SIZE:
-        parser.error(f"--samples must be a positive multiple of {BATCH_SIZE}")
+    if "notebook" not in args.arms:
+        parser.error("the notebook arm is the baseline every other arm is compared with")
 
     if args.child:
-        out_dir = args.out / args.child
         if args.child == "evaluate":
-            result = evaluate_adapters(args.workspace, out_dir, args.adapters)
+            result = evaluate_adapters(args.workspace, args.adapters)
         else:
+            out_dir = args.out / args.child
             started = time.perf_counter()
-            result = (train_ours if args.child == "ours" else train_notebook)(args.workspace, out_dir, args.samples)
+            if args.child == "notebook":
+                result = train_notebook(args.workspace, out_dir, args.steps)
+            else:
+                result = train_ours(args.workspace, out_dir, args.steps, args.child)
             result.update(peak_rss=peak_rss_bytes(), wall_seconds=time.perf_counter() - started, adapter=str(out_dir / "adapter"))
         (args.out / f"{args.child}.json").write_text(json.dumps(result, indent=2))
         return
@@ -273,15 +277,15 @@ def main() -> None:
     out = (args.out or Path(tempfile.mkdtemp(prefix="train-speed-"))).resolve()
     out.mkdir(parents=True, exist_ok=True)
     workspace = args.workspace.resolve() if args.workspace else build_workspace(out / "workspace")
-    print(f"workspace {workspace}; {args.samples} samples per arm; load average {os.getloadavg()[0]:.1f}", flush=True)
-    ours = run_child("ours", workspace, out, args.samples)
-    print(f"ours: {ours['train_runtime']:.1f} s, peak RSS {ours['peak_rss'] / 2**30:.2f} GiB, load {ours['load_average']}", flush=True)
-    notebook = run_child("notebook", workspace, out, args.samples)
-    print(f"notebook: {notebook['train_runtime']:.1f} s, peak RSS {notebook['peak_rss'] / 2**30:.2f} GiB, "
-          f"load {notebook['load_average']}", flush=True)
-    scores = run_child("evaluate", workspace, out, args.samples, ["--adapters", ours["adapter"], notebook["adapter"]])
-    table = report(ours, notebook, scores, args.samples)
-    (out / "results.json").write_text(json.dumps({"ours": ours, "notebook": notebook, "scores": scores}, indent=2))
+    print(f"workspace {workspace}; {args.steps} steps per arm; load average {os.getloadavg()[0]:.1f}", flush=True)
+    arms = {}
+    for name in args.arms:
+        arms[name] = run_child(name, workspace, out, args.steps)
+        print(f"{name}: {arms[name]['train_runtime']:.1f} s, peak RSS {arms[name]['peak_rss'] / 2**30:.2f} GiB, "
+              f"load {arms[name]['load_average']}", flush=True)
+    scores = run_child("evaluate", workspace, out, args.steps, ["--adapters", *(arm["adapter"] for arm in arms.values())])
+    table = report(arms, scores, args.steps)
+    (out / "results.json").write_text(json.dumps({"arms": arms, "scores": scores}, indent=2))
     print(f"\nload average after: {os.getloadavg()[0]:.1f}\n\n{table}")
 
 
