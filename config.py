@@ -24,10 +24,23 @@ METRICS = ("cer", "wer", "cer_nospace", "loss")
 ENCODER_WINDOWS = ("fit", "full")
 
 
+STAGE_PARTS = ("decoder", "encoder", "both")
+
+
 def _help(text: str, default=None, factory=None):
     if factory is not None:
         return field(default_factory=factory, metadata={"help": text})
     return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class TrainingStage:
+    """One stage of a staged run (seed 003: a small trainable part first, then more)."""
+
+    name: str = _help("Stage name, shown in the log, the curves and the model card.", "stage")
+    train: str = _help("What the stage trains: 'decoder' (encoder frozen), 'encoder' or 'both' (LoRA on both).", "both")
+    max_steps: int = _help("Optimizer steps of this stage.", 100)
+    learning_rate: float | None = _help("Peak learning rate of this stage. Unset: the run's learning_rate.", None)
 
 
 @dataclass
@@ -83,6 +96,18 @@ class Config:
     lora_alpha: int = _help("LoRA alpha (scale is alpha / r).", 64)
     lora_dropout: float = _help("Dropout on the LoRA branch.", 0.05)
     target_modules: list[str] = _help("Module names that get LoRA adapters.", factory=lambda: ["q_proj", "v_proj"])
+    freeze_encoder: bool = _help(
+        "Train only the decoder: LoRA goes on the decoder's target_modules alone and the encoder stays as it is "
+        "(as the Hugging Face seq2seq example's freeze_encoder). Faster per step; the encoder cannot adapt to new voices.",
+        False,
+    )
+    stages: list[TrainingStage] = _help(
+        "Staged training within one run folder, in order: e.g. [{name: decoder, train: decoder, max_steps: 100}, "
+        "{name: both, train: both, max_steps: 200, learning_rate: 1e-4}]. LoRA goes on target_modules in encoder and "
+        "decoder; each stage trains its part with its own learning rate (warm-up and lr_scheduler_type restart per stage). "
+        "The run's steps are the stages' sum. Empty: one stage training every LoRA layer.",
+        factory=list,
+    )
     int8: bool | None = _help("Load the base in INT8 with bitsandbytes. Unset: on with CUDA, off on CPU.", None)
     fp16: bool | None = _help("fp16 mixed precision. Unset: on with CUDA when bf16 is not supported.", None)
     bf16: bool | None = _help("bf16 mixed precision. Unset: on where the device does bf16 natively.", None)
@@ -133,7 +158,10 @@ class Config:
     eval_steps: int = _help("Evaluate every this many steps.", 100)
     save_steps: int = _help("Save a checkpoint every this many steps.", 100)
     logging_steps: int = _help("Log loss and learning rate every this many steps.", 10)
-    save_total_limit: int | None = _help("Keep at most this many checkpoints (the best is always kept).", 3)
+    save_total_limit: int | None = _help(
+        "Checkpoints kept besides the best and the last, which are never deleted (so 1 keeps up to three). "
+        "Unset: keep every checkpoint.", 3
+    )
     dataloader_num_workers: int = _help("DataLoader worker processes.", 0)
     seed: int = _help("Random seed for model init and training.", 42)
     data_seed: int | None = _help("Seed of the data sampler. Unset: seed.", None)
@@ -150,7 +178,8 @@ class Config:
     eval_split: str = _help("Workspace split to evaluate, or a path to a prepared dataset.", "test")
     eval_run: str | None = _help(
         "Model to evaluate beside the base: a run name or folder, an adapter or checkpoint, a merged model or a CTranslate2 "
-        "export; 'base' for the base alone. Unset: the latest run in the workspace.",
+        "export; 'base' for the base alone; 'all' for every finished run, ranked side by side with the config keys that "
+        "differ between them. Unset: the latest run in the workspace.",
         None,
     )
     all_checkpoints: bool = _help("Evaluate every checkpoint of the run and mark the best.", False)
@@ -192,6 +221,14 @@ class Config:
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "num_proc"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for stage in self.stages:
+            _check_choice(f"stages[{stage.name}].train", stage.train, STAGE_PARTS)
+            if stage.max_steps < 1:
+                raise ConfigError(f"stages[{stage.name}].max_steps must be at least 1, got {stage.max_steps}")
+        if len({stage.name for stage in self.stages}) != len(self.stages):
+            raise ConfigError(f"stage names must differ: {[stage.name for stage in self.stages]}")
+        if self.stages and self.freeze_encoder and any(stage.train != "decoder" for stage in self.stages):
+            raise ConfigError("freeze_encoder=true leaves the encoder without LoRA, so no stage can train 'encoder' or 'both'")
         if not 0 <= self.timestamped_label_share <= 1:
             raise ConfigError(f"timestamped_label_share is a share in [0, 1], got {self.timestamped_label_share}")
         if self.max_samples is not None and self.max_samples < 1:

@@ -4,10 +4,12 @@
     python evaluate_model.py workspace=./workspace max_samples=50 eval_split=dev
     python evaluate_model.py workspace=./workspace eval_run=whisper-lora all_checkpoints=true
     python evaluate_model.py workspace=./workspace eval_run=base          # the base model alone
+    python evaluate_model.py workspace=./workspace eval_run=all           # every run, ranked, with what differs
 
 eval_run takes a run name, a run/adapter/checkpoint folder, a merged model or a CTranslate2 export. The base
-is always measured too, so the table shows what fine-tuning added; with all_checkpoints the best checkpoint
-is marked. Per-utterance CSVs and summary.json go to <workspace>/evaluations/<split>/.
+is always measured too and ranked with the rest, so the table shows what fine-tuning added (or that it made
+things worse, which gets a warning); the best model is marked. Per-utterance CSVs and summary.json go to
+<workspace>/evaluations/<split>/, and with eval_run=all also runs.csv and runs.md.
 """
 
 from utils import force_offline

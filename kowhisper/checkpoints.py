@@ -103,12 +103,30 @@ def _barrier() -> None:
         dist.barrier()
 
 
+def checkpoints_to_remove(checkpoints: list[Path], best: Path | None, keep_others: int | None) -> list[Path]:
+    """Which checkpoints a cleanup deletes: never the last (a rerun resumes from it) nor the best (it may be
+    loaded at the end, and it is what evaluate_model.py would pick), and of the others the `keep_others` most
+    recent stay. None keeps everything."""
+    if keep_others is None:
+        return []
+    protected = {checkpoints[-1]} if checkpoints else set()
+    if best is not None:
+        protected.add(Path(best))
+    others = [checkpoint for checkpoint in checkpoints if checkpoint not in protected]
+    return others[: max(len(others) - keep_others, 0)]
+
+
 class CheckpointCompletionCallback(TrainerCallback):
-    """Marks finished checkpoints, unmarks ones about to be rewritten, and always saves the final step.
+    """Marks finished checkpoints, unmarks ones about to be rewritten, always saves the final step, and cleans
+    up old checkpoints.
 
     Saving the final step makes a rerun of a finished command resume at its end instead of repeating the
-    steps after the last save_steps multiple.
+    steps after the last save_steps multiple. Cleanup keeps the best and the last checkpoints plus
+    `keep_others` more (save_total_limit): the Trainer's own rotation counts the best inside the limit.
     """
+
+    def __init__(self, keep_others: int | None = None):
+        self.keep_others = keep_others
 
     def on_train_begin(self, args, state, control, **kwargs):
         # After resuming from step N, checkpoints beyond N belong to an abandoned continuation and will be
@@ -143,3 +161,7 @@ class CheckpointCompletionCallback(TrainerCallback):
                 if path.is_file() and path.name != COMPLETE_MARKER and not path.name.startswith(".")
             }
             atomic_write_json(checkpoint / COMPLETE_MARKER, {"global_step": state.global_step, "files": files})
+            # Only once this save is vouched for may older ones go.
+            best = Path(state.best_model_checkpoint) if state.best_model_checkpoint else None
+            for old in checkpoints_to_remove(list_checkpoints(args.output_dir), best, self.keep_others):
+                shutil.rmtree(old, ignore_errors=True)

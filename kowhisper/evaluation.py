@@ -89,6 +89,11 @@ def models_to_evaluate(workspace: Path, eval_run: str | None, all_checkpoints: b
     base = base_source(workspace)
     if eval_run == "base":
         return [base]
+    if eval_run == "all":
+        finished = [run for run in list_runs(workspace) if is_adapter_dir(run / "adapter")]
+        if not finished:
+            raise ModelError(f"eval_run=all but {runs_dir(workspace)} holds no finished run (a run folder with adapter/)")
+        return [base] + [adapter_source(workspace, run / "adapter") for run in finished]
     if not all_checkpoints:
         chosen = resolve_model(workspace, eval_run)
         return [base] if chosen.kind == "base" else [base, chosen]
@@ -235,7 +240,8 @@ def write_outputs(out_dir: Path, results: list[EvalResult], best: EvalResult | N
 
 
 def run_evaluation(config, workspace: Path, out_dir: Path | None = None) -> tuple[dict, str]:
-    """Evaluate the base and the chosen run (or every checkpoint); returns (summary, printable table)."""
+    """Evaluate the base and the chosen run (every checkpoint of it, or with eval_run=all every finished run,
+    ranked side by side); returns (summary, printable table)."""
     dataset, dataset_path = load_eval_split(workspace, config.eval_split, config.max_samples)
     sources = models_to_evaluate(workspace, config.eval_run, config.all_checkpoints)
     results = [evaluate_source(source, dataset, config) for source in sources]
@@ -243,4 +249,23 @@ def run_evaluation(config, workspace: Path, out_dir: Path | None = None) -> tupl
     best = best_of(results, metric)
     out_dir = out_dir or workspace / "evaluations" / Path(config.eval_split).name
     summary = write_outputs(out_dir, results, best, metric, str(dataset_path))
-    return summary, format_table(results, best, metric)
+    table = format_table(results, best, metric)
+    if config.eval_run == "all":
+        table = _rank_runs(results, metric, out_dir, str(dataset_path), summary)
+    return summary, table
+
+
+def _rank_runs(results: list[EvalResult], metric: str, out_dir: Path, dataset: str, summary: dict) -> str:
+    from kowhisper.run_ranking import RankedModel, format_ranking, ranking_rows, run_settings, write_ranking
+
+    models = []
+    for result in results:
+        run = result.source.path.parent if result.source.kind == "adapter" else None
+        steps, minutes, settings = run_settings(run) if run is not None else (None, None, {})
+        models.append(RankedModel(result.source.label, result.metrics, steps, minutes, settings))
+    header, rows = ranking_rows(models, metric)
+    csv_path, md_path = write_ranking(out_dir, header, rows, dataset, metric)
+    summary["ranking"] = {"csv": str(csv_path), "markdown": str(md_path)}
+    atomic_write_json(out_dir / "summary.json", summary)
+    warnings = [f"WARNING: {warning}" for warning in summary["warnings"]]
+    return "\n".join([f"Runs ranked by {metric}:", format_ranking(header, rows), *warnings, f"ranking: {csv_path}, {md_path}"])

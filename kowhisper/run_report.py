@@ -12,6 +12,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from kowhisper.run_ranking import RUN_CONFIG_NAME
+from kowhisper.stages import stage_records
 from kowhisper.text import format_percent
 from utils import atomic_write_json, atomic_write_text
 
@@ -56,6 +58,9 @@ class TrainingLogCallback(TrainerCallback):
         record = {"step": state.global_step, "epoch": state.epoch, "time": round(time.time(), 1), **logs}
         if is_zero_shot(record):
             record["zero_shot"] = True
+        self.append_record(record)
+
+    def append_record(self, record: dict) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)  # an evaluate() without train() comes here first
         with self.log_path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -114,6 +119,11 @@ def plot_curves(log_path: Path, png_path: Path) -> Path | None:
         cer_axes.legend()
     cer_axes.set(xlabel="step", ylabel="CER (%)", title="Dev CER")
     cer_axes.grid(alpha=0.3)
+    for stage in stage_records(records):
+        for axes in (loss_axes, cer_axes):
+            axes.axvline(stage["step"], linestyle=":", color="tab:purple")
+        cer_axes.annotate(stage["stage"], (stage["step"], 1), xycoords=("data", "axes fraction"), rotation=90, va="top",
+                          ha="right", fontsize=8, color="tab:purple")
     png_path = Path(png_path)
     temporary = png_path.with_name(f".{png_path.name}.tmp.png")
     figure.savefig(temporary, dpi=100)
@@ -127,6 +137,7 @@ def write_run_outputs(run_dir: Path, *, state, dev: dict, zero_shot: dict, verdi
     """metrics.json, the final curves and the model card, once the adapter is saved. `verdict` (None without
     a dev split) says whether the adapter beat the zero-shot base on dev."""
     run_dir = Path(run_dir)
+    stages = stage_records(read_log(run_dir / LOG_NAME))
     metrics = {
         "dev": dev,
         "zero_shot_dev": zero_shot,
@@ -138,7 +149,15 @@ def write_run_outputs(run_dir: Path, *, state, dev: dict, zero_shot: dict, verdi
         "best_checkpoint": state.best_model_checkpoint,
         **training,
     }
+    if stages:
+        metrics["stages"] = [
+            {"name": r["stage"], "train": r["stage_train"], "first_step": r["step"],
+             "trainable_parameters": r["stage_trainable_parameters"], "learning_rate": r["stage_learning_rate"]}
+            for r in stages
+        ]
     atomic_write_json(run_dir / METRICS_NAME, metrics)
+    # The config as the run used it, for evaluate_model.py eval_run=all to show what differs between runs.
+    atomic_write_text(run_dir / RUN_CONFIG_NAME, config_yaml)
     plot_curves(run_dir / LOG_NAME, run_dir / PLOT_NAME)
     summary = {
         "steps": state.global_step,
@@ -147,12 +166,12 @@ def write_run_outputs(run_dir: Path, *, state, dev: dict, zero_shot: dict, verdi
         "best checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else "-",
     }
     write_model_card(run_dir, base_model=base_model, config_yaml=config_yaml, data_counts=data_counts, dev=dev,
-                     zero_shot=zero_shot, verdict=verdict, training=summary)
+                     zero_shot=zero_shot, verdict=verdict, training=summary, stages=metrics.get("stages", []))
     return metrics
 
 
 def write_model_card(run_dir: Path, *, base_model: str, config_yaml: str, data_counts: dict, dev: dict, zero_shot: dict,
-                     verdict, training: dict) -> Path:
+                     verdict, training: dict, stages: list[dict]) -> Path:
     """README.md for the run folder: how to load the adapter, the data it saw, its dev metrics, its config."""
     lines = [
         "---",
@@ -196,6 +215,10 @@ def write_model_card(run_dir: Path, *, base_model: str, config_yaml: str, data_c
         lines.append("No dev split to evaluate on; run `evaluate_model.py` on this run.")
     lines += ["", "## Training", "", "| | |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in training.items()]
+    if stages:
+        lines += ["", "## Stages", "", "| stage | trains | from step | trainable parameters | learning rate |", "|---|---|---|---|---|"]
+        lines += [f"| {stage['name']} | {stage['train']} | {stage['first_step']} | {stage['trainable_parameters']:,} | "
+                  f"{stage['learning_rate']:g} |" for stage in stages]
     lines += ["", "## Config", "", "```yaml", config_yaml.rstrip(), "```", ""]
     path = Path(run_dir) / CARD_NAME
     atomic_write_text(path, "\n".join(lines))

@@ -22,6 +22,7 @@ from pathlib import Path
 from kowhisper.checkpoints import CheckpointCompletionCallback, checkpoint_step
 from kowhisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
 from kowhisper.run_report import TrainingLogCallback
+from kowhisper.stages import StageCallback, StagePlan
 from kowhisper.text import format_percent
 from kowhisper.workspace import model_dir, split_dir
 from utils import atomic_write_json, cpu_has_native_bf16, read_json
@@ -31,6 +32,8 @@ QUICK_TEST_MAX_STEPS = 10
 QUICK_TEST_EVAL_EVERY = 5
 QUICK_TEST_EVAL_SAMPLES = 16
 ZERO_SHOT_FILE = "zero_shot.json"
+# peft matches a string as a regex against full module names; Whisper's encoder modules are model.encoder.*.
+ENCODER_MODULES = r".*\.encoder\..*"
 ZERO_SHOT_CACHE = ".zero_shot"
 
 
@@ -250,6 +253,8 @@ def load_model(workspace: Path, config, precision: Precision):
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=list(config.target_modules),
+        # freeze_encoder: no LoRA in the encoder at all, so no step computes its gradients.
+        exclude_modules=ENCODER_MODULES if config.freeze_encoder else None,
         bias="none",
     )
     try:
@@ -262,6 +267,21 @@ def load_model(workspace: Path, config, precision: Precision):
 
 
 # ---- trainer ----------------------------------------------------------------------------------------------------
+
+
+def stage_plan(config) -> StagePlan | None:
+    """The run's stages on the global step axis, or None for an ordinary one-stage run."""
+    if not config.stages:
+        return None
+    if config.max_steps > 0 and config.max_steps != sum(stage.max_steps for stage in config.stages):
+        raise TrainingSetupError(
+            f"max_steps={config.max_steps} but the stages add up to {sum(stage.max_steps for stage in config.stages)} steps; "
+            "a staged run's length is its stages' max_steps, so leave max_steps unset (-1)"
+        )
+    try:
+        return StagePlan(config.stages, config.learning_rate, config.warmup_steps, config.lr_scheduler_type)
+    except ValueError as error:
+        raise TrainingSetupError(str(error)) from None
 
 
 def build_training_arguments(config, precision: Precision, run_dir: Path):
@@ -282,7 +302,7 @@ def build_training_arguments(config, precision: Precision, run_dir: Path):
             learning_rate=config.learning_rate,
             weight_decay=config.weight_decay,
             num_train_epochs=config.num_train_epochs,
-            max_steps=config.max_steps,
+            max_steps=stage_plan(config).total_steps if config.stages else config.max_steps,
             # transformers 5 merged warmup_ratio into warmup_steps: values below 1 are a ratio.
             warmup_steps=config.warmup_steps if config.warmup_steps > 0 else config.warmup_ratio,
             lr_scheduler_type=config.lr_scheduler_type,
@@ -298,7 +318,7 @@ def build_training_arguments(config, precision: Precision, run_dir: Path):
             save_strategy="epoch" if config.eval_strategy == "epoch" else "steps",
             save_steps=config.save_steps,
             logging_steps=config.logging_steps,
-            save_total_limit=config.save_total_limit,
+            save_total_limit=None,  # CheckpointCompletionCallback cleans up: the best and the last, plus save_total_limit
             dataloader_num_workers=config.dataloader_num_workers,
             seed=config.seed,
             data_seed=config.data_seed,
@@ -312,7 +332,8 @@ def build_training_arguments(config, precision: Precision, run_dir: Path):
             bf16=precision.bf16,
             use_cpu=precision.device == "cpu",
             ddp_backend="gloo" if precision.device == "cpu" and world_size() > 1 else None,
-            ddp_find_unused_parameters=False,
+            # A stage freezes part of the LoRA weights after DDP has registered them all.
+            ddp_find_unused_parameters=bool(config.stages),
             # PeftModel.forward takes **kwargs, so the Trainer cannot tell which columns or labels it uses.
             remove_unused_columns=False,
             label_names=["labels"],
@@ -384,12 +405,20 @@ def _speech_trainer_class():
         - It generates under the training precision's autocast (bf16 on CPUs that do it natively).
         """
 
-        def __init__(self, *args, decoding, eval_data_collator=None, **kwargs):
+        def __init__(self, *args, decoding, stages=None, eval_data_collator=None, **kwargs):
             super().__init__(*args, **kwargs)
             self.decoding = decoding
+            self.stages = stages
             # Training batches may carry timestamped labels; dev batches never do, and the zero-shot evaluation
             # pads to the base model's full window.
             self.eval_data_collator = eval_data_collator or self.data_collator
+
+        def create_scheduler(self, num_training_steps, optimizer=None):
+            if self.stages is None or self.lr_scheduler is not None:
+                return super().create_scheduler(num_training_steps, optimizer)
+            # Each stage has its own peak rate and restarts warm-up and decay (kowhisper.stages).
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.stages.lr_factor)
+            return self.lr_scheduler
 
         def get_eval_dataloader(self, eval_dataset=None):
             training_collator = self.data_collator
@@ -427,7 +456,11 @@ def build_trainer(model, processor, args, data: TrainingData, config, report=pri
     if "tensorboard" in args.report_to:
         # A fixed folder instead of one per start, so a resumed run continues the same TensorBoard curves.
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(args.output_dir) / "tensorboard"))
-    callbacks = [CheckpointCompletionCallback(), TrainingLogCallback(args.output_dir, report)]
+    log_callback = TrainingLogCallback(args.output_dir, report)
+    callbacks = [CheckpointCompletionCallback(config.save_total_limit), log_callback]
+    stages = stage_plan(config)
+    if stages is not None:
+        callbacks.append(StageCallback(stages, model, report, write_record=log_callback.append_record))
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold))
     window = EncoderWindow.from_config(config)
@@ -443,6 +476,7 @@ def build_trainer(model, processor, args, data: TrainingData, config, report=pri
         compute_metrics=make_compute_metrics(processor.tokenizer) if data.dev is not None else None,
         callbacks=callbacks,
         decoding=Decoding.from_config(config),
+        stages=stages,
     )
 
 

@@ -207,6 +207,74 @@ def test_kill_9_after_the_first_checkpoint_then_the_same_command_resumes(tiny_wo
     assert logged_steps == [1, 2, 3, 4, 5, 6]
 
 
+TWO_STAGES = "stages=[{name: decoder, train: decoder, max_steps: 3, learning_rate: 3e-3}, {name: both, train: both, max_steps: 3}]"
+
+
+def lora_b_sum(adapter_dir: Path, part: str) -> float:
+    from safetensors.torch import load_file
+
+    weights = load_file(adapter_dir / "adapter_model.safetensors")
+    return sum(float(t.abs().sum()) for name, t in weights.items() if "lora_B" in name and f".{part}." in name)
+
+
+def test_two_stages_resume_across_the_boundary_and_count_their_parameters(tiny_workspace, tmp_path, python_executable):
+    """Decoder first, then both: a kill -9 inside the second stage resumes in it; each stage prints exactly the
+    LoRA weights of its part as trainable; the encoder LoRA moves only in the second stage."""
+    from safetensors.torch import load_file
+
+    from kowhisper.checkpoints import COMPLETE_MARKER, checkpoint_step, last_complete_checkpoint
+
+    run_dir = tmp_path / "run"
+    command = train_command(python_executable, tiny_workspace, run_dir, TWO_STAGES, "save_steps=1", "eval_steps=3",
+                            "load_best_model_at_end=false", "report_to=[]")
+    first_log = tmp_path / "first-run.log"
+    with open(first_log, "w") as log:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 300
+    while not (run_dir / "checkpoint-4" / COMPLETE_MARKER).exists():
+        if process.poll() is not None:
+            pytest.fail(f"training ended (exit {process.returncode}) before checkpoint-4:\n{first_log.read_text()[-3000:]}")
+        assert time.monotonic() < deadline, "no complete checkpoint-4 within 5 minutes"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    first = first_log.read_text()
+    assert "Stage 1/2 'decoder' (steps 1-3): trains the decoder LoRA" in first
+    assert "Training plan: 40 clips, effective batch 4, 10 steps per epoch, 6 optimizer steps" in first
+
+    resumed_from = last_complete_checkpoint(run_dir, report=lambda _: None)
+    assert checkpoint_step(resumed_from) >= 4, "the kill came after the boundary"
+    assert lora_b_sum(run_dir / "checkpoint-3", "encoder") == 0, "stage 1 leaves the encoder LoRA where peft put it"
+    assert lora_b_sum(run_dir / "checkpoint-3", "decoder") > 0
+
+    result = run(command)
+    assert_succeeded(result)
+    if checkpoint_step(resumed_from) < 6:
+        assert f"Resuming from {resumed_from}" in result.stdout
+        assert "Stage 2/2 'both' (steps 4-6): trains the encoder and decoder LoRA" in result.stdout
+        assert "Stage 1/2" not in result.stdout, "a resume inside stage 2 does not go back to stage 1"
+    assert lora_b_sum(run_dir / "adapter", "encoder") > 0
+
+    weights = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    decoder = sum(t.numel() for name, t in weights.items() if ".decoder." in name)
+    stages = json.loads((run_dir / "metrics.json").read_text())["stages"]
+    assert [(s["name"], s["first_step"], s["trainable_parameters"]) for s in stages] == [
+        ("decoder", 0, decoder), ("both", 3, sum(t.numel() for t in weights.values()))]
+    assert f"{decoder:,} trainable parameters" in first
+    assert "## Stages" in (run_dir / "README.md").read_text()
+
+
+def test_freeze_encoder_puts_lora_on_the_decoder_only(tiny_workspace, tmp_path, python_executable):
+    from safetensors.torch import load_file
+
+    run_dir = tmp_path / "run"
+    result = run(train_command(python_executable, tiny_workspace, run_dir, "max_steps=1", "freeze_encoder=true", "eval_strategy=no",
+                               "report_to=[]"))
+    assert_succeeded(result)
+    names = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    assert names and all(".decoder." in name for name in names)
+
+
 def test_half_written_checkpoints_are_never_picked(tiny_run, tmp_path):
     from kowhisper.checkpoints import (
         COMPLETE_MARKER,
@@ -244,6 +312,25 @@ def test_half_written_checkpoints_are_never_picked(tiny_run, tmp_path):
     assert resolve_resume_checkpoint(run_dir, str(run_dir / "checkpoint-2"), overwrite_output_dir=False) == run_dir / "checkpoint-2"
     assert resolve_resume_checkpoint(run_dir, None, overwrite_output_dir=True, report=lambda _: None) is None
     assert not list(run_dir.glob("checkpoint-*")), "overwrite_output_dir starts fresh"
+
+
+def test_cleanup_keeps_the_best_and_the_last_checkpoint_plus_save_total_limit(tiny_workspace, tmp_path, python_executable):
+    from kowhisper.checkpoints import checkpoints_to_remove, list_checkpoints, missing_parts
+
+    steps = [tmp_path / f"checkpoint-{n}" for n in (1, 2, 3, 4, 5)]
+    assert checkpoints_to_remove(steps, steps[0], 1) == steps[1:3], "best (1), last (5) and the newest other (4) stay"
+    assert checkpoints_to_remove(steps, None, 0) == steps[:4]
+    assert checkpoints_to_remove(steps, steps[4], None) == []
+
+    run_dir = tmp_path / "run"
+    result = run(train_command(python_executable, tiny_workspace, run_dir, "max_steps=5", "eval_steps=1", "save_steps=1",
+                               "save_total_limit=1", "report_to=[]"))
+    assert_succeeded(result)
+    state = json.loads((run_dir / "checkpoint-5" / "trainer_state.json").read_text())
+    kept = list_checkpoints(run_dir)
+    best = Path(state["best_model_checkpoint"])
+    assert best in kept and kept[-1].name == "checkpoint-5" and len(kept) <= 3
+    assert all(missing_parts(checkpoint) == [] for checkpoint in kept)
 
 
 def test_quick_test_with_8bit_adamw_length_grouping_and_no_evaluation_while_training(tiny_workspace, tmp_path, python_executable):
