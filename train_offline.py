@@ -62,7 +62,9 @@ def main(argv=None) -> int:
         data = training.load_splits(workspace, config)
         say("Data: " + ", ".join(f"{name} {count}" for name, count in data.counts.items()))
 
-        processor = training.load_processor(workspace)
+        processor = training.load_processor(workspace, config)
+        if warning := training.stale_label_warning(data.train, processor.tokenizer):
+            say(warning)
         model = training.load_model(workspace, config, precision)
         trainable, total = model.get_nb_trainable_parameters()
         say(f"Parameters: {trainable:,} trainable of {total:,} ({100 * trainable / total:.2f}%)")

@@ -35,7 +35,8 @@ from kowhisper.workspace import SPLITS, data_dir, model_dir, report_path, split_
 from utils import atomic_write_json, read_json, sha256_file
 
 # Bump when the same inputs would now give different stored rows, so old splits are rebuilt, not trusted.
-PREPARED_FORMAT_VERSION = 1
+# 2: labels start with a space, as Whisper's own transcripts do (features.label_ids).
+PREPARED_FORMAT_VERSION = 2
 STAMP_NAME = ".complete.json"
 DROP_REASONS = ("missing", "empty_audio", "undecodable", "empty_text", "too_long", "labels_too_long")
 WHISPER_WINDOW_S = 30.0

@@ -214,10 +214,27 @@ def _load_split(workspace: Path, name: str, load_from_disk):
 # ---- model ------------------------------------------------------------------------------------------------------
 
 
-def load_processor(workspace: Path):
+def stale_label_warning(train, tokenizer) -> str | None:
+    """A warning when the workspace's labels were made before they carried Whisper's leading space (prepared
+    format 1): such a workspace still trains, but fine-tuning on it can garble the first word."""
+    from kowhisper.features import label_ids
+
+    row = train[0]
+    if list(row["labels"]) == label_ids(tokenizer, str(row["text"])):
+        return None
+    return ("WARNING: this workspace's labels lack the leading space Whisper writes before every transcript (they were "
+            "prepared by an older version of this toolkit). Training on them teaches an unusual first token and can "
+            "garble the first word. Re-run run_online_setup.py on the online machine to rebuild the labels.")
+
+
+def load_processor(workspace: Path, config=None):
+    """The workspace's processor; with a config, its tokenizer writes the labels' language/task prefix."""
     from kowhisper.modeling import load_processor as load_processor_from
 
-    return load_processor_from(model_dir(workspace))
+    processor = load_processor_from(model_dir(workspace))
+    if config is not None:
+        processor.tokenizer.set_prefix_tokens(language=config.language, task=config.task, predict_timestamps=False)
+    return processor
 
 
 def load_model(workspace: Path, config, precision: Precision):
@@ -563,7 +580,9 @@ def zero_shot_dev_metrics(trainer, run_dir: Path, dev, settings: dict, report=pr
     """
     from kowhisper.features import SpeechBatchCollator
 
-    key = hashlib.sha256(json.dumps({"settings": settings, "dev": list(map(str, dev["id"]))}, sort_keys=True).encode()).hexdigest()
+    # The labels count too: the dev loss is computed against them.
+    dev_rows = [[str(row_id), [int(token) for token in labels]] for row_id, labels in zip(dev["id"], dev["labels"])]
+    key = hashlib.sha256(json.dumps({"settings": settings, "dev": dev_rows}, sort_keys=True).encode()).hexdigest()
     cached = Path(run_dir).parent / ZERO_SHOT_CACHE / f"{key}.json"
     if cached.is_file():
         metrics = read_json(cached)["metrics"]
