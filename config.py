@@ -152,7 +152,12 @@ class Config:
     warmup_ratio: float = _help("Warm-up as a fraction of total steps, used when warmup_steps is 0.", 0.0)
     lr_scheduler_type: str = _help("Learning-rate schedule: linear, cosine, constant_with_warmup, ...", "linear")
     optim: str = _help("Optimizer: adamw_torch, adamw_torch_fused, adafactor, adamw_bnb_8bit, ...", "adamw_torch")
-    group_by_length: bool = _help("Batch clips of similar length together.", False)
+    group_by_length: bool = _help(
+        "Batch clips of similar duration together (still shuffled, in groups). With encoder_window=fit a batch is padded "
+        "only to its longest clip, so this cuts the padding: on real Korean clips of 2-19 s, batches of 8 padded to "
+        "650 mel frames per clip instead of 1,060 in random order.",
+        True,
+    )
     gradient_checkpointing: bool = _help("Trade compute for memory by recomputing activations.", False)
     eval_strategy: str = _help("When to evaluate on dev: 'steps', 'epoch' or 'no' (seed 000 turned it off to avoid OOM).", "steps")
     eval_steps: int = _help("Evaluate every this many steps.", 100)
