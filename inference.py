@@ -37,8 +37,8 @@ def main(argv=None) -> int:
     os.environ["CUDA_VISIBLE_DEVICES"] = config.cuda_visible_devices  # read once, when torch first touches CUDA
     setup_logging()
 
-    from kowhisper.export import export_ct2, merge_adapter
-    from kowhisper.modeling import Decoding, ModelError, load_backend, resolve_model
+    from kowhisper.export import merge_adapter
+    from kowhisper.modeling import ModelError, load_recognizer, resolve_model
     from kowhisper.workspace import WorkspaceError, require_verified_workspace
 
     try:
@@ -49,12 +49,11 @@ def main(argv=None) -> int:
             print(f"merged model: {merge_adapter(source, config.merged_dir)}")
         if args.export_ct2:
             # Exported from the adapter itself (not the merged copy), so backend=auto recognises it as current.
-            print(f"CTranslate2 model: {export_ct2(source, config.ct2_quantization, config.ct2_dir)}")
+            print(f"CTranslate2 model: {source.family.export_ct2(source, config.ct2_quantization, config.ct2_dir)}")
         if not (args.paths or args.demo):
             return 0
-        # The demo serves one recording at a time, so it wants every core on that one (see CT2Whisper).
-        backend = load_backend(source, Decoding.from_config(config), config.backend, config.ct2_quantization, config.ct2_dir,
-                               parallel_clips=not args.demo)
+        # The demo serves one recording at a time, and an engine may tune for that (see CT2Whisper).
+        recognizer = load_recognizer(source, config, one_clip_at_a_time=args.demo)
     except (ConfigError, ModelError, WorkspaceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_SETUP_ERROR
@@ -62,11 +61,11 @@ def main(argv=None) -> int:
     if args.demo:
         from kowhisper.demo import launch_demo
 
-        launch_demo(backend, source.label, config)
+        launch_demo(recognizer, source.label, config)
         return 0
     from kowhisper.transcribe import transcribe_to_outputs
 
-    return transcribe_to_outputs(backend, args.paths, output_format=config.output_format, transcripts_dir=config.transcripts_dir,
+    return transcribe_to_outputs(recognizer, args.paths, output_format=config.output_format, transcripts_dir=config.transcripts_dir,
                                  batch_size=config.per_device_eval_batch_size)
 
 

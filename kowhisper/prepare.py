@@ -28,9 +28,9 @@ from datasets.arrow_writer import ArrowWriter
 from tqdm.auto import tqdm
 
 from kowhisper.audio import SAMPLING_RATE, AudioError, load_audio
-from kowhisper.features import LogMel, dataset_features, label_ids
 from kowhisper.sources import DataError, SourceRows, load_source
 from kowhisper.text import normalize_transcript
+from kowhisper.whisper.features import LogMel, dataset_features, label_ids
 from kowhisper.workspace import SPLITS, data_dir, model_dir, report_path, split_dir
 from utils import atomic_write_json, read_json, sha256_file
 

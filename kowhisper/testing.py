@@ -21,9 +21,9 @@ def train_reciting_adapter(model_dir: Path, rows: list[dict], out_dir: Path, ste
     from peft import LoraConfig, get_peft_model
     from transformers import WhisperForConditionalGeneration
 
-    from kowhisper.encoder_window import EncoderWindow, allow_fitted_window
-    from kowhisper.features import SpeechBatchCollator
-    from kowhisper.modeling import load_processor
+    from kowhisper.whisper.engines import load_processor
+    from kowhisper.whisper.encoder_window import EncoderWindow, allow_fitted_window
+    from kowhisper.whisper.features import SpeechBatchCollator
 
     window = window or EncoderWindow()
     torch.manual_seed(0)

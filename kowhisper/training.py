@@ -1,11 +1,12 @@
-"""Everything train_offline.py needs between the verified workspace and `trainer.train()`.
+"""Everything train_offline.py needs between the verified workspace and `trainer.train()`, for any model family.
 
 Device and precision are decided once, in `choose_precision`:
-  CUDA  -> base in INT8 through bitsandbytes (prepare_model_for_kbit_training), bf16 or fp16 mixed precision.
+  CUDA  -> base in INT8 through bitsandbytes where the family uses LoRA, bf16 or fp16 mixed precision.
   CPU   -> base in fp32; bf16 autocast only where the CPU does bf16 in hardware (AMX / AVX512-BF16), because
            emulated bf16 is slower than fp32. INT8 only when int8=true is asked for: on a CPU bitsandbytes'
            INT8 layers are a little slower than fp32, not faster (bench/RESULTS.md).
-LoRA comes from peft on top of either. The Trainer is HF's Seq2SeqTrainer with generate-based CER/WER on dev.
+The model, its batches and how dev is scored come from the model family (kowhisper.modeling); the rest is here:
+data, TrainingArguments, the step plan, stages, the zero-shot baseline and the verdict against it.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kowhisper.checkpoints import CheckpointCompletionCallback, checkpoint_step
-from kowhisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
 from kowhisper.run_report import TrainingLogCallback
 from kowhisper.stages import StageCallback, StagePlan
 from kowhisper.text import format_percent
-from kowhisper.workspace import model_dir, split_dir
+from kowhisper.workspace import split_dir
 from utils import atomic_write_json, cpu_has_native_bf16, read_json
 
 # quick_test (seed 003): enough steps to cross an evaluation and a checkpoint twice, on few clips.
@@ -32,8 +32,6 @@ QUICK_TEST_MAX_STEPS = 10
 QUICK_TEST_EVAL_EVERY = 5
 QUICK_TEST_EVAL_SAMPLES = 16
 ZERO_SHOT_FILE = "zero_shot.json"
-# peft matches a string as a regex against full module names; Whisper's encoder modules are model.encoder.*.
-ENCODER_MODULES = r".*\.encoder\..*"
 ZERO_SHOT_CACHE = ".zero_shot"
 
 
@@ -214,76 +212,61 @@ def _load_split(workspace: Path, name: str, load_from_disk):
 # ---- model ------------------------------------------------------------------------------------------------------
 
 
-def stale_label_warning(train, tokenizer) -> str | None:
-    """A warning when the workspace's labels were made before they carried Whisper's leading space (prepared
-    format 1): such a workspace still trains, but fine-tuning on it can garble the first word."""
-    from kowhisper.features import label_ids
+def apply_lora(model, config, exclude_modules: str | None = None):
+    """The model with LoRA adapters on config.target_modules (names, or one regex as peft takes it)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
 
-    row = train[0]
-    if list(row["labels"]) == label_ids(tokenizer, str(row["text"])):
-        return None
-    return ("WARNING: this workspace's labels lack the leading space Whisper writes before every transcript (they were "
-            "prepared by an older version of this toolkit). Training on them teaches an unusual first token and can "
-            "garble the first word. Re-run run_online_setup.py on the online machine to rebuild the labels.")
-
-
-def load_processor(workspace: Path, config=None):
-    """The workspace's processor; with a config, its tokenizer writes the labels' language/task prefix."""
-    from kowhisper.modeling import load_processor as load_processor_from
-
-    processor = load_processor_from(model_dir(workspace))
-    if config is not None:
-        processor.tokenizer.set_prefix_tokens(language=config.language, task=config.task, predict_timestamps=False)
-    return processor
-
-
-def load_model(workspace: Path, config, precision: Precision):
-    """The workspace's Whisper, INT8 or full precision per `precision`, with LoRA adapters from config."""
-    import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import BitsAndBytesConfig, WhisperForConditionalGeneration, set_seed
-
-    path = model_dir(workspace)
-    if precision.int8:
-        device = int(os.environ.get("LOCAL_RANK", "0")) if precision.device == "cuda" else "cpu"
-        model = WhisperForConditionalGeneration.from_pretrained(
-            path, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map={"": device}, local_files_only=True
-        )
-        # Freezes the base and keeps norms and the output head in fp32, so int8 training stays stable.
-        # Checkpointing is left to TrainingArguments so both precisions enable it the same way.
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    else:
-        model = WhisperForConditionalGeneration.from_pretrained(path, dtype=torch.float32, local_files_only=True)
-
-    if EncoderWindow.from_config(config).is_fit:
-        allow_fitted_window(model)
-
-    # Labels start <|ko|><|transcribe|><|notimestamps|>; generation must start the same way.
-    # forced_decoder_ids is the deprecated spelling of the same thing and conflicts with language/task.
-    model.generation_config.language = config.language_abbr
-    model.generation_config.task = config.task
-    model.generation_config.forced_decoder_ids = None
-
+    targets = config.target_modules if isinstance(config.target_modules, str) else list(config.target_modules)
     set_seed(config.seed)  # LoRA's A matrices are drawn at random
-    lora = LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=list(config.target_modules),
-        # freeze_encoder: no LoRA in the encoder at all, so no step computes its gradients.
-        exclude_modules=ENCODER_MODULES if config.freeze_encoder else None,
-        bias="none",
-    )
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=targets,
+                      exclude_modules=exclude_modules, bias="none")
     try:
         with warnings.catch_warnings():
             # peft reads transformers' deprecated `is_gradient_checkpointing` alias; the warning is about peft's code.
             warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
             return get_peft_model(model, lora)
     except ValueError as error:
-        raise TrainingSetupError(f"LoRA target_modules={list(config.target_modules)}: {error}") from None
+        raise TrainingSetupError(f"LoRA target_modules={targets}: {error}") from None
 
 
-# ---- trainer ----------------------------------------------------------------------------------------------------
+class KowhisperTrainerMixin:
+    """What every family's Trainer adds to Hugging Face's (put it first among the bases):
+
+    - dev batches come from their own collator, since training batches may be augmented;
+    - `evaluate_base_model()` scores dev as the base model would run, for the zero-shot baseline;
+    - staged runs get a learning-rate schedule that restarts per stage (kowhisper.stages).
+    """
+
+    def __init__(self, *args, eval_data_collator=None, base_model_collator=None, stages: StagePlan | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eval_data_collator = eval_data_collator or self.data_collator
+        self.base_model_collator = base_model_collator or self.eval_data_collator
+        self.stages = stages
+
+    def create_scheduler(self, num_training_steps, optimizer=None):
+        if self.stages is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        import torch
+
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.stages.lr_factor)
+        return self.lr_scheduler
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        training_collator = self.data_collator
+        self.data_collator = self.eval_data_collator  # read once, when the DataLoader is built
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = training_collator
+
+    def evaluate_base_model(self) -> dict:
+        """trainer.evaluate() as the untrained base runs (LoRA starts as a no-op; a new CTC head is untrained)."""
+        windowed, self.eval_data_collator = self.eval_data_collator, self.base_model_collator
+        try:
+            return self.evaluate()
+        finally:
+            self.eval_data_collator = windowed
 
 
 def stage_plan(config) -> StagePlan | None:
@@ -301,16 +284,15 @@ def stage_plan(config) -> StagePlan | None:
         raise TrainingSetupError(str(error)) from None
 
 
-def build_training_arguments(config, precision: Precision, run_dir: Path):
-    from transformers import Seq2SeqTrainingArguments
-
+def build_training_arguments(config, precision: Precision, run_dir: Path, family):
+    """The family's TrainingArguments (it may add its own) from the settings every family shares."""
     evaluating = config.eval_strategy != "no"
     if config.early_stopping_patience > 0 and not evaluating:
         raise TrainingSetupError("early_stopping_patience needs evaluation; set eval_strategy=steps or patience 0")
     if not 0 <= config.warmup_ratio < 1:
         raise TrainingSetupError(f"warmup_ratio is a fraction of the total steps in [0, 1), got {config.warmup_ratio}")
     try:
-        return Seq2SeqTrainingArguments(
+        return family.training_arguments(config, dict(
             output_dir=str(run_dir),
             run_name=config.run_name,
             per_device_train_batch_size=config.per_device_train_batch_size,
@@ -343,8 +325,6 @@ def build_training_arguments(config, precision: Precision, run_dir: Path):
             metric_for_best_model=config.metric_for_best_model if evaluating else None,
             greater_is_better=False,  # cer, wer, cer_nospace and loss are all errors
             load_best_model_at_end=config.load_best_model_at_end and evaluating,
-            predict_with_generate=True,
-            generation_max_length=config.generation_max_length,
             fp16=precision.fp16,
             bf16=precision.bf16,
             use_cpu=precision.device == "cpu",
@@ -354,7 +334,7 @@ def build_training_arguments(config, precision: Precision, run_dir: Path):
             # PeftModel.forward takes **kwargs, so the Trainer cannot tell which columns or labels it uses.
             remove_unused_columns=False,
             label_names=["labels"],
-        )
+        ))
     except ValueError as error:
         raise TrainingSetupError(f"invalid training settings: {error}") from None
 
@@ -387,88 +367,8 @@ def training_plan(train_rows: int, args) -> TrainingPlan:
     return TrainingPlan(train_rows, effective_batch, steps_per_epoch, total_steps, total_steps / steps_per_epoch)
 
 
-def make_compute_metrics(tokenizer):
-    """compute_metrics for Seq2SeqTrainer: decode generated ids and labels, score with kowhisper.text."""
-    import numpy as np
-
-    from kowhisper.text import error_rates
-
-    def compute_metrics(prediction) -> dict[str, float]:
-        # The Trainer pads both across batches with -100, which is no token id.
-        predictions = np.where(prediction.predictions == -100, tokenizer.pad_token_id, prediction.predictions)
-        labels = np.where(prediction.label_ids == -100, tokenizer.pad_token_id, prediction.label_ids)
-        hypotheses = tokenizer.batch_decode(predictions, skip_special_tokens=True)
-        references = tokenizer.batch_decode(labels, skip_special_tokens=True)
-        scores = error_rates(references, hypotheses)
-        return {name: scores[name] for name in ("cer", "wer", "cer_nospace")}
-
-    return compute_metrics
-
-
-def _speech_trainer_class():
-    import torch
-    from transformers import Seq2SeqTrainer
-
-    from kowhisper.features import FRAME_SECONDS
-
-    class SpeechSeq2SeqTrainer(Seq2SeqTrainer):
-        """Seq2SeqTrainer that evaluates the way inference.py decodes.
-
-        - It encodes evaluation batches itself and hands generate() the encoder output: Whisper's generate()
-          pads input features to 3000 frames with zeros, which would undo a fitted window (and zeros are not
-          what silence looks like in Whisper's log-mel). The one encoder pass also serves the dev loss.
-        - It caps new tokens by the batch's audio length (Decoding.tokens_for), so a repetition loop, common
-          zero-shot, stops where inference.py would stop it instead of running to generation_max_length.
-        - It generates under the training precision's autocast (bf16 on CPUs that do it natively).
-        """
-
-        def __init__(self, *args, decoding, stages=None, eval_data_collator=None, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.decoding = decoding
-            self.stages = stages
-            # Training batches may carry timestamped labels; dev batches never do, and the zero-shot evaluation
-            # pads to the base model's full window.
-            self.eval_data_collator = eval_data_collator or self.data_collator
-
-        def create_scheduler(self, num_training_steps, optimizer=None):
-            if self.stages is None or self.lr_scheduler is not None:
-                return super().create_scheduler(num_training_steps, optimizer)
-            # Each stage has its own peak rate and restarts warm-up and decay (kowhisper.stages).
-            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.stages.lr_factor)
-            return self.lr_scheduler
-
-        def get_eval_dataloader(self, eval_dataset=None):
-            training_collator = self.data_collator
-            self.data_collator = self.eval_data_collator  # read once, when the DataLoader is built
-            try:
-                return super().get_eval_dataloader(eval_dataset)
-            finally:
-                self.data_collator = training_collator
-
-        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
-            if self.args.predict_with_generate and not prediction_loss_only and "input_features" in inputs:
-                from transformers.modeling_outputs import BaseModelOutput
-
-                inputs = self._prepare_inputs(inputs)
-                encoder = self.accelerator.unwrap_model(model).get_encoder()
-                with torch.no_grad(), self.autocast_smart_context_manager():
-                    encoded = encoder(inputs["input_features"]).last_hidden_state
-                longest_seconds = float(inputs["attention_mask"].sum(-1).max()) * FRAME_SECONDS
-                gen_kwargs = {key: value for key, value in (gen_kwargs or self._gen_kwargs).items() if key != "max_length"}
-                gen_kwargs["max_new_tokens"] = self.decoding.tokens_for(longest_seconds)
-                inputs = {key: value for key, value in inputs.items() if key != "input_features"}
-                inputs["encoder_outputs"] = BaseModelOutput(last_hidden_state=encoded)
-            with self.autocast_smart_context_manager():
-                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
-
-    return SpeechSeq2SeqTrainer
-
-
-def build_trainer(model, processor, args, data: TrainingData, config, report=print):
+def build_trainer(model, processor, args, data: TrainingData, config, family, report=print):
     from transformers import EarlyStoppingCallback
-
-    from kowhisper.features import SpeechBatchCollator, TimestampedLabels
-    from kowhisper.modeling import Decoding
 
     if "tensorboard" in args.report_to:
         # A fixed folder instead of one per start, so a resumed run continues the same TensorBoard curves.
@@ -480,21 +380,7 @@ def build_trainer(model, processor, args, data: TrainingData, config, report=pri
         callbacks.append(StageCallback(stages, model, report, write_record=log_callback.append_record))
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold))
-    window = EncoderWindow.from_config(config)
-    timestamps = TimestampedLabels(processor.tokenizer, config.timestamped_label_share) if config.timestamped_label_share > 0 else None
-    return _speech_trainer_class()(
-        model=model,
-        args=args,
-        train_dataset=data.train,
-        eval_dataset=data.dev,
-        data_collator=SpeechBatchCollator(window, timestamps),
-        eval_data_collator=SpeechBatchCollator(window),
-        processing_class=processor,
-        compute_metrics=make_compute_metrics(processor.tokenizer) if data.dev is not None else None,
-        callbacks=callbacks,
-        decoding=Decoding.from_config(config),
-        stages=stages,
-    )
+    return family.build_trainer(model, processor, args, data, config, callbacks, stages)
 
 
 def out_of_memory_advice(config) -> str:
@@ -521,42 +407,16 @@ def restore_finished_run(trainer, checkpoint: Path) -> None:
     trainer.train() cannot do this: resumed at max_steps, transformers 5 still runs one more step.
     The weights are the best checkpoint's when load_best_model_at_end, as train() would have left them.
     """
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
     from transformers import TrainerState
 
     trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
     best = trainer.state.best_model_checkpoint
     weights_from = Path(best) if trainer.args.load_best_model_at_end and best and Path(best).is_dir() else Path(checkpoint)
-    set_peft_model_state_dict(trainer.model, load_file(weights_from / "adapter_model.safetensors"))
+    # The Trainer's own loader, as train() uses it to resume: a LoRA adapter or full weights, safetensors only.
+    trainer._load_from_checkpoint(str(weights_from))
 
 
 # ---- outputs ----------------------------------------------------------------------------------------------------
-
-
-def record_encoder_window(config, run_dir: Path, resuming: bool) -> EncoderWindow:
-    """Write the run's encoder window into the run folder, where its checkpoints find it. A run resumed with
-    another window would leave checkpoints that claim a window they were not trained with, so it is refused."""
-    window = EncoderWindow.from_config(config)
-    recorded = EncoderWindow.of_model(Path(run_dir) / "adapter") if (Path(run_dir) / WINDOW_FILE).is_file() else None
-    if resuming and recorded is not None and recorded != window:
-        raise TrainingSetupError(
-            f"{run_dir} was trained with encoder window {recorded.describe()}, but this command asks for {window.describe()}. "
-            f"Resume with encoder_window={recorded.mode} encoder_window_tail_frames={recorded.tail_frames} "
-            f"encoder_window_round_frames={recorded.round_frames}, or start over with overwrite_output_dir=true or another run_name."
-        )
-    window.save(run_dir)
-    return window
-
-
-def save_adapter(model, processor, run_dir: Path, window: EncoderWindow) -> Path:
-    """The final LoRA adapter, the processor and the encoder window it was trained with, in <run>/adapter,
-    loadable with PeftModel.from_pretrained."""
-    adapter_dir = Path(run_dir) / "adapter"
-    model.save_pretrained(adapter_dir)
-    processor.save_pretrained(adapter_dir)
-    window.save(adapter_dir)
-    return adapter_dir
 
 
 def final_dev_metrics(trainer) -> tuple[dict, int]:
@@ -570,16 +430,14 @@ def final_dev_metrics(trainer) -> tuple[dict, int]:
 
 
 def zero_shot_dev_metrics(trainer, run_dir: Path, dev, settings: dict, report=print) -> dict:
-    """Dev metrics of the base model, measured before the first step, at Whisper's full window (the base
-    always runs that way), so the log and the curves start from what fine-tuning has to beat.
+    """Dev metrics of the base model, measured before the first step as the base runs (a Whisper base at its full
+    window), so the log and the curves start from what fine-tuning has to beat.
 
     LoRA starts as a no-op (its B matrices are zero), so the model before training is the base. The result goes
     to <run>/zero_shot.json and to a cache under <workspace>/runs/.zero_shot, keyed by `settings` (base weights,
     precision, generation length, batch size) and the dev clips, so the next run of the same workspace, or
     this one resumed, does not generate it again.
     """
-    from kowhisper.features import SpeechBatchCollator
-
     # The labels count too: the dev loss is computed against them.
     dev_rows = [[str(row_id), [int(token) for token in labels]] for row_id, labels in zip(dev["id"], dev["labels"])]
     key = hashlib.sha256(json.dumps({"settings": settings, "dev": dev_rows}, sort_keys=True).encode()).hexdigest()
@@ -588,12 +446,8 @@ def zero_shot_dev_metrics(trainer, run_dir: Path, dev, settings: dict, report=pr
         metrics = read_json(cached)["metrics"]
         report("Zero-shot dev metrics of the base model reused from an earlier run with the same base, dev clips and settings")
     else:
-        report("Evaluating the base model on dev before training (zero-shot, full window)")
-        windowed, trainer.eval_data_collator = trainer.eval_data_collator, SpeechBatchCollator(EncoderWindow())
-        try:
-            metrics = dev_metrics_summary(trainer.evaluate())
-        finally:
-            trainer.eval_data_collator = windowed
+        report("Evaluating the base model on dev before training (zero-shot)")
+        metrics = dev_metrics_summary(trainer.evaluate_base_model())
     if trainer.is_world_process_zero():
         record = {"key": key, "settings": settings, "metrics": metrics}
         atomic_write_json(cached, record)

@@ -31,7 +31,7 @@ def python_executable() -> str:
 @pytest.fixture(scope="session")
 def real_model_dir(tmp_path_factory) -> Path:
     """whisper-base (MIT) from the PyPI CTranslate2 packages, converted to transformers once per session."""
-    from kowhisper.ct2_import import assemble_pypi_whisper_base, convert_ct2_whisper
+    from kowhisper.whisper.ct2_import import assemble_pypi_whisper_base, convert_ct2_whisper
 
     root = tmp_path_factory.mktemp("real-whisper-base")
     ct2_dir = assemble_pypi_whisper_base(root / "ct2")

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kowhisper import ct2_import
-from kowhisper.ct2_import import (
+from kowhisper.whisper import ct2_import
+from kowhisper.whisper.ct2_import import (
     MODEL_ALIAS,
     convert_ct2_whisper,
     find_pypi_whisper_base,

@@ -20,10 +20,10 @@ from datasets import Audio, Dataset, Features, Value, load_from_disk
 
 from config import PROJECT_ROOT, SAMPLE_DATA, load_config
 from kowhisper.audio import SAMPLING_RATE, load_audio
-from kowhisper.features import N_FRAMES, dataset_features, pad_features
 from kowhisper.prepare import DROP_REASONS, DataError, prepare_data
 from kowhisper.sources import load_source
 from kowhisper.text import normalize_transcript
+from kowhisper.whisper.features import N_FRAMES, dataset_features, pad_features
 from kowhisper.workspace import SPLITS, report_path, split_dir
 
 SAMPLE_RELEASE = SAMPLE_DATA / "ko"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from kowhisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
-from kowhisper.features import N_FRAMES, SpeechBatchCollator
+from kowhisper.whisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
+from kowhisper.whisper.features import N_FRAMES, SpeechBatchCollator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FIT = EncoderWindow("fit", tail_frames=50, round_frames=100)
@@ -82,6 +82,7 @@ def test_a_fit_window_batch_trains_and_its_gradients_reach_the_encoder_lora(make
 
 def test_a_run_remembers_its_window_and_evaluation_uses_it_unasked(make_workspace, tiny_model_dir, tmp_path, python_executable):
     from kowhisper.modeling import resolve_model
+    from kowhisper.whisper.engines import trained_window
 
     workspace = make_workspace(tiny_model_dir)
     run_dir = workspace / "runs" / "fitted"
@@ -99,8 +100,8 @@ def test_a_run_remembers_its_window_and_evaluation_uses_it_unasked(make_workspac
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["encoder window"].startswith("fit")
     assert "| encoder window | fit" in (run_dir / "README.md").read_text()
-    assert resolve_model(workspace, "fitted").window == recorded
-    assert resolve_model(workspace, "base").window == EncoderWindow(), "the base always runs at its full window"
+    assert trained_window(resolve_model(workspace, "fitted")) == recorded
+    assert trained_window(resolve_model(workspace, "base")) == EncoderWindow(), "the base always runs at its full window"
 
     # Resuming with another window would leave checkpoints trained under two windows: refused, with the fix.
     refused = subprocess.run([python_executable, "train_offline.py", f"workspace={workspace}", "run_name=fitted", "max_steps=4",
@@ -112,15 +113,16 @@ def test_a_run_remembers_its_window_and_evaluation_uses_it_unasked(make_workspac
                                 "generation_max_length=8"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     summary = json.loads((workspace / "evaluations" / "test" / "summary.json").read_text())
-    windows = {model["label"]: model["encoder_window"] for model in summary["models"]}
-    assert windows == {"base": EncoderWindow().describe(), "fitted": recorded.describe()}
+    windows = {model["label"]: model["settings"] for model in summary["models"]}
+    assert windows == {"base": f"encoder window {EncoderWindow().describe()}", "fitted": f"encoder window {recorded.describe()}"}
 
 
 def test_auto_backend_follows_the_measurement_on_both_kinds_of_cpu(tmp_path, monkeypatch):
     """backend=auto on a CPU is CTranslate2 int8 whether or not the CPU does bf16 natively: measured faster than
     transformers bf16 on an AMX machine as well as faster than fp32 on an AVX2-only one (bench/RESULTS.md)."""
     import utils
-    from kowhisper.modeling import ModelSource, choose_engine
+    from kowhisper.modeling import ModelSource
+    from kowhisper.whisper.engines import choose_engine
 
     source = ModelSource("base", tmp_path, "base")
     for flags, native in (("fpu sse avx avx2 fma", False), ("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", True)):

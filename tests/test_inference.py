@@ -89,18 +89,18 @@ def config(workspace):
 
 
 @pytest.fixture(scope="module")
-def default_backend(workspace, config):
+def default_recognizer(workspace, config):
     """What `inference.py workspace=WS` runs: the latest run's adapter on backend=auto."""
-    from kowhisper.modeling import Decoding, load_backend, resolve_model
+    from kowhisper.modeling import load_recognizer, resolve_model
 
-    return load_backend(resolve_model(workspace, None), Decoding.from_config(config), config.backend, config.ct2_quantization)
+    return load_recognizer(resolve_model(workspace, None), config)
 
 
 @pytest.fixture(scope="module")
-def base_backend(workspace, config):
-    from kowhisper.modeling import Decoding, load_backend, resolve_model
+def base_recognizer(workspace, config):
+    from kowhisper.modeling import load_recognizer, resolve_model
 
-    return load_backend(resolve_model(workspace, "base"), Decoding.from_config(config), config.backend, config.ct2_quantization)
+    return load_recognizer(resolve_model(workspace, "base"), config)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def long_recording(tmp_path_factory) -> Path:
 
 
 def test_windows_are_cut_in_the_pause_and_cover_everything():
-    from kowhisper.transcribe import split_into_windows
+    from kowhisper.whisper.recognizer import split_into_windows
 
     tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(SAMPLING_RATE * 70) / SAMPLING_RATE).astype(np.float32)
     tone[int(26.0 * SAMPLING_RATE) : int(26.6 * SAMPLING_RATE)] = 0.0  # a pause inside the first window's last 10 s
@@ -146,7 +146,7 @@ def test_files_folders_and_lists_are_collected(tmp_path):
 
 
 def test_token_budget_follows_audio_length():
-    from kowhisper.modeling import Decoding
+    from kowhisper.whisper.engines import Decoding
 
     decoding = Decoding("ko", max_new_tokens=225)
     assert decoding.tokens_for(2.0) == 70
@@ -158,11 +158,11 @@ def test_token_budget_follows_audio_length():
 
 
 @pytest.mark.real_model
-def test_default_path_transcribes_korean_clips(workspace, default_backend):
+def test_default_path_transcribes_korean_clips(workspace, default_recognizer):
     from kowhisper.transcribe import transcribe_files
 
     expected = reference_clips(workspace)
-    results = list(transcribe_files(default_backend, [clip for clip, _ in expected], timestamps=False, batch_size=8, progress=False))
+    results = list(transcribe_files(default_recognizer, [clip for clip, _ in expected], timestamps=False, batch_size=8, progress=False))
     assert [problem for *_, problem in results] == [None] * len(expected)
     assert [transcript.text for _, transcript, _ in results] == [text for _, text in expected]
     assert [transcript.segments[0].end for _, transcript, _ in results] == pytest.approx(
@@ -170,11 +170,11 @@ def test_default_path_transcribes_korean_clips(workspace, default_backend):
 
 
 @pytest.mark.real_model
-def test_zero_shot_base_writes_hangul(workspace, base_backend):
+def test_zero_shot_base_writes_hangul(workspace, base_recognizer):
     from kowhisper.transcribe import transcribe_files
 
     clip = reference_clips(workspace, 1)[0][0]
-    [(_, transcript, problem)] = transcribe_files(base_backend, [clip], timestamps=False, batch_size=1, progress=False)
+    [(_, transcript, problem)] = transcribe_files(base_recognizer, [clip], timestamps=False, batch_size=1, progress=False)
     assert problem is None and HANGUL.search(transcript.text), transcript
 
 
@@ -193,15 +193,16 @@ def parse_srt(text: str) -> list[tuple[int, float, float, str]]:
 
 
 @pytest.mark.real_model
-def test_long_recording_is_chunked_with_increasing_timestamps(base_backend, long_recording, tmp_path):
-    from kowhisper.transcribe import split_into_windows, transcribe_to_outputs
+def test_long_recording_is_chunked_with_increasing_timestamps(base_recognizer, long_recording, tmp_path):
+    from kowhisper.transcribe import transcribe_to_outputs
+    from kowhisper.whisper.recognizer import split_into_windows
 
     duration = len(load_audio(long_recording)) / SAMPLING_RATE
     assert 65 < duration < 75
     assert len(split_into_windows(load_audio(long_recording))) == 3
 
     for output_format in ("srt", "json"):
-        status = transcribe_to_outputs(base_backend, [str(long_recording)], output_format=output_format,
+        status = transcribe_to_outputs(base_recognizer, [str(long_recording)], output_format=output_format,
                                        transcripts_dir=str(tmp_path), batch_size=8, progress=False)
         assert status == 0
     cues = parse_srt((tmp_path / "long.srt").read_text(encoding="utf-8"))
@@ -221,7 +222,7 @@ def test_long_recording_is_chunked_with_increasing_timestamps(base_backend, long
 
 
 @pytest.mark.real_model
-def test_bad_files_are_reported_and_the_rest_transcribed(workspace, default_backend, tmp_path, capsys):
+def test_bad_files_are_reported_and_the_rest_transcribed(workspace, default_recognizer, tmp_path, capsys):
     from kowhisper.transcribe import transcribe_to_outputs
 
     clip, sentence = reference_clips(workspace, 1)[0]
@@ -231,7 +232,7 @@ def test_bad_files_are_reported_and_the_rest_transcribed(workspace, default_back
     empty = tmp_path / "empty.mp3"
     empty.touch()
     items = [str(not_audio), str(clip), str(silent), str(tmp_path / "missing.flac"), str(empty)]
-    status = transcribe_to_outputs(default_backend, items, output_format="txt", transcripts_dir=None, batch_size=8, progress=False)
+    status = transcribe_to_outputs(default_recognizer, items, output_format="txt", transcripts_dir=None, batch_size=8, progress=False)
     out, err = capsys.readouterr()
     assert status == 1
     assert f"==> {clip} <==\n{sentence}\n" == out
@@ -243,14 +244,14 @@ def test_bad_files_are_reported_and_the_rest_transcribed(workspace, default_back
 
 
 @pytest.mark.real_model
-def test_same_stem_twice_gets_two_files(workspace, default_backend, tmp_path):
+def test_same_stem_twice_gets_two_files(workspace, default_recognizer, tmp_path):
     from kowhisper.transcribe import transcribe_to_outputs
 
     (clip, sentence), (second, _) = reference_clips(workspace, 2)
     (tmp_path / "a").mkdir()
     copy = shutil.copy(second, tmp_path / "a" / clip.name)
     out = tmp_path / "out"
-    status = transcribe_to_outputs(default_backend, [str(clip), str(copy)], output_format="txt", transcripts_dir=str(out),
+    status = transcribe_to_outputs(default_recognizer, [str(clip), str(copy)], output_format="txt", transcripts_dir=str(out),
                                    batch_size=8, progress=False)
     assert status == 0
     assert (out / f"{clip.stem}.txt").read_text(encoding="utf-8") == sentence + "\n"
@@ -264,8 +265,8 @@ def test_merged_model_logits_match_base_plus_adapter(workspace, tmp_path):
     from transformers import WhisperForConditionalGeneration
 
     from kowhisper.export import merge_adapter
-    from kowhisper.features import SpeechBatchCollator
     from kowhisper.modeling import resolve_model
+    from kowhisper.whisper.features import SpeechBatchCollator
 
     merged_dir = merge_adapter(resolve_model(workspace, None), tmp_path / "merged")
     assert sorted(p.name for p in merged_dir.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".safetensors")) == ["model.safetensors"]
@@ -290,26 +291,28 @@ def test_merged_model_logits_match_base_plus_adapter(workspace, tmp_path):
 
 @pytest.mark.real_model
 def test_ct2_export_transcribes_like_transformers_and_faster_whisper(workspace, config, tmp_path):
+    import dataclasses
+
     from faster_whisper import WhisperModel
 
-    from kowhisper.export import export_ct2
-    from kowhisper.modeling import CT2Whisper, Decoding, HFWhisper, load_backend, resolve_model
+    from kowhisper.modeling import load_recognizer, resolve_model
     from kowhisper.transcribe import transcribe_files
+    from kowhisper.whisper.ct2_export import export_ct2
+    from kowhisper.whisper.engines import CT2Whisper, HFWhisper
 
     source = resolve_model(workspace, None)
     ct2_dir = export_ct2(source, "int8", tmp_path / "ct2-int8")
-    decoding = Decoding.from_config(config)
-    hf = load_backend(source, decoding, "hf")
-    ct2 = load_backend(resolve_model(workspace, str(ct2_dir)), decoding, "auto")
-    assert isinstance(hf, HFWhisper) and isinstance(ct2, CT2Whisper)
+    hf = load_recognizer(source, dataclasses.replace(config, backend="hf"))
+    ct2 = load_recognizer(resolve_model(workspace, str(ct2_dir)), config)
+    assert isinstance(hf.engine, HFWhisper) and isinstance(ct2.engine, CT2Whisper)
     expected = reference_clips(workspace)
     clips = [clip for clip, _ in expected]
 
-    def texts(backend):
-        return [t.text for _, t, _ in transcribe_files(backend, clips, timestamps=False, batch_size=8, progress=False)]
+    def texts(recognizer):
+        return [t.text for _, t, _ in transcribe_files(recognizer, clips, timestamps=False, batch_size=8, progress=False)]
 
     # The demo's setting (one clip at a time, every core on it) decodes the same as the batch setting.
-    ct2_one_at_a_time = load_backend(resolve_model(workspace, str(ct2_dir)), decoding, "auto", parallel_clips=False)
+    ct2_one_at_a_time = load_recognizer(resolve_model(workspace, str(ct2_dir)), config, one_clip_at_a_time=True)
     assert texts(hf) == texts(ct2) == texts(ct2_one_at_a_time) == [text for _, text in expected]
 
     # The export is a faster-whisper model as it stands: its own loader, tokenizer and mel settings.
@@ -324,14 +327,18 @@ def test_fit_window_adapter_transcribes_alike_in_transformers_merged_and_ctransl
     """An adapter trained on fitted windows keeps its window through the merge and the CTranslate2 export, and
     every engine runs it at that window: short clips get short windows, a long file full 30 s windows and one
     fitted last window."""
+    import dataclasses
+
     from datasets import load_from_disk
 
-    from kowhisper.encoder_window import WINDOW_FILE, EncoderWindow
-    from kowhisper.export import export_ct2, merge_adapter
-    from kowhisper.features import N_FRAMES
-    from kowhisper.modeling import Decoding, load_backend, resolve_model
+    from kowhisper.export import merge_adapter
+    from kowhisper.modeling import load_recognizer, resolve_model
     from kowhisper.testing import train_reciting_adapter
     from kowhisper.transcribe import transcribe_files
+    from kowhisper.whisper.ct2_export import export_ct2
+    from kowhisper.whisper.encoder_window import WINDOW_FILE, EncoderWindow
+    from kowhisper.whisper.engines import trained_window
+    from kowhisper.whisper.features import N_FRAMES
 
     workspace = make_workspace(real_model_dir)
     window = EncoderWindow("fit", tail_frames=50, round_frames=100)
@@ -340,34 +347,35 @@ def test_fit_window_adapter_transcribes_alike_in_transformers_merged_and_ctransl
     adapter = resolve_model(workspace, "fitted")
     merged = resolve_model(workspace, str(merge_adapter(adapter, tmp_path / "merged")))
     exported = resolve_model(workspace, str(export_ct2(adapter, "int8", tmp_path / "ct2-int8")))
-    assert adapter.window == merged.window == exported.window == window
+    assert trained_window(adapter) == trained_window(merged) == trained_window(exported) == window
     assert (tmp_path / "merged" / WINDOW_FILE).is_file() and (tmp_path / "ct2-int8" / WINDOW_FILE).is_file()
 
-    decoding = Decoding.from_config(config)
-    backends = {"transformers": load_backend(adapter, decoding, "hf"), "merged": load_backend(merged, decoding, "hf"),
-                "ctranslate2": load_backend(exported, decoding, "auto")}
-    frames_seen = {name: [] for name in backends}
-    for name, backend in backends.items():
-        generate = backend.generate
-        backend.generate = lambda features, _generate=generate, _seen=frames_seen[name], **options: (
+    hf = dataclasses.replace(config, backend="hf")
+    recognizers = {"transformers": load_recognizer(adapter, hf), "merged": load_recognizer(merged, hf),
+                   "ctranslate2": load_recognizer(exported, config)}
+    frames_seen = {name: [] for name in recognizers}
+    for name, recognizer in recognizers.items():
+        engine = recognizer.engine
+        generate = engine.generate
+        engine.generate = lambda features, _generate=generate, _seen=frames_seen[name], **options: (
             _seen.append(features.shape[-1]), _generate(features, **options))[1]
 
     expected = reference_clips(workspace)
     clips = [clip for clip, _ in expected]
-    for name, backend in backends.items():
-        texts = [t.text for _, t, _ in transcribe_files(backend, clips, timestamps=False, batch_size=8, progress=False)]
+    for name, recognizer in recognizers.items():
+        texts = [t.text for _, t, _ in transcribe_files(recognizer, clips, timestamps=False, batch_size=8, progress=False)]
         assert texts == [text for _, text in expected], name
         assert frames_seen[name] and max(frames_seen[name]) < 1000, f"{name} padded short clips to {frames_seen[name]} frames"
 
     frames_seen["ctranslate2"].clear()
-    list(transcribe_files(backends["ctranslate2"], [long_recording], timestamps=True, batch_size=1, progress=False))
+    list(transcribe_files(recognizers["ctranslate2"], [long_recording], timestamps=True, batch_size=1, progress=False))
     assert frames_seen["ctranslate2"].count(N_FRAMES) == 2 and min(frames_seen["ctranslate2"]) < N_FRAMES
 
 
 @pytest.mark.real_model
 def test_export_never_overwrites_a_folder_it_did_not_write(workspace, tmp_path):
-    from kowhisper.export import export_ct2
     from kowhisper.modeling import ModelError, resolve_model
+    from kowhisper.whisper.ct2_export import export_ct2
 
     precious = tmp_path / "precious"
     precious.mkdir()

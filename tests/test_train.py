@@ -136,16 +136,19 @@ def test_labels_are_not_prefixed_twice_and_generation_starts_with_language_and_t
 
     from config import Config
     from kowhisper import training
-    from kowhisper.features import SpeechBatchCollator
+    from kowhisper.modeling import family_of
+    from kowhisper.whisper.features import SpeechBatchCollator
 
     config = Config(workspace=str(tiny_workspace))
-    tokens = training.load_processor(tiny_workspace).tokenizer.convert_tokens_to_ids
+    family = family_of(tiny_workspace / "model")
+    assert family.name == "whisper"
+    tokens = family.load_processor(tiny_workspace, config).tokenizer.convert_tokens_to_ids
     train = load_from_disk(str(tiny_workspace / "data" / "train")).with_format("numpy")
     batch = SpeechBatchCollator()([train[i] for i in range(3)])
     assert batch["input_features"].shape == (3, 80, 3000)
     assert (batch["labels"] == -100).any(), "shorter labels are padded with -100"
 
-    model = training.load_model(tiny_workspace, config, training.choose_precision(config)).eval()
+    model = family.load_trainable_model(tiny_workspace, config, training.choose_precision(config)).eval()
     decoder_input = shift_tokens_right(batch["labels"], model.config.pad_token_id, model.config.decoder_start_token_id)
     assert (decoder_input[:, 0] == tokens("<|startoftranscript|>")).all()
     assert (decoder_input[:, 1] == tokens("<|ko|>")).all()
@@ -459,7 +462,7 @@ def _replace_train_split(workspace: Path, empty: bool) -> None:
     """A workspace whose online setup produced no usable training rows, manifest and all."""
     from datasets import Dataset
 
-    from kowhisper.features import dataset_features
+    from kowhisper.whisper.features import dataset_features
     from kowhisper.workspace import load_manifest, write_manifest
 
     manifest = load_manifest(workspace)

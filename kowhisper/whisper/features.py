@@ -70,7 +70,7 @@ def pad_value(stored: torch.Tensor) -> float:
 
 def pad_features(batch: list, frames: int = N_FRAMES, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Stored (frames, n_mels) arrays -> the (batch, n_mels, frames) tensor Whisper's encoder takes: 3000
-    frames for its own 30 s window, fewer for a fitted one (kowhisper.encoder_window)."""
+    frames for its own 30 s window, fewer for a fitted one (kowhisper.whisper.encoder_window)."""
     stored = [torch.as_tensor(np.asarray(item)) for item in batch]
     longest = max(item.shape[0] for item in stored)
     if longest > frames:
@@ -141,7 +141,7 @@ class SpeechBatchCollator:
     the loss ignores."""
 
     def __init__(self, window=None, timestamps: TimestampedLabels | None = None, feature_dtype: torch.dtype = torch.float32):
-        from kowhisper.encoder_window import EncoderWindow
+        from kowhisper.whisper.encoder_window import EncoderWindow
 
         self.window = window or EncoderWindow()
         self.timestamps = timestamps

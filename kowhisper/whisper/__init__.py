@@ -1,0 +1,91 @@
+"""The Whisper family: OpenAI Whisper of any size, fine-tuned with LoRA, served by transformers or CTranslate2.
+
+Its parts: features (log-mel storage, labels, batches), encoder_window (training and decoding without 30 s of
+padding), engines (greedy decoding in transformers and CTranslate2), recognizer (evaluation rows and long audio
+with timestamps), trainer (LoRA model and Seq2SeqTrainer), ct2_import / ct2_export (faster-whisper models in
+and out).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kowhisper.modeling import ModelFamily, ModelSource, Recognizer, register_family
+
+
+class WhisperFamily(ModelFamily):
+    name = "whisper"
+
+    def accepts(self, model_type: str) -> bool:
+        return model_type == "whisper"
+
+    def recognizer(self, source: ModelSource, config, *, one_clip_at_a_time: bool = False) -> Recognizer:
+        from kowhisper.whisper.engines import Decoding, load_engine
+        from kowhisper.whisper.recognizer import WhisperRecognizer
+
+        engine = load_engine(source, Decoding.from_config(config), config.backend, config.ct2_quantization, config.ct2_dir,
+                             parallel_clips=not one_clip_at_a_time)
+        return WhisperRecognizer(engine)
+
+    def load_merged(self, source: ModelSource):
+        import torch
+
+        from kowhisper.whisper.engines import load_hf_model
+
+        return load_hf_model(source, torch.device("cpu"), torch.float32)
+
+    def copy_run_settings(self, source: ModelSource, folder: Path) -> None:
+        from kowhisper.whisper.engines import trained_window
+
+        trained_window(source).save(folder)
+
+    def export_ct2(self, source: ModelSource, quantization: str, out_dir: Path | None) -> Path:
+        from kowhisper.whisper.ct2_export import export_ct2
+
+        return export_ct2(source, quantization, out_dir)
+
+    # ---- training ----
+
+    def load_processor(self, workspace: Path, config):
+        from kowhisper.whisper.trainer import training_processor
+
+        return training_processor(workspace, config)
+
+    def load_trainable_model(self, workspace: Path, config, precision):
+        from kowhisper.whisper.trainer import load_trainable_model
+
+        return load_trainable_model(workspace, config, precision)
+
+    def training_arguments(self, config, arguments: dict):
+        from kowhisper.whisper.trainer import training_arguments
+
+        return training_arguments(config, arguments)
+
+    def build_trainer(self, model, processor, args, data, config, callbacks: list, stages=None):
+        from kowhisper.whisper.trainer import build_trainer
+
+        return build_trainer(model, processor, args, data, config, callbacks, stages)
+
+    def save_trained(self, model, processor, run_dir: Path, config) -> Path:
+        from kowhisper.whisper.trainer import save_trained
+
+        return save_trained(model, processor, run_dir, config)
+
+    def start_run(self, config, run_dir: Path, resuming: bool) -> list[str]:
+        from kowhisper.whisper.trainer import start_run
+
+        return start_run(config, run_dir, resuming)
+
+    def training_warnings(self, train, processor, config) -> list[str]:
+        from kowhisper.whisper.trainer import stale_label_warning
+
+        warning = stale_label_warning(train, processor.tokenizer)
+        return [warning] if warning else []
+
+    def run_summary(self, config) -> dict:
+        from kowhisper.whisper.encoder_window import EncoderWindow
+
+        return {"encoder window": EncoderWindow.from_config(config).describe()}
+
+
+WHISPER = register_family(WhisperFamily())

@@ -1,0 +1,178 @@
+"""Training Whisper: the model with its LoRA, the Seq2SeqTrainer that scores dev by generating, and what a run
+records beside its adapter.
+
+CUDA loads the base in INT8 through bitsandbytes (prepare_model_for_kbit_training); the CPU keeps it in fp32
+(kowhisper.training.choose_precision decides). The encoder takes windows fitted to each batch when
+encoder_window=fit (kowhisper.whisper.encoder_window), and a share of labels carries timestamps
+(kowhisper.whisper.features.TimestampedLabels).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from kowhisper.training import KowhisperTrainerMixin, TrainingSetupError, apply_lora
+from kowhisper.whisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
+from kowhisper.whisper.engines import Decoding, load_processor
+from kowhisper.whisper.features import FRAME_SECONDS, SpeechBatchCollator, TimestampedLabels, label_ids
+from kowhisper.workspace import model_dir
+
+# peft matches a string as a regex against full module names; Whisper's encoder modules are model.encoder.*.
+ENCODER_MODULES = r".*\.encoder\..*"
+
+
+def training_processor(workspace: Path, config):
+    """The workspace's processor, its tokenizer writing the labels' language/task prefix."""
+    processor = load_processor(model_dir(workspace))
+    processor.tokenizer.set_prefix_tokens(language=config.language, task=config.task, predict_timestamps=False)
+    return processor
+
+
+def load_trainable_model(workspace: Path, config, precision):
+    """The workspace's Whisper, INT8 or full precision per `precision`, with LoRA adapters from config."""
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig, WhisperForConditionalGeneration
+
+    path = model_dir(workspace)
+    if precision.int8:
+        device = int(os.environ.get("LOCAL_RANK", "0")) if precision.device == "cuda" else "cpu"
+        model = WhisperForConditionalGeneration.from_pretrained(
+            path, quantization_config=BitsAndBytesConfig(load_in_8bit=True), device_map={"": device}, local_files_only=True
+        )
+        # Freezes the base and keeps norms and the output head in fp32, so int8 training stays stable.
+        # Checkpointing is left to TrainingArguments so both precisions enable it the same way.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model = WhisperForConditionalGeneration.from_pretrained(path, dtype=torch.float32, local_files_only=True)
+
+    if EncoderWindow.from_config(config).is_fit:
+        allow_fitted_window(model)
+
+    # Labels start <|ko|><|transcribe|><|notimestamps|>; generation must start the same way.
+    # forced_decoder_ids is the deprecated spelling of the same thing and conflicts with language/task.
+    model.generation_config.language = config.language_abbr
+    model.generation_config.task = config.task
+    model.generation_config.forced_decoder_ids = None
+    # freeze_encoder: no LoRA in the encoder at all, so no step computes its gradients.
+    return apply_lora(model, config, exclude_modules=ENCODER_MODULES if config.freeze_encoder else None)
+
+
+def training_arguments(config, arguments: dict):
+    from transformers import Seq2SeqTrainingArguments
+
+    return Seq2SeqTrainingArguments(**arguments, predict_with_generate=True, generation_max_length=config.generation_max_length)
+
+
+def make_compute_metrics(tokenizer):
+    """compute_metrics for Seq2SeqTrainer: decode generated ids and labels, score with kowhisper.text."""
+    import numpy as np
+
+    from kowhisper.text import error_rates
+
+    def compute_metrics(prediction) -> dict[str, float]:
+        # The Trainer pads both across batches with -100, which is no token id.
+        predictions = np.where(prediction.predictions == -100, tokenizer.pad_token_id, prediction.predictions)
+        labels = np.where(prediction.label_ids == -100, tokenizer.pad_token_id, prediction.label_ids)
+        hypotheses = tokenizer.batch_decode(predictions, skip_special_tokens=True)
+        references = tokenizer.batch_decode(labels, skip_special_tokens=True)
+        scores = error_rates(references, hypotheses)
+        return {name: scores[name] for name in ("cer", "wer", "cer_nospace")}
+
+    return compute_metrics
+
+
+def _whisper_trainer_class():
+    from transformers import Seq2SeqTrainer
+
+    class WhisperTrainer(KowhisperTrainerMixin, Seq2SeqTrainer):
+        """Seq2SeqTrainer that evaluates the way inference.py decodes.
+
+        - It encodes evaluation batches itself and hands generate() the encoder output: Whisper's generate()
+          pads input features to 3000 frames with zeros, which would undo a fitted window (and zeros are not
+          what silence looks like in Whisper's log-mel). The one encoder pass also serves the dev loss.
+        - It caps new tokens by the batch's audio length (Decoding.tokens_for), so a repetition loop, common
+          zero-shot, stops where inference.py would stop it instead of running to generation_max_length.
+        - It generates under the training precision's autocast (bf16 on CPUs that do it natively).
+        """
+
+        def __init__(self, *args, decoding: Decoding, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.decoding = decoding
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
+            if self.args.predict_with_generate and not prediction_loss_only and "input_features" in inputs:
+                from transformers.modeling_outputs import BaseModelOutput
+
+                inputs = self._prepare_inputs(inputs)
+                encoder = self.accelerator.unwrap_model(model).get_encoder()
+                with torch.no_grad(), self.autocast_smart_context_manager():
+                    encoded = encoder(inputs["input_features"]).last_hidden_state
+                longest_seconds = float(inputs["attention_mask"].sum(-1).max()) * FRAME_SECONDS
+                gen_kwargs = {key: value for key, value in (gen_kwargs or self._gen_kwargs).items() if key != "max_length"}
+                gen_kwargs["max_new_tokens"] = self.decoding.tokens_for(longest_seconds)
+                inputs = {key: value for key, value in inputs.items() if key != "input_features"}
+                inputs["encoder_outputs"] = BaseModelOutput(last_hidden_state=encoded)
+            with self.autocast_smart_context_manager():
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+
+    return WhisperTrainer
+
+
+def build_trainer(model, processor, args, data, config, callbacks: list, stages):
+    window = EncoderWindow.from_config(config)
+    share = config.timestamped_label_share
+    return _whisper_trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.dev,
+        # Training batches may carry timestamped labels; dev batches never do. The zero-shot evaluation pads
+        # to the base model's full window.
+        data_collator=SpeechBatchCollator(window, TimestampedLabels(processor.tokenizer, share) if share > 0 else None),
+        eval_data_collator=SpeechBatchCollator(window),
+        base_model_collator=SpeechBatchCollator(EncoderWindow()),
+        processing_class=processor,
+        compute_metrics=make_compute_metrics(processor.tokenizer) if data.dev is not None else None,
+        callbacks=callbacks,
+        decoding=Decoding.from_config(config),
+        stages=stages,
+    )
+
+
+def start_run(config, run_dir: Path, resuming: bool) -> list[str]:
+    """Write the run's encoder window into the run folder, where its checkpoints find it. A run resumed with
+    another window would leave checkpoints that claim a window they were not trained with, so it is refused."""
+    window = EncoderWindow.from_config(config)
+    recorded = EncoderWindow.of_model(Path(run_dir) / "adapter") if (Path(run_dir) / WINDOW_FILE).is_file() else None
+    if resuming and recorded is not None and recorded != window:
+        raise TrainingSetupError(
+            f"{run_dir} was trained with encoder window {recorded.describe()}, but this command asks for {window.describe()}. "
+            f"Resume with encoder_window={recorded.mode} encoder_window_tail_frames={recorded.tail_frames} "
+            f"encoder_window_round_frames={recorded.round_frames}, or start over with overwrite_output_dir=true or another run_name."
+        )
+    window.save(run_dir)
+    return [f"Encoder window: {window.describe()}"]
+
+
+def save_trained(model, processor, run_dir: Path, config) -> Path:
+    """The final LoRA adapter, the processor and the encoder window it was trained with, in <run>/adapter,
+    loadable with PeftModel.from_pretrained."""
+    adapter_dir = Path(run_dir) / "adapter"
+    model.save_pretrained(adapter_dir)
+    processor.save_pretrained(adapter_dir)
+    EncoderWindow.from_config(config).save(adapter_dir)
+    return adapter_dir
+
+
+def stale_label_warning(train, tokenizer) -> str | None:
+    """A warning when the workspace's labels were made before they carried Whisper's leading space (prepared
+    format 1): such a workspace still trains, but fine-tuning on it can garble the first word."""
+    row = train[0]
+    if list(row["labels"]) == label_ids(tokenizer, str(row["text"])):
+        return None
+    return ("WARNING: this workspace's labels lack the leading space Whisper writes before every transcript (they were "
+            "prepared by an older version of this toolkit). Training on them teaches an unusual first token and can "
+            "garble the first word. Re-run run_online_setup.py on the online machine to rebuild the labels.")
