@@ -10,9 +10,11 @@ message that names it. Field names are flat and, where Hugging Face has a name f
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 SAMPLE_DATA = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample"
@@ -82,7 +84,13 @@ class Config:
     lora_r: int = _help("LoRA rank.", 32)
     lora_alpha: int = _help("LoRA alpha (scale is alpha / r).", 64)
     lora_dropout: float = _help("Dropout on the LoRA branch.", 0.05)
-    target_modules: list[str] = _help("Module names that get LoRA adapters.", factory=lambda: ["q_proj", "v_proj"])
+    # Any, because OmegaConf has no union of a list and a string; __post_init__ checks the value.
+    target_modules: Any = _help(
+        "Modules that get LoRA adapters: a list of names (['q_proj', 'v_proj']) or, as peft takes it, one regular "
+        "expression matched against full module names ('.*encoder\\.layers.*\\.(q_proj|v_proj)': the encoder's "
+        "self-attention only; '.*encoder.*' would also catch the decoder's cross-attention, encoder_attn).",
+        factory=lambda: ["q_proj", "v_proj"],
+    )
     int8: bool | None = _help("Load the base in INT8 with bitsandbytes. Unset: on with CUDA, off on CPU.", None)
     fp16: bool | None = _help("fp16 mixed precision. Unset: on with CUDA when bf16 is not supported.", None)
     bf16: bool | None = _help("bf16 mixed precision. Unset: on where the device does bf16 natively.", None)
@@ -174,6 +182,7 @@ class Config:
 
     def __post_init__(self):
         _check_choice("data_source", self.data_source, DATA_SOURCES)
+        self.target_modules = _checked_target_modules(self.target_modules)
         _check_choice("output_format", self.output_format, OUTPUT_FORMATS)
         _check_choice("backend", self.backend, BACKENDS)
         _check_choice("metric_for_best_model", self.metric_for_best_model, METRICS)
@@ -218,8 +227,28 @@ def _check_choice(key: str, value: str, choices) -> None:
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
 
 
+def _checked_target_modules(value):
+    """A list of module names, or one regular expression (peft matches a string against full module names)."""
+    if isinstance(value, str):
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ConfigError(f"target_modules={value!r} is not a valid regular expression: {error}") from None
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(name, str) and name for name in value):
+        return list(value)
+    raise ConfigError(f"target_modules must be a list of module names or one regular expression, got {value!r}")
+
+
 def field_help() -> dict[str, str]:
     return {f.name: f.metadata.get("help", "") for f in fields(Config)}
+
+
+def _names_existing_file(item: str) -> bool:
+    try:
+        return Path(item).exists()
+    except OSError:  # e.g. ENAMETOOLONG: a 12-name target_modules list is longer than any file name may be
+        return False
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
@@ -278,7 +307,7 @@ def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None = None)
     """
     # Intermixed, so flags may come after key=value items too: `inference.py workspace=DIR --demo server_port=8000`.
     args = parser.parse_intermixed_args(argv)
-    overrides = [item for item in args.rest if "=" in item and not Path(item).exists()]
+    overrides = [item for item in args.rest if "=" in item and not _names_existing_file(item)]
     args.paths = [item for item in args.rest if item not in overrides]
     if args.help_config:
         for name, text in field_help().items():

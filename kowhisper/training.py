@@ -249,7 +249,7 @@ def load_model(workspace: Path, config, precision: Precision):
         r=config.lora_r,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=list(config.target_modules),
+        target_modules=config.target_modules,  # a list of names or one regex string, as peft takes either
         bias="none",
     )
     try:

@@ -79,3 +79,49 @@ def test_unknown_key_fails_with_a_message_not_a_traceback():
     result = run_script("download_model.py", "lora_rank=8")
     assert result.returncode == 2
     assert "lora_rank" in result.stderr and "Traceback" not in result.stderr
+
+
+# A 12-entry list of full module names: well over the 255 bytes a file name may have, which is what once made
+# parse_config's "is this argument an existing file?" check crash every script with ENAMETOOLONG.
+LONG_TARGETS = [f"model.encoder.layers.{index}.self_attn.q_proj" for index in range(12)]
+LONG_ARGUMENT = f"target_modules=[{','.join(LONG_TARGETS)}]"
+ISSUE_REGEX = r".*encoder.*\.(q_proj|v_proj)"  # as the issue wrote it; it also matches the decoder's encoder_attn
+ENCODER_QV = r".*encoder\.layers.*\.(q_proj|v_proj)"
+
+
+def test_a_key_value_longer_than_a_file_name_is_an_override():
+    from config import build_parser, parse_config
+
+    assert len(LONG_ARGUMENT) > 255
+    config, args = parse_config(build_parser("test"), [LONG_ARGUMENT, "lora_r=4"])
+    assert config.target_modules == LONG_TARGETS and config.lora_r == 4
+    assert args.paths == []
+
+
+def test_scripts_take_a_long_key_value_without_a_traceback():
+    result = run_script("download_model.py", "--print-config", LONG_ARGUMENT)
+    assert result.returncode == 0, result.stderr
+    assert "model.encoder.layers.11.self_attn.q_proj" in result.stdout
+
+
+def test_target_modules_takes_one_regex_as_peft_does(tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(f"target_modules: '{ISSUE_REGEX}'\n")
+    assert load_config([], config_file).target_modules == ISSUE_REGEX
+    assert load_config([f"target_modules={ISSUE_REGEX}"]).target_modules == ISSUE_REGEX
+    with pytest.raises(ConfigError, match=r"target_modules='\(q_proj' is not a valid regular expression"):
+        load_config(["target_modules=(q_proj"])
+
+
+def test_a_regex_target_reaches_lora_unchanged(tiny_model_dir, tmp_path):
+    """The training model gets adapters exactly where peft matches the regex against full module names: here the
+    encoder's q/v, not the decoder's (whose cross-attention, encoder_attn, a looser '.*encoder.*' would catch)."""
+    from kowhisper import training
+
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "model").symlink_to(tiny_model_dir)
+    config = load_config([f"workspace={workspace}", f"target_modules={ENCODER_QV}"])
+    model = training.load_model(workspace, config, training.choose_precision(config))
+    adapted = sorted(name.removeprefix("base_model.model.model.") for name, module in model.named_modules() if hasattr(module, "lora_A"))
+    assert adapted == [f"encoder.layers.{layer}.self_attn.{proj}" for layer in (0, 1) for proj in ("q_proj", "v_proj")]
