@@ -96,10 +96,10 @@ def run_child(workspace: Path, manifest: Path, num_proc: int) -> None:
     sampler = PeakSampler()
     sampler.start()
     start = time.perf_counter()
-    summary = prepare_data(config)
+    totals = prepare_data(config).totals
     seconds = time.perf_counter() - start
     sampler.stop()
-    clips = sum(entry["kept"] for entry in summary.values())
+    clips = sum(entry["kept"] for entry in totals.values())
     result = {"clips": clips, "seconds": seconds, "anon_before_kib": anon_before, "peak_anon_kib": sampler.peak_anon,
               "peak_worker_anon_kib": sampler.peak_worker_anon, "vmhwm_kib": status_kib("self", "VmHWM")}
     print(RESULT_PREFIX + json.dumps(result), flush=True)

@@ -125,3 +125,40 @@ def test_a_regex_target_reaches_lora_unchanged(tiny_model_dir, tmp_path):
     model = training.load_model(workspace, config, training.choose_precision(config))
     adapted = sorted(name.removeprefix("base_model.model.model.") for name, module in model.named_modules() if hasattr(module, "lora_A"))
     assert adapted == [f"encoder.layers.{layer}.self_attn.{proj}" for layer in (0, 1) for proj in ("q_proj", "v_proj")]
+
+
+def test_flat_keys_are_one_source_named_after_data_source():
+    from config import dataset_sources
+
+    [source] = dataset_sources(load_config(["data_source=manifest", "data_path=/corpus/list.csv", "max_samples=9"]))
+    assert (source.name, source.data_source, source.data_path, source.max_samples, source.weight) == (
+        "manifest", "manifest", "/corpus/list.csv", 9, 1.0)
+
+
+def test_dataset_entries_inherit_the_flat_keys_they_do_not_set(tmp_path):
+    from config import dataset_sources
+
+    config_file = tmp_path / "sources.yaml"
+    config_file.write_text("max_samples: 100\nsplit_seed: 7\ndatasets:\n"
+                           "  - {name: cv, data_path: /cv.tar.gz}\n"
+                           "  - {name: zeroth, data_source: hf, data_path: kresnik/zeroth_korean, dev_split: '',\n"
+                           "     max_samples: null, weight: 0.5}\n")
+    cv, zeroth = dataset_sources(load_config(["split_seed=8"], config_file))
+    assert (cv.data_source, cv.data_path, cv.max_samples, cv.split_seed, cv.weight) == ("cv", "/cv.tar.gz", 100, 8, 1.0)
+    assert (zeroth.data_source, zeroth.dev_split, zeroth.max_samples, zeroth.split_seed, zeroth.weight) == ("hf", "", None, 8, 0.5)
+
+
+@pytest.mark.parametrize(
+    "datasets, message",
+    [("[{data_path: /x}]", "datasets\\[0\\].name"),
+     ("[{name: Common Voice}]", "name='Common Voice' must be lower-case letters"),
+     ("[{name: train}]", "name='train' is reserved"),
+     ("[{name: cv}, {name: cv, data_source: hf}]", "the name cv is used twice"),
+     ("[{name: cv, weight: -1}]", "cv has weight=-1.0"),
+     ("[{name: cv, weight: 0}]", "every weight is 0"),
+     ("[{name: cv, data_source: youtube}]", "datasets: cv: data_source='youtube'"),
+     ("[{name: cv, wieght: 2}]", "wieght")],
+)
+def test_a_bad_dataset_entry_names_what_is_wrong(datasets, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config([f"datasets={datasets}"])

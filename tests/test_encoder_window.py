@@ -12,6 +12,7 @@ import torch
 
 from kowhisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
 from kowhisper.features import N_FRAMES, SpeechBatchCollator
+from kowhisper.workspace import split_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FIT = EncoderWindow("fit", tail_frames=50, round_frames=100)
@@ -26,7 +27,7 @@ def tiny_model(tiny_model_dir):
 def train_rows(workspace: Path, count: int) -> list[dict]:
     from datasets import load_from_disk
 
-    return list(load_from_disk(str(workspace / "data" / "train")).with_format("numpy").select(range(count)))
+    return list(load_from_disk(str(split_dir(workspace, "train"))).with_format("numpy").select(range(count)))
 
 
 def test_window_arithmetic():
