@@ -156,8 +156,12 @@ def _left_alone(workspace: Path, names: list[str]) -> list[str]:
     folder = data_dir(workspace)
     stale = [path for path in sorted(folder.iterdir()) if path.name not in names and not path.name.startswith(".")]
     for path in stale:
-        print(f"data/{path.name}: not one of this config's sources ({', '.join(names)}); left alone and left out of the "
-              "manifest. Delete it to free the space, or list its source again to use it.")
+        if path.name in (*SPLITS, "report.json"):  # names no source may take (config.DatasetSource)
+            print(f"data/{path.name}: left from a format-1 workspace, whose one source lived in data/<split>; left alone "
+                  "and left out of the manifest. Delete it to free the space.")
+        else:
+            print(f"data/{path.name}: not one of this config's sources ({', '.join(names)}); left alone and left out of "
+                  "the manifest. Delete it to free the space, or list its source again to use it.")
     return [f"data/{path.name}" for path in stale]
 
 

@@ -194,11 +194,9 @@ def test_a_source_taken_out_of_the_config_is_left_alone_and_unlisted(two_sources
     assert result.ok and "data/extra/report.json" in result.unexpected
 
 
-def test_a_format_1_workspace_still_verifies_and_loads_for_training(make_workspace, tiny_model_dir):
+def format_1_workspace(make_workspace, model_dir: Path) -> Path:
     """The layout before several sources: data/<split> and data/report.json, a manifest of format 1 without sources."""
-    from kowhisper.training import load_splits
-
-    workspace = make_workspace(tiny_model_dir)
+    workspace = make_workspace(model_dir)
     data = workspace / "data"
     for name in ("train", "dev", "test", "report.json"):
         (data / "cv" / name).rename(data / name)
@@ -207,6 +205,14 @@ def test_a_format_1_workspace_still_verifies_and_loads_for_training(make_workspa
     written = write_manifest(workspace, manifest["config"], manifest["splits"], sources=manifest["sources"])
     format_1 = {key: value for key, value in written.items() if key not in ("sources", "leakage")}
     atomic_write_json(workspace / "manifest.json", {**format_1, "format_version": 1})
+    return workspace
+
+
+def test_a_format_1_workspace_still_verifies_and_loads_for_training(make_workspace, tiny_model_dir):
+    from kowhisper.training import load_splits
+
+    workspace = format_1_workspace(make_workspace, tiny_model_dir)
+    data = workspace / "data"
 
     assert load_manifest(workspace)["format_version"] == 1
     assert verify_workspace(workspace).ok
@@ -217,6 +223,17 @@ def test_a_format_1_workspace_still_verifies_and_loads_for_training(make_workspa
 
     flip_a_byte(sorted((data / "dev").glob("*.arrow"))[0])
     assert [name.split("/")[:2] for name in verify_workspace(workspace).altered] == [["data", "dev"]]
+
+
+def test_running_the_setup_again_makes_a_format_1_workspace_format_2(make_workspace, tiny_model_dir):
+    workspace = format_1_workspace(make_workspace, tiny_model_dir)
+    manifest, printed = build(workspace, tiny_model_dir)
+    assert manifest["format_version"] == 2 and [source["dir"] for source in manifest["sources"]] == ["data/cv"]
+    for name in ("train", "dev", "test", "report.json"):
+        assert f"data/{name}: left from a format-1 workspace" in printed
+        assert (workspace / "data" / name).exists()
+    assert not [name for name in manifest["files"] if name.startswith(("data/train/", "data/dev/", "data/test/"))]
+    assert verify_workspace(workspace).ok
 
 
 # ---- damaged and misplaced inputs ----------------------------------------------------------------------------
