@@ -10,9 +10,15 @@ message that names it. Field names are flat and, where Hugging Face has a name f
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
+
+from omegaconf import II, MISSING
+
+from kowhisper.workspace import SPLITS
 
 PROJECT_ROOT = Path(__file__).resolve().parent
 SAMPLE_DATA = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample"
@@ -22,6 +28,7 @@ OUTPUT_FORMATS = ("txt", "json", "srt")
 BACKENDS = ("auto", "hf", "ct2")
 METRICS = ("cer", "wer", "cer_nospace", "loss")
 ENCODER_WINDOWS = ("fit", "full")
+SOURCE_NAME_PATTERN = re.compile(r"[a-z0-9_-]+")
 
 
 STAGE_PARTS = ("decoder", "encoder", "both")
@@ -31,6 +38,54 @@ def _help(text: str, default=None, factory=None):
     if factory is not None:
         return field(default_factory=factory, metadata={"help": text})
     return field(default=default, metadata={"help": text})
+
+
+def _inherited(text: str, key: str):
+    """A dataset entry's key whose default is the flat key of the same name, resolved by OmegaConf when the config
+    is built, so `max_samples=100` on the command line reaches every entry that does not set its own."""
+    return _help(f"{text} Unset: the flat key {key}.", II(key))
+
+
+@dataclass
+class DatasetSource:
+    """One corpus of the workspace: the flat data keys of one source, a name and a mixing weight."""
+
+    name: str = _help(
+        "Short identifier: the source's folder data/<name> and its metrics (cer_<name>). Lower-case letters, digits, "
+        "'_' and '-'; unique in the list.",
+        MISSING,
+    )
+    data_source: str = _inherited("cv, mdc, hf or manifest, as data_source.", "data_source")
+    data_path: str = _inherited("As data_path.", "data_path")
+    hf_config_name: str | None = _inherited("As hf_config_name.", "hf_config_name")
+    audio_column: str = _inherited("As audio_column.", "audio_column")
+    text_column: str = _inherited("As text_column.", "text_column")
+    split_column: str = _inherited("As split_column.", "split_column")
+    train_split: str = _inherited("As train_split.", "train_split")
+    dev_split: str = _inherited("As dev_split.", "dev_split")
+    test_split: str = _inherited("As test_split.", "test_split")
+    resplit: bool = _inherited("As resplit.", "resplit")
+    split_ratios: list[float] = _inherited("As split_ratios.", "split_ratios")
+    split_seed: int = _inherited("As split_seed.", "split_seed")
+    max_samples: int | None = _inherited("As max_samples; null here means every row even when the flat key caps.", "max_samples")
+    weight: float = _help(
+        "Share of training samples drawn from this source, before the weights are normalised to sum to 1. 0: held "
+        "out (prepared and evaluated, never trained on; only its test split must have rows).",
+        1.0,
+    )
+
+    def __post_init__(self):
+        if not SOURCE_NAME_PATTERN.fullmatch(self.name or ""):
+            raise ConfigError(f"datasets: name={self.name!r} must be lower-case letters, digits, '_' or '-' (it names data/<name>)")
+        if self.name in SPLITS:
+            raise ConfigError(f"datasets: name={self.name!r} is reserved: format-1 workspaces keep a split in data/{self.name}")
+        if self.weight < 0:
+            raise ConfigError(f"datasets: {self.name} has weight={self.weight}; a weight is a share, 0 or more (0: held out)")
+        _check_source_keys(self, f"datasets: {self.name}: ")
+
+
+# The keys a DatasetSource shares with the flat keys of Config (every field but name and weight).
+SOURCE_KEYS = tuple(f.name for f in fields(DatasetSource) if f.name not in ("name", "weight"))
 
 
 @dataclass
@@ -74,6 +129,14 @@ class Config:
     max_duration_s: float = _help("Drop clips longer than this; Whisper sees 30 s windows.", 30.0)
     max_label_tokens: int = _help("Drop rows whose labels exceed this many tokens; Whisper's decoder holds 448.", 448)
     num_proc: int = _help("Worker processes for decoding audio and extracting features.", 2)
+    datasets: list[DatasetSource] = _help(
+        "Several corpora in one workspace: a list of entries, each with a name, any of the data keys above "
+        "(data_source, data_path, hf_config_name, audio_column, text_column, split_column, train_split, dev_split, "
+        "test_split, resplit, split_ratios, split_seed, max_samples) and a weight. A key an entry leaves out takes "
+        "the flat key's value. Each source is prepared, resumed and reported on its own under data/<name>. "
+        "Empty: the flat keys are the one source, named after data_source.",
+        factory=list,
+    )
 
     # ---- model (download_model.py) ------------------------------------------------------------------------
     model_name_or_path: str = _help(
@@ -95,7 +158,13 @@ class Config:
     lora_r: int = _help("LoRA rank.", 32)
     lora_alpha: int = _help("LoRA alpha (scale is alpha / r).", 64)
     lora_dropout: float = _help("Dropout on the LoRA branch.", 0.05)
-    target_modules: list[str] = _help("Module names that get LoRA adapters.", factory=lambda: ["q_proj", "v_proj"])
+    # Any, because OmegaConf has no union of a list and a string; __post_init__ checks the value.
+    target_modules: Any = _help(
+        "Modules that get LoRA adapters: a list of names (['q_proj', 'v_proj']) or, as peft takes it, one regular "
+        "expression matched against full module names ('.*encoder\\.layers.*\\.(q_proj|v_proj)': the encoder's "
+        "self-attention only; '.*encoder.*' would also catch the decoder's cross-attention, encoder_attn).",
+        factory=lambda: ["q_proj", "v_proj"],
+    )
     freeze_encoder: bool = _help(
         "Train only the decoder: LoRA goes on the decoder's target_modules alone and the encoder stays as it is "
         "(as the Hugging Face seq2seq example's freeze_encoder). Faster per step; the encoder cannot adapt to new voices.",
@@ -113,7 +182,7 @@ class Config:
     bf16: bool | None = _help("bf16 mixed precision. Unset: on where the device does bf16 natively.", None)
     cuda_visible_devices: str = _help("GPUs to use, as CUDA_VISIBLE_DEVICES; applied before CUDA starts.", "0")
 
-    # ---- encoder window (kowhisper/encoder_window.py) -------------------------------------------------------
+    # ---- encoder window (kowhisper/whisper/encoder_window.py) -------------------------------------------------------
     encoder_window: str = _help(
         "Audio the encoder sees per batch when training: 'fit' pads each batch only to its longest clip plus "
         "encoder_window_tail_frames (several times faster on short clips), 'full' to Whisper's own 30 s. The run "
@@ -207,7 +276,14 @@ class Config:
     ct2_quantization: str = _help("CTranslate2 weight type: int8, int8_float16, float16 or float32.", "int8")
 
     def __post_init__(self):
-        _check_choice("data_source", self.data_source, DATA_SOURCES)
+        _check_source_keys(self)
+        names = [source.name for source in self.datasets]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ConfigError(f"datasets: the name {', '.join(repeated)} is used twice; every source needs its own name")
+        if self.datasets and not any(source.weight > 0 for source in self.datasets):
+            raise ConfigError("datasets: every weight is 0, so nothing would be trained on; give one source a weight above 0")
+        self.target_modules = _checked_target_modules(self.target_modules)
         _check_choice("output_format", self.output_format, OUTPUT_FORMATS)
         _check_choice("backend", self.backend, BACKENDS)
         _check_choice("metric_for_best_model", self.metric_for_best_model, METRICS)
@@ -221,8 +297,6 @@ class Config:
         if self.eval_strategy == "False":
             self.eval_strategy = "no"
         _check_choice("eval_strategy", self.eval_strategy, ("no", "steps", "epoch"))
-        if len(self.split_ratios) != 3 or any(r < 0 for r in self.split_ratios) or sum(self.split_ratios) <= 0:
-            raise ConfigError(f"split_ratios must be three non-negative numbers (train, dev, test), got {self.split_ratios}")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "num_proc"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -236,8 +310,6 @@ class Config:
             raise ConfigError("freeze_encoder=true leaves the encoder without LoRA, so no stage can train 'encoder' or 'both'")
         if not 0 <= self.timestamped_label_share <= 1:
             raise ConfigError(f"timestamped_label_share is a share in [0, 1], got {self.timestamped_label_share}")
-        if self.max_samples is not None and self.max_samples < 1:
-            raise ConfigError(f"max_samples must be at least 1 or unset, got {self.max_samples}")
 
     # Derived paths live here, not as fields, so a saved config stays valid when the folder is copied elsewhere.
     @property
@@ -260,8 +332,48 @@ def _check_choice(key: str, value: str, choices) -> None:
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
 
 
+def _check_source_keys(keys, where: str = "") -> None:
+    """The data keys of the flat config and of each dataset entry obey the same rules."""
+    _check_choice(f"{where}data_source", keys.data_source, DATA_SOURCES)
+    ratios = keys.split_ratios
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
+        raise ConfigError(f"{where}split_ratios must be three non-negative numbers (train, dev, test), got {ratios}")
+    if keys.max_samples is not None and keys.max_samples < 1:
+        raise ConfigError(f"{where}max_samples must be at least 1 or unset, got {keys.max_samples}")
+
+
+def _checked_target_modules(value):
+    """A list of module names, or one regular expression (peft matches a string against full module names)."""
+    if isinstance(value, str):
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ConfigError(f"target_modules={value!r} is not a valid regular expression: {error}") from None
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(name, str) and name for name in value):
+        return list(value)
+    raise ConfigError(f"target_modules must be a list of module names or one regular expression, got {value!r}")
+
+
+def dataset_sources(config: Config) -> list[DatasetSource]:
+    """The workspace's sources: config.datasets, or, when that is empty, the flat keys as one source named after
+    data_source. Every caller selects data through this, never through the flat keys."""
+    if config.datasets:
+        return list(config.datasets)
+    return [DatasetSource(name=config.data_source, **{key: getattr(config, key) for key in SOURCE_KEYS})]
+
+
 def field_help() -> dict[str, str]:
-    return {f.name: f.metadata.get("help", "") for f in fields(Config)}
+    helps = {f.name: f.metadata.get("help", "") for f in fields(Config)}
+    helps.update({f"datasets[].{f.name}": f.metadata.get("help", "") for f in fields(DatasetSource)})
+    return helps
+
+
+def _names_existing_file(item: str) -> bool:
+    try:
+        return Path(item).exists()
+    except OSError:  # e.g. ENAMETOOLONG: a 12-name target_modules list is longer than any file name may be
+        return False
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
@@ -320,7 +432,7 @@ def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None = None)
     """
     # Intermixed, so flags may come after key=value items too: `inference.py workspace=DIR --demo server_port=8000`.
     args = parser.parse_intermixed_args(argv)
-    overrides = [item for item in args.rest if "=" in item and not Path(item).exists()]
+    overrides = [item for item in args.rest if "=" in item and not _names_existing_file(item)]
     args.paths = [item for item in args.rest if item not in overrides]
     if args.help_config:
         for name, text in field_help().items():

@@ -26,7 +26,7 @@ from utils import quiet_telemetry
 quiet_telemetry()
 
 from config import SAMPLE_DATA, load_config  # noqa: E402
-from kowhisper.workspace import SPLITS, model_dir, split_dir  # noqa: E402
+from kowhisper.workspace import SPLITS, model_dir, source_dir  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -64,14 +64,14 @@ def run_ours(rows: list[dict], processor, work: Path, num_proc: int) -> dict:
     config = load_config([f"workspace={workspace}", "data_source=manifest", f"data_path={manifest}", f"num_proc={num_proc}"])
 
     start = time.perf_counter()
-    summary = prepare_data(config)
+    summary = prepare_data(config).totals
     seconds = time.perf_counter() - start
     start = time.perf_counter()
     prepare_data(config)
     rerun_seconds = time.perf_counter() - start
 
     kept = sum(entry["kept"] for entry in summary.values())
-    stored = sum(folder_bytes(split_dir(workspace, split)) for split in SPLITS)
+    stored = sum(folder_bytes(source_dir(workspace, "manifest") / split) for split in SPLITS)
     audio_seconds = sum(entry["seconds"] for entry in summary.values())
     return {"clips": kept, "seconds": seconds, "bytes": stored, "rerun_seconds": rerun_seconds, "audio_seconds": audio_seconds}
 

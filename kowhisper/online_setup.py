@@ -34,7 +34,7 @@ def build_workspace(config) -> dict:
     workspace = config.workspace_dir
     workspace.mkdir(parents=True, exist_ok=True)
     prepare_model(config)
-    splits = prepare_data(config)
+    prepared = prepare_data(config)
     if config.wheelhouse:
         build_wheelhouse(config)
     copy_toolkit(workspace / TOOLKIT_DIR_NAME)
@@ -44,8 +44,10 @@ def build_workspace(config) -> dict:
     return write_manifest(
         workspace,
         config=recorded_config,
-        splits=splits,
-        extra={"created_with": "run_online_setup.py"},
+        splits=prepared.totals,
+        sources=[source.manifest_entry() for source in prepared.sources],
+        extra={"created_with": "run_online_setup.py", "leakage": prepared.leakage},
+        left_out=tuple(prepared.left_alone),
     )
 
 
@@ -87,9 +89,11 @@ def copy_toolkit(target: Path) -> Path:
 
 
 def summary_text(manifest: dict, workspace: Path) -> str:
+    from kowhisper.leakage import format_leakage
     from kowhisper.prepare import format_summary
 
-    lines = [f"Workspace {workspace} (format {WORKSPACE_FORMAT_VERSION})", "", format_summary(manifest["splits"])]
+    lines = [f"Workspace {workspace} (format {WORKSPACE_FORMAT_VERSION})", "", format_summary(manifest["sources"]),
+             "", format_leakage(manifest["leakage"])]
     sizes: dict[str, int] = {}
     for name, entry in manifest["files"].items():
         top = name.split("/", 1)[0] if "/" in name else "(top)"

@@ -1,14 +1,21 @@
 """Source rows -> the workspace's prepared splits: decoded, checked, featurised and saved with datasets.
 
-Each split is built in a hidden sibling folder and renamed into place only when complete, with a stamp
-(`.complete.json`) holding a fingerprint of everything that decides its content and the digest of every
-file. A later run skips a split whose stamp matches and whose files are intact; anything else is rebuilt.
-Bad rows never stop a run: each is dropped with a reason and listed in data/report.json.
+Every source of the config (config.dataset_sources) is prepared on its own into data/<name>/. Each split is
+built in a hidden sibling folder and renamed into place only when complete, with a stamp (`.complete.json`)
+holding a fingerprint of everything that decides its content and the digest of every file. A later run skips
+a split whose stamp matches and whose files are intact; anything else is rebuilt. So a second run rewrites
+nothing, and adding a source to a finished workspace prepares only that source. Bad rows never stop a run:
+each is dropped with a reason, counted in data/<name>/report.json and listed in its split's dropped.jsonl.
+
+Anything under data/ that belongs to no configured source (a source taken out of the config, or the
+data/<split> folders of a format-1 workspace) is left alone, so taking a source out by mistake costs no
+re-preparation, and left out of the manifest, so the offline box neither needs nor trusts it. The run says so.
 
 Workers are forked processes fed chunks of rows (a bounded number in flight, so hf audio bytes are read
-only as fast as they are used); the main process writes the results straight to Arrow. On the 2-core test
-machine this was as fast as datasets.map(num_proc=2) and, unlike map, needs no extra columns and filter
-pass to carry dropped rows out.
+only as fast as they are used); the main process writes the results straight into the split's Arrow shards
+(kowhisper.split_writer). On the 2-core test machine this was as fast as datasets.map(num_proc=2) and, unlike
+map, needs no extra columns and filter pass to carry dropped rows out. Memory does not grow with the number of
+clips: rows are read, processed and written a chunk at a time (bench/prepare_memory.py measures it).
 """
 
 from __future__ import annotations
@@ -19,74 +26,144 @@ import os
 import shutil
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import nullcontext
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-from datasets import Dataset, Value
-from datasets.arrow_writer import ArrowWriter
+from datasets import Value
 from tqdm.auto import tqdm
 
+from config import SOURCE_KEYS, dataset_sources
 from kowhisper.audio import SAMPLING_RATE, AudioError, load_audio
+from kowhisper.leakage import count_leakage
 from kowhisper.sources import DataError, SourceRows, load_source
+from kowhisper.split_writer import SplitWriter
 from kowhisper.text import normalize_transcript
 from kowhisper.whisper.features import LogMel, dataset_features, label_ids
-from kowhisper.workspace import SPLITS, data_dir, model_dir, report_path, split_dir
+from kowhisper.workspace import SPLITS, data_dir, model_dir, source_dir, source_report_path
 from utils import atomic_write_json, read_json, sha256_file
 
 # Bump when the same inputs would now give different stored rows, so old splits are rebuilt, not trusted.
 # 2: labels start with a space, as Whisper's own transcripts do (features.label_ids).
-PREPARED_FORMAT_VERSION = 2
+# 3: dropped rows moved from the stamp to dropped.jsonl; shards written directly, not through save_to_disk.
+PREPARED_FORMAT_VERSION = 3
 STAMP_NAME = ".complete.json"
+DROPPED_NAME = "dropped.jsonl"
 DROP_REASONS = ("missing", "empty_audio", "undecodable", "empty_text", "too_long", "labels_too_long")
 WHISPER_WINDOW_S = 30.0
 # Rows per task sent to a worker: large enough that pickling and queueing cost little beside decoding,
 # small enough that the progress bar moves and few hf audio bytes are held in flight.
 CHUNK_ROWS = 16
+# Rows each worker process handles before a fresh fork replaces it (see Workers).
+WORKER_RECYCLE_ROWS = 5_000
 
-__all__ = ["DROP_REASONS", "DataError", "format_summary", "load_processor", "prepare_data"]
+__all__ = ["DROP_REASONS", "DataError", "PreparedData", "PreparedSource", "format_summary", "load_processor", "prepare_data"]
 
 
-def prepare_data(config) -> dict:
-    """Build data/train, data/dev and data/test in config.workspace and the drop report; returns the summary
-    {split: {"kept": n, "dropped": {reason: n}, "seconds": total kept audio}}.
+@dataclass
+class PreparedSource:
+    name: str
+    weight: float
+    keys: dict  # the source's data keys (config.SOURCE_KEYS), as it was prepared with them
+    description: str
+    splits: dict  # split -> {"kept": n, "dropped": {reason: n}, "seconds": total kept audio}
 
-    Raises DataError when the source is missing or unusable, or when a split ends up with no rows (after
-    writing the report, so the reasons can be read)."""
+    def manifest_entry(self) -> dict:
+        return {"name": self.name, "weight": self.weight, "dir": source_dir(Path(), self.name).as_posix(), "description": self.description,
+                "config": self.keys, "splits": self.splits}
+
+
+@dataclass
+class PreparedData:
+    sources: list[PreparedSource]
+    leakage: list[dict]  # kowhisper.leakage.count_leakage over every ordered pair of sources
+    left_alone: list[str]  # workspace-relative paths under data/ that belong to no configured source
+
+    @property
+    def totals(self) -> dict:
+        """Per split, summed over the sources: the manifest's top-level "splits"."""
+        totals = {}
+        for split in SPLITS:
+            entries = [source.splits[split] for source in self.sources]
+            totals[split] = {
+                "kept": sum(entry["kept"] for entry in entries),
+                "dropped": {reason: sum(entry["dropped"][reason] for entry in entries) for reason in DROP_REASONS},
+                "seconds": round(sum(entry["seconds"] for entry in entries), 3),
+            }
+        return totals
+
+
+def prepare_data(config) -> PreparedData:
+    """Prepare every source of the config into data/<name>/ of config.workspace, with its drop report, and count
+    test sentences that leak into train splits.
+
+    Raises DataError when a source is missing or unusable, or when a split ends up with no rows (after writing
+    the reports, so the reasons can be read): every split of a trained source, the test split of a held-out one."""
     if config.max_duration_s > WHISPER_WINDOW_S:
         raise DataError(f"max_duration_s={config.max_duration_s} is over Whisper's {WHISPER_WINDOW_S:.0f} s window; "
                         "longer clips would be cut while their labels are not")
     workspace = config.workspace_dir
-    source = load_source(config)
-    print(f"source: {source.description}")
-    for note in source.notes:
-        print(f"note: {note}")
+    sources = dataset_sources(config)
     pipeline = RowPipeline.from_processor(load_processor(config), config)
+    with Workers(pipeline, config.num_proc) as workers:
+        prepared = [_prepare_source(workspace, source, config.language_abbr, pipeline, workers) for source in sources]
 
-    _remove_leftover_temporaries(workspace)
+    left_alone = _left_alone(workspace, [source.name for source in sources])
+    leakage = count_leakage([(source.name, source_dir(workspace, source.name)) for source in sources])
+    empty = [(source, split) for source in prepared for split in (SPLITS if source.weight > 0 else ("test",))
+             if source.splits[split]["kept"] == 0]
+    if empty:
+        details = "; ".join(f"{source.name}/{split} ({_drop_text(source.splits[split]['dropped']) or 'no source rows'})"
+                            for source, split in empty)
+        reports = ", ".join(str(source_report_path(workspace, name)) for name in dict.fromkeys(source.name for source, _ in empty))
+        raise DataError(f"no usable rows in {details}; see {reports}")
+    return PreparedData(prepared, leakage, left_alone)
+
+
+def _prepare_source(workspace: Path, source, language_abbr: str, pipeline: RowPipeline, workers: Workers) -> PreparedSource:
+    try:
+        rows = load_source(source, workspace, language_abbr)
+    except DataError as error:
+        raise DataError(f"source {source.name!r}: {error}") from None
+    print(f"source {source.name}: {rows.description}")
+    for note in rows.notes:
+        print(f"note: {source.name}: {note}")
+
+    folder = source_dir(workspace, source.name)
+    _remove_leftover_temporaries(folder)
     stamps = {}
-    with _worker_pool(pipeline, config.num_proc) as pool:
-        for split in SPLITS:
-            rows = source.splits[split]
-            fingerprint = split_fingerprint(rows, source, pipeline)
-            stamps[split] = _completed_stamp(split_dir(workspace, split), fingerprint)
-            if stamps[split] is not None:
-                print(f"{split}: skip, already prepared ({stamps[split]['summary']['kept']} clips, inputs unchanged)")
-                continue
-            stamps[split] = _build_split(workspace, split, rows, pipeline, pool, config.num_proc, fingerprint)
+    for split in SPLITS:
+        label = f"{source.name}/{split}"
+        fingerprint = split_fingerprint(rows.splits[split], rows, pipeline)
+        stamps[split] = _completed_stamp(folder / split, fingerprint, label)
+        if stamps[split] is not None:
+            print(f"{label}: skip, already prepared ({stamps[split]['summary']['kept']} clips, inputs unchanged)")
+            continue
+        stamps[split] = _build_split(folder, split, label, rows.splits[split], pipeline, workers, fingerprint)
 
     summary = {split: stamps[split]["summary"] for split in SPLITS}
+    keys = {key: getattr(source, key) for key in SOURCE_KEYS}
     report = {
-        "source": {"data_source": config.data_source, "data_path": config.data_path, "description": source.description},
+        "source": {"name": source.name, **keys, "description": rows.description},
+        "notes": rows.notes,
         "splits": summary,
-        "dropped": [row for split in SPLITS for row in stamps[split]["dropped_rows"]],
+        "dropped_rows": {split: f"{split}/{DROPPED_NAME}" for split in SPLITS},
     }
-    _write_json_if_changed(report_path(workspace), report)
-    empty = [split for split in SPLITS if summary[split]["kept"] == 0]
-    if empty:
-        details = "; ".join(f"{split} ({_drop_text(summary[split]['dropped']) or 'no source rows'})" for split in empty)
-        raise DataError(f"no usable rows in {details}; see {report_path(workspace)}")
-    return summary
+    _write_json_if_changed(source_report_path(workspace, source.name), report)
+    return PreparedSource(source.name, source.weight, keys, rows.description, summary)
+
+
+def _left_alone(workspace: Path, names: list[str]) -> list[str]:
+    folder = data_dir(workspace)
+    stale = [path for path in sorted(folder.iterdir()) if path.name not in names and not path.name.startswith(".")]
+    for path in stale:
+        if path.name in (*SPLITS, "report.json"):  # names no source may take (config.DatasetSource)
+            print(f"data/{path.name}: left from a format-1 workspace, whose one source lived in data/<split>; left alone "
+                  "and left out of the manifest. Delete it to free the space.")
+        else:
+            print(f"data/{path.name}: not one of this config's sources ({', '.join(names)}); left alone and left out of "
+                  "the manifest. Delete it to free the space, or list its source again to use it.")
+    return [f"data/{path.name}" for path in stale]
 
 
 def load_processor(config):
@@ -104,11 +181,19 @@ def load_processor(config):
         ) from None
 
 
-def format_summary(summary: dict) -> str:
-    """The per-split table download_data.py and run_online_setup.py print."""
-    lines = [f"{'split':<6} {'kept':>7} {'hours':>7}  dropped"]
-    for split, entry in summary.items():
-        lines.append(f"{split:<6} {entry['kept']:>7} {entry['seconds'] / 3600:>7.2f}  {_drop_text(entry['dropped']) or '-'}")
+def format_summary(sources: list[dict]) -> str:
+    """The table download_data.py and run_online_setup.py print: kept, hours and drops per source and split, then
+    each source's weight and its share of training samples. `sources` are manifest entries (name, weight, splits)."""
+    width = max([6, *(len(entry["name"]) for entry in sources)])
+    lines = [f"{'source':<{width}} {'split':<5} {'kept':>8} {'hours':>8}  dropped"]
+    for entry in sources:
+        for split, counts in entry["splits"].items():
+            lines.append(f"{entry['name']:<{width}} {split:<5} {counts['kept']:>8} {counts['seconds'] / 3600:>8.2f}  "
+                         f"{_drop_text(counts['dropped']) or '-'}")
+    total_weight = sum(entry["weight"] for entry in sources)
+    shares = [f"{entry['name']} {entry['weight']:g} ({100 * entry['weight'] / total_weight:.0f}%)" if entry["weight"] > 0
+              else f"{entry['name']} 0 (held out: evaluated, not trained on)" for entry in sources]
+    lines.append("training weights: " + ", ".join(shares))
     return "\n".join(lines)
 
 
@@ -205,28 +290,56 @@ def _process_chunk(rows: list[dict]) -> list[tuple[dict | None, dict | None]]:
     return [_worker_pipeline(row) for row in rows]
 
 
-def _worker_pool(pipeline: RowPipeline, num_proc: int):
-    if num_proc == 1:
-        return nullcontext(None)
-    # fork: workers inherit the tokenizer and mel filters instead of re-importing torch and transformers.
-    # The executor starts its processes on the first task, so a run that skips every split forks nothing.
-    return ProcessPoolExecutor(num_proc, mp_context=get_context("fork"), initializer=_start_worker, initargs=(pipeline,))
+class Workers:
+    """num_proc forked worker processes turning chunks of rows into results.
 
+    Each worker is replaced by a fresh fork after WORKER_RECYCLE_ROWS rows, because a worker's memory creeps
+    up with the clips it decodes: one worker's RssAnon rose 28 MiB over 6,000 sample clips, and torchcodec
+    decoding alone kept about 0.8 KB per clip that malloc_trim did not give back (16,000 decodes). Over a
+    620k-clip corpus that would be hundreds of MB per worker. With num_proc=1 the one worker still runs apart,
+    so the main process, which forks the fresh workers, stays flat too."""
 
-def _outcomes(rows, pipeline: RowPipeline, pool: ProcessPoolExecutor | None, num_proc: int):
-    """Results chunk by chunk, in row order, with at most two chunks per worker read ahead."""
-    chunks = (_read_chunk(rows, start) for start in range(0, len(rows), CHUNK_ROWS))
-    if pool is None:
-        for chunk in chunks:
-            yield [pipeline(row) for row in chunk]
-        return
-    in_flight = deque()
-    for chunk in chunks:
-        in_flight.append(pool.submit(_process_chunk, chunk))
-        if len(in_flight) >= 2 * num_proc:
+    def __init__(self, pipeline: RowPipeline, num_proc: int):
+        self.pipeline = pipeline
+        self.num_proc = num_proc
+        self._executor: ProcessPoolExecutor | None = None
+        self._rows_submitted = 0
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop()
+
+    def results(self, rows):
+        """Results chunk by chunk, in row order, with at most two chunks per worker read ahead."""
+        in_flight = deque()
+        for start in range(0, len(rows), CHUNK_ROWS):
+            if self._rows_submitted >= WORKER_RECYCLE_ROWS * self.num_proc:
+                while in_flight:
+                    yield in_flight.popleft().result()
+                self._stop()
+            chunk = _read_chunk(rows, start)
+            in_flight.append(self._pool().submit(_process_chunk, chunk))
+            self._rows_submitted += len(chunk)
+            if len(in_flight) >= 2 * self.num_proc:
+                yield in_flight.popleft().result()
+        while in_flight:
             yield in_flight.popleft().result()
-    while in_flight:
-        yield in_flight.popleft().result()
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            # fork: workers inherit the tokenizer and mel filters instead of re-importing torch and transformers.
+            # Started on the first chunk, so a run that skips every split forks nothing.
+            self._executor = ProcessPoolExecutor(self.num_proc, mp_context=get_context("fork"), initializer=_start_worker,
+                                                 initargs=(self.pipeline,))
+            self._rows_submitted = 0
+        return self._executor
+
+    def _stop(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
+            self._executor = None
 
 
 def _read_chunk(rows, start: int) -> list[dict]:
@@ -258,76 +371,69 @@ def _file_size(path: str) -> int:
         return -1
 
 
-def _build_split(workspace: Path, split: str, rows, pipeline: RowPipeline, pool, num_proc: int, fingerprint: str) -> dict:
-    staging, arrow_file = _temporaries(workspace, split)
-    staging.parent.mkdir(parents=True, exist_ok=True)
-    kept, seconds, dropped_rows = 0, 0.0, []
-    with ArrowWriter(features=dataset_features(pipeline.n_mels), path=str(arrow_file)) as writer:
-        with tqdm(total=len(rows), desc=f"preparing {split}", unit="clip") as progress:
-            for results in _outcomes(rows, pipeline, pool, num_proc):
+def _build_split(folder: Path, split: str, label: str, rows, pipeline: RowPipeline, workers: Workers, fingerprint: str) -> dict:
+    staging = folder / f".{split}.tmp"
+    writer = SplitWriter(staging, dataset_features(pipeline.n_mels), fingerprint)
+    kept, seconds, counts = 0, 0.0, Counter()
+    # Dropped rows go to their file as they come: a source whose every row is missing (a wrong audio folder,
+    # say) must not pile up 620k records in memory.
+    with open(staging / DROPPED_NAME, "w", encoding="utf-8") as dropped_file:
+        with tqdm(total=len(rows), desc=f"preparing {label}", unit="clip") as progress:
+            for results in workers.results(rows):
                 for stored, dropped in results:
                     if stored is not None:
                         writer.write(stored)
                         kept += 1
                         seconds += stored["duration"]
                     else:
-                        dropped_rows.append({"split": split, **dropped})
+                        counts[dropped["reason"]] += 1
+                        dropped_file.write(json.dumps({"split": split, **dropped}, ensure_ascii=False) + "\n")
                 progress.update(len(results))
-        writer.finalize()
-    Dataset.from_file(str(arrow_file)).save_to_disk(str(staging))
-    arrow_file.unlink()
+    writer.close()
 
-    counts = Counter(row["reason"] for row in dropped_rows)
     stamp = {
         "format_version": PREPARED_FORMAT_VERSION,
         "fingerprint": fingerprint,
         "summary": {"kept": kept, "dropped": {reason: counts[reason] for reason in DROP_REASONS}, "seconds": round(seconds, 3)},
-        "dropped_rows": dropped_rows,
         "files": {path.name: {"size": path.stat().st_size, "sha256": sha256_file(path)} for path in sorted(staging.iterdir())},
     }
     atomic_write_json(staging / STAMP_NAME, stamp)
-    final = split_dir(workspace, split)
+    final = folder / split
     if final.exists():
         shutil.rmtree(final)
     os.replace(staging, final)
     reasons = _drop_text(stamp["summary"]["dropped"])
-    print(f"{split}: {kept} clips kept, {len(dropped_rows)} dropped" + (f" ({reasons})" if reasons else ""))
+    dropped_count = sum(counts.values())
+    print(f"{label}: {kept} clips kept, {dropped_count} dropped" + (f" ({reasons})" if reasons else ""))
     return stamp
 
 
-def _completed_stamp(folder: Path, fingerprint: str) -> dict | None:
+def _completed_stamp(folder: Path, fingerprint: str, label: str) -> dict | None:
     """The split's stamp if it was finished from these same inputs and no file has changed since, else None."""
     if not folder.is_dir():
         return None
     try:
         stamp = read_json(folder / STAMP_NAME)
     except (OSError, ValueError):
-        print(f"{folder.name}: no completion stamp, rebuilding")
+        print(f"{label}: no completion stamp, rebuilding")
         return None
     if stamp.get("fingerprint") != fingerprint or stamp.get("format_version") != PREPARED_FORMAT_VERSION:
-        print(f"{folder.name}: inputs or settings changed, rebuilding")
+        print(f"{label}: inputs or settings changed, rebuilding")
         return None
     for name, entry in stamp["files"].items():
         path = folder / name
         if not path.is_file() or path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
-            print(f"{folder.name}: {name} is missing or altered, rebuilding")
+            print(f"{label}: {name} is missing or altered, rebuilding")
             return None
     return stamp
 
 
-def _temporaries(workspace: Path, split: str) -> tuple[Path, Path]:
-    folder = data_dir(workspace)
-    return folder / f".{split}.tmp", folder / f".{split}.rows.tmp"
-
-
-def _remove_leftover_temporaries(workspace: Path) -> None:
+def _remove_leftover_temporaries(folder: Path) -> None:
     """What a killed run left half-written is never trusted."""
     for split in SPLITS:
-        for path in _temporaries(workspace, split):
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+        staging = folder / f".{split}.tmp"
+        if staging.is_dir():
+            shutil.rmtree(staging)
 
 
 def _write_json_if_changed(path: Path, data) -> None:

@@ -2,7 +2,13 @@
 
 A split's rows are a `datasets.Dataset` with the columns id, text and audio. Audio is a file path (Common
 Voice, manifests) or datasets' undecoded audio `{"bytes", "path"}` (hf). Rows stay in Arrow rather than in
-Python lists so that a 50-hour parquet dataset can be split and sliced without holding its audio in memory.
+Python lists so that a 50-hour parquet dataset can be split and sliced without holding its audio in memory;
+TSV and manifest rows are written to Arrow files in the workspace cache as they are read, so a 620k-row
+KsponSpeech list is not held in memory either.
+
+Input that cannot be read (a tarball cut short by an interrupted download, a damaged parquet file, a TSV or
+manifest that is not UTF-8 text or not well-formed, a path that climbs out of its folder) stops with a
+DataError naming the file and what to do, never a traceback.
 
     cv        a Common Voice release directory or tarball (cv-corpus-*/<lang>/{train,dev,test,validated}.tsv)
     mdc       the same release, downloaded with the Mozilla Data Collective client
@@ -13,15 +19,22 @@ Python lists so that a 50-hour parquet dataset can be split and sliced without h
 from __future__ import annotations
 
 import csv
+import filecmp
+import gzip
+import itertools
 import json
+import lzma
 import os
+import posixpath
 import shutil
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from datasets import Audio, Dataset, DatasetDict, Value, concatenate_datasets
+from datasets import Audio, Dataset, DatasetDict, Features, Value, concatenate_datasets
+from datasets.arrow_writer import ArrowWriter
 
 from kowhisper.workspace import SPLITS
 
@@ -29,6 +42,10 @@ CACHE_DIR_NAME = ".cache"
 _EXTRACTED_MARKER = ".extracted"
 _TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _CV_SPLIT_FILES = ("train", "dev", "test")
+ROW_FEATURES = Features({"id": Value("string"), "text": Value("string"), "audio": Value("string")})
+# What a damaged or cut-short tarball raises besides tarfile's own ReadError: EOFError from the gzip, bzip2
+# and xz decoders at a truncation, zlib.error and LZMAError for a damaged stream, BadGzipFile for a bad header.
+_DAMAGED_ARCHIVE_ERRORS = (tarfile.ReadError, tarfile.CompressionError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
 
 
 class DataError(RuntimeError):
@@ -57,28 +74,36 @@ def cache_dir(workspace: Path) -> Path:
     return Path(workspace) / CACHE_DIR_NAME
 
 
-def load_source(config) -> SourceRows:
+def load_source(source, workspace: Path, language_abbr: str) -> SourceRows:
+    """The rows of one config.DatasetSource. `workspace` holds the cache of downloads and row files;
+    `language_abbr` picks the language folder of a Common Voice release."""
     loaders = {"cv": _load_cv, "mdc": _load_mdc, "hf": _load_hf, "manifest": _load_manifest}
-    loaded = loaders[config.data_source](config)
-    splits, notes = assign_splits(loaded, config)
-    splits = {name: cap_rows(rows, config.max_samples, config.split_seed) for name, rows in splits.items()}
+    loaded = loaders[source.data_source](source, _SourceContext(cache_dir(workspace), language_abbr))
+    splits, notes = assign_splits(loaded, source)
+    splits = {name: cap_rows(rows, source.max_samples, source.split_seed) for name, rows in splits.items()}
     return SourceRows(splits=splits, description=loaded.description, identity=loaded.identity, notes=notes)
+
+
+@dataclass
+class _SourceContext:
+    cache: Path  # the workspace's cache_dir
+    language_abbr: str
 
 
 # ---- splitting -----------------------------------------------------------------------------------------------
 
 
-def assign_splits(loaded: _Loaded, config) -> tuple[dict[str, Dataset], list[str]]:
+def assign_splits(loaded: _Loaded, source) -> tuple[dict[str, Dataset], list[str]]:
     """Map source splits onto train/dev/test. With resplit, or a source without splits, every row is pooled
     and split by ratio; a configured split the source lacks (or an empty name) is carved from train."""
-    ratios = dict(zip(SPLITS, config.split_ratios))
-    if config.resplit or not loaded.has_splits:
+    ratios = dict(zip(SPLITS, source.split_ratios))
+    if source.resplit or not loaded.has_splits:
         pool = _concatenate(list(loaded.splits.values()))
-        why = "resplit=true" if config.resplit else "the source has no splits"
-        note = f"{why}: re-split {len(pool)} rows by split_ratios {config.split_ratios} (seed {config.split_seed})"
-        return split_by_ratio(pool, ratios, config.split_seed), [note]
+        why = "resplit=true" if source.resplit else "the source has no splits"
+        note = f"{why}: re-split {len(pool)} rows by split_ratios {source.split_ratios} (seed {source.split_seed})"
+        return split_by_ratio(pool, ratios, source.split_seed), [note]
 
-    names = {"train": config.train_split, "dev": config.dev_split, "test": config.test_split}
+    names = {"train": source.train_split, "dev": source.dev_split, "test": source.test_split}
     available = ", ".join(sorted(loaded.splits)) or "none"
     if names["train"] not in loaded.splits:
         raise DataError(
@@ -92,8 +117,8 @@ def assign_splits(loaded: _Loaded, config) -> tuple[dict[str, Dataset], list[str
     notes = []
     for split in missing:
         reason = f"the source has no split {names[split]!r} (it has: {available})" if names[split] else f"{split}_split is empty"
-        notes.append(f"{reason}: carving {split} from train by split_ratios (seed {config.split_seed})")
-    carved = split_by_ratio(assigned["train"], {split: ratios[split] for split in ["train", *missing]}, config.split_seed)
+        notes.append(f"{reason}: carving {split} from train by split_ratios (seed {source.split_seed})")
+    carved = split_by_ratio(assigned["train"], {split: ratios[split] for split in ["train", *missing]}, source.split_seed)
     return {**assigned, **carved}, notes
 
 
@@ -117,22 +142,94 @@ def _concatenate(parts: list[Dataset]) -> Dataset:
     return parts[0] if len(parts) == 1 else concatenate_datasets(parts)
 
 
-def _rows(ids: list[str], texts: list[str], audio: list[str]) -> Dataset:
-    return Dataset.from_dict({"id": ids, "text": texts, "audio": audio})
+class _RowFiles:
+    """Rows of a source, one Arrow file per source split, written as they are read and memory-mapped back.
+
+    A file whose rows are the same as the last run's is left as it was, so a re-run changes nothing in the
+    workspace, not even here. A changed one is renamed over the old, so a dataset still mapping the old file
+    (an earlier load in the same process) keeps reading it intact."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.writers: dict[str, ArrowWriter] = {}
+
+    def open(self, split: str) -> ArrowWriter:
+        if split not in self.writers:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.writers[split] = ArrowWriter(features=ROW_FEATURES, path=str(self._path(split, ".tmp")))
+        return self.writers[split]
+
+    def add(self, split: str, row_id: str, text: str, audio: str) -> None:
+        self.open(split).write({"id": row_id, "text": text, "audio": audio})
+
+    def finish(self) -> dict[str, Dataset]:
+        splits = {}
+        for split, writer in self.writers.items():
+            writer.finalize()
+            fresh, path = self._path(split, ".tmp"), self._path(split)
+            if path.is_file() and filecmp.cmp(fresh, path, shallow=False):
+                fresh.unlink()
+            else:
+                os.replace(fresh, path)
+            splits[split] = Dataset.from_file(str(path))
+        for stale in set(self.folder.glob("*.arrow")) - {self._path(split) for split in self.writers}:
+            stale.unlink()
+        return splits
+
+    def _path(self, split: str, suffix: str = "") -> Path:
+        # Split values come from a user's manifest; as hex they cannot name a path outside the folder.
+        return self.folder / (f"{split.encode('utf-8').hex() or 'empty'}.arrow" + suffix)
+
+
+def _row_files(source, context: _SourceContext) -> _RowFiles:
+    return _RowFiles(context.cache / "rows" / source.name)
+
+
+def _inside(folder: Path, relative: str, where: str) -> Path:
+    """`folder`/`relative`, refused when `relative` climbs out of `folder` ('..' or an absolute path). Checked on
+    the names, as for tarball members: a symlink the user put inside the folder may point anywhere."""
+    if PurePosixPath(relative).is_absolute() or posixpath.normpath(relative).split("/")[0] == "..":
+        raise DataError(
+            f"{where}: the audio path {relative!r} leads outside {folder}; a relative path must stay inside its "
+            "folder (give an absolute path if that file is really meant)"
+        )
+    return folder / relative
+
+
+def _table_records(path: Path, delimiter: str, quoting: int, kind: str, required: tuple[str, ...] = ()):
+    """(line number, record) of a CSV or TSV with a header; every way the file can be unreadable is a DataError."""
+    reader = None
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle, delimiter=delimiter, quoting=quoting)
+            missing = [column for column in required if column not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(f"{path} lacks the {kind} column(s) {', '.join(missing)}")
+            for record in reader:
+                yield reader.line_num, record
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason}): it is damaged or not a {kind}; "
+                        "download or export it again") from None
+    except csv.Error as error:
+        # line_num counts the lines of the records read whole; the bad one starts on the next.
+        line = f" at line {reader.line_num + 1}" if reader is not None else ""
+        raise DataError(f"{path} is not a well-formed {kind}{line} ({error}); fix it or export it again") from None
+    except OSError as error:
+        raise DataError(f"cannot read {path}: {error.strerror or error}") from None
 
 
 # ---- cv: Common Voice release --------------------------------------------------------------------------------
 
 
-def _load_cv(config) -> _Loaded:
-    path = Path(config.data_path).expanduser()
+def _load_cv(source, context: _SourceContext) -> _Loaded:
+    path = Path(source.data_path).expanduser()
     if not path.exists():
         raise DataError(f"Common Voice release not found: {path} (data_path). Give the release directory or its .tar.gz.")
     if path.is_file():
         if not path.name.endswith(_TARBALL_SUFFIXES):
             raise DataError(f"{path} (data_path) is a file but not a .tar.gz/.tgz/.tar Common Voice release")
-        return _load_cv_release(extract_tarball(path, cache_dir(config.workspace_dir) / "cv"), config, f"tarball {path}")
-    return _load_cv_release(path, config, str(path.resolve()))
+        return _load_cv_release(extract_tarball(path, context.cache / "cv"), source, context, f"tarball {path}")
+    return _load_cv_release(path, source, context, str(path.resolve()))
 
 
 def find_cv_release(root: Path, language_abbr: str) -> Path:
@@ -147,33 +244,33 @@ def find_cv_release(root: Path, language_abbr: str) -> Path:
     )
 
 
-def _load_cv_release(root: Path, config, origin: str) -> _Loaded:
-    release = find_cv_release(root, config.language_abbr)
+def _load_cv_release(root: Path, source, context: _SourceContext, origin: str) -> _Loaded:
+    release = find_cv_release(root, context.language_abbr)
     description = f"Common Voice release {origin}" + (f" ({release.relative_to(root)})" if release != root else "")
-    if config.resplit and (release / "validated.tsv").is_file():
+    if source.resplit and (release / "validated.tsv").is_file():
         # validated.tsv holds every validated clip; train/dev/test keep one clip per sentence and are much smaller.
         names = ["validated"]
     else:
-        wanted = [config.train_split, config.dev_split, config.test_split]
+        wanted = [source.train_split, source.dev_split, source.test_split]
         names = [name for name in dict.fromkeys(wanted) if name and (release / f"{name}.tsv").is_file()]
-    return _Loaded({name: _read_cv_tsv(release, name) for name in names}, description)
+    rows = _row_files(source, context)
+    for name in names:
+        _read_cv_tsv(release, name, rows)
+    return _Loaded(rows.finish(), description)
 
 
-def _read_cv_tsv(release: Path, name: str) -> Dataset:
+def _read_cv_tsv(release: Path, name: str, rows: _RowFiles) -> None:
     tsv = release / f"{name}.tsv"
     clips = release / "clips"
-    ids, texts, audio = [], [], []
+    rows.open(name)  # a TSV with a header alone is an empty split, not a missing one
     # QUOTE_NONE: Common Voice sentences contain unbalanced quotes, which the default dialect would swallow.
-    with open(tsv, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        missing_columns = {"path", "sentence"} - set(reader.fieldnames or [])
-        if missing_columns:
-            raise DataError(f"{tsv} lacks the Common Voice column(s) {', '.join(sorted(missing_columns))}")
-        for row in reader:
-            ids.append(PurePosixPath(row["path"]).stem)
-            texts.append(row["sentence"] or "")
-            audio.append(str(clips / row["path"]))
-    return _rows(ids, texts, audio)
+    for line, record in _table_records(tsv, "\t", csv.QUOTE_NONE, "Common Voice TSV", required=("path", "sentence")):
+        # Every row of a release has every column; fewer means the file was cut short in the middle of a line.
+        if None in record.values():
+            raise DataError(f"{tsv} line {line} has fewer columns than its header: the file is cut short or damaged; "
+                            "download the release again")
+        audio = _inside(clips, record["path"], f"{tsv} line {line}")
+        rows.add(name, PurePosixPath(record["path"]).stem, record["sentence"], str(audio))
 
 
 def extract_tarball(tarball: Path, cache: Path) -> Path:
@@ -190,9 +287,15 @@ def extract_tarball(tarball: Path, cache: Path) -> Path:
     try:
         with tarfile.open(tarball, "r:*") as archive:
             archive.extractall(target, filter=_safe_member)
-    except (tarfile.TarError, OSError) as error:
+    except tarfile.FilterError as error:
         shutil.rmtree(target, ignore_errors=True)
         raise DataError(f"cannot extract {tarball}: {error}") from None
+    except (*_DAMAGED_ARCHIVE_ERRORS, OSError) as error:
+        shutil.rmtree(target, ignore_errors=True)
+        if isinstance(error, OSError) and error.errno is not None:  # the disk, not the archive: full, read-only, ...
+            raise DataError(f"cannot extract {tarball} into {target}: {error.strerror}") from None
+        raise DataError(f"{tarball} is damaged or incomplete ({type(error).__name__}: {error}), as an interrupted "
+                        "download leaves it: download it again") from None
     (target / _EXTRACTED_MARKER).write_text(tarball.name + "\n", encoding="utf-8")
     return target
 
@@ -210,7 +313,7 @@ def _safe_member(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
 MDC_KEY_VARIABLE = "MDC_API_KEY"
 
 
-def _load_mdc(config) -> _Loaded:
+def _load_mdc(source, context: _SourceContext) -> _Loaded:
     if not os.environ.get(MDC_KEY_VARIABLE):
         raise DataError(
             f"data_source=mdc needs a Mozilla Data Collective API key in the environment variable {MDC_KEY_VARIABLE} "
@@ -219,43 +322,73 @@ def _load_mdc(config) -> _Loaded:
         )
     from datacollective import download_dataset
 
-    downloads = cache_dir(config.workspace_dir) / "mdc"
+    downloads = context.cache / "mdc"
     downloads.mkdir(parents=True, exist_ok=True)
     try:
         # The client skips a download whose archive is already complete and resumes an interrupted one.
-        archive = download_dataset(config.data_path, download_directory=str(downloads), show_progress=True)
+        archive = download_dataset(source.data_path, download_directory=str(downloads), show_progress=True)
     except Exception as error:  # the client raises HTTP, permission and not-found errors of several types
-        raise DataError(f"Mozilla Data Collective download of dataset {config.data_path!r} failed: {error}") from error
-    release = extract_tarball(Path(archive), cache_dir(config.workspace_dir) / "cv")
-    return _load_cv_release(release, config, f"MDC dataset {config.data_path}")
+        raise DataError(f"Mozilla Data Collective download of dataset {source.data_path!r} failed: {error}") from error
+    release = extract_tarball(Path(archive), context.cache / "cv")
+    return _load_cv_release(release, source, context, f"MDC dataset {source.data_path}")
 
 
 # ---- hf: a datasets dataset ----------------------------------------------------------------------------------
 
 
-def _load_hf(config) -> _Loaded:
+def _load_hf(source, context: _SourceContext) -> _Loaded:
     import datasets
 
-    path = Path(config.data_path).expanduser()
-    hf_cache = str(cache_dir(config.workspace_dir) / "hf")
+    path = Path(source.data_path).expanduser()
+    hf_cache = str(context.cache / "hf")
     try:
         if path.is_dir() and any((path / name).is_file() for name in ("dataset_dict.json", "state.json")):
+            check_data_files(path)
             loaded = datasets.load_from_disk(str(path))
         elif path.is_dir():
+            check_data_files(path)
             loaded = datasets.load_dataset(_file_format(path), data_dir=str(path), cache_dir=hf_cache)
         elif path.exists():
             raise DataError(f"{path} (data_path) is a file; data_source=hf takes a directory or a Hub dataset id")
         else:
-            loaded = datasets.load_dataset(config.data_path, config.hf_config_name, cache_dir=hf_cache)
+            loaded = datasets.load_dataset(source.data_path, source.hf_config_name, cache_dir=hf_cache)
     except DataError:
         raise
     except Exception as error:  # datasets raises FileNotFoundError, DatasetNotFoundError, ConnectionError, ...
-        raise DataError(f"cannot load the dataset {config.data_path!r} (data_path): {type(error).__name__}: {error}") from None
-    description = f"dataset {config.data_path}" + (f" ({config.hf_config_name})" if config.hf_config_name else "")
+        cause = error.__cause__ or error  # DatasetGenerationError wraps the reader's own error
+        raise DataError(f"cannot load the dataset {source.data_path!r} (data_path): {type(cause).__name__}: {cause}") from None
+    description = f"dataset {source.data_path}" + (f" ({source.hf_config_name})" if source.hf_config_name else "")
     if isinstance(loaded, DatasetDict):
-        splits = {name: _hf_rows(rows, config, name) for name, rows in loaded.items()}
+        splits = {name: _hf_rows(rows, source, name) for name, rows in loaded.items()}
         return _Loaded(splits, description, identity=_fingerprints(loaded))
-    return _Loaded({"all": _hf_rows(loaded, config, "all")}, description, has_splits=False, identity=loaded._fingerprint)
+    return _Loaded({"all": _hf_rows(loaded, source, "all")}, description, has_splits=False, identity=loaded._fingerprint)
+
+
+def check_data_files(directory: Path) -> None:
+    """Open every parquet and Arrow file of a local dataset, so a damaged one is named before datasets reads
+    them: its own error does not say which file failed. Parquet is checked by its footer (written last, so a
+    cut-short file has none), Arrow by reading its record batches through a memory map (no data copied)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def damaged(file: Path, error: Exception) -> DataError:
+        return DataError(f"{file} is damaged or incomplete ({type(error).__name__}: {error}): download or export it again")
+
+    for file in sorted(directory.rglob("*.parquet")):
+        try:
+            pq.read_metadata(file)
+        except (pa.ArrowException, OSError) as error:
+            raise damaged(file, error) from None
+    for file in sorted(directory.rglob("*.arrow")):
+        try:
+            with pa.memory_map(str(file)) as mapped:
+                try:
+                    pa.ipc.open_stream(mapped).read_all()
+                except pa.ArrowInvalid:  # datasets writes the stream format; other tools write the file format
+                    mapped.seek(0)
+                    pa.ipc.open_file(mapped).read_all()
+        except (pa.ArrowException, OSError) as error:
+            raise damaged(file, error) from None
 
 
 def _file_format(directory: Path) -> str:
@@ -269,85 +402,99 @@ def _fingerprints(loaded: DatasetDict) -> str:
     return json.dumps({name: rows._fingerprint for name, rows in sorted(loaded.items())})
 
 
-def _hf_rows(rows: Dataset, config, split: str) -> Dataset:
+def _hf_rows(rows: Dataset, source, split: str) -> Dataset:
     columns = rows.column_names
     for key in ("audio_column", "text_column"):
-        if getattr(config, key) not in columns:
-            raise DataError(f"{key}={getattr(config, key)!r} is not a column of split {split!r}; its columns are: {', '.join(columns)}")
-    audio_feature = rows.features[config.audio_column]
+        if getattr(source, key) not in columns:
+            raise DataError(f"{key}={getattr(source, key)!r} is not a column of split {split!r}; its columns are: {', '.join(columns)}")
+    audio_feature = rows.features[source.audio_column]
     if isinstance(audio_feature, Audio):
         # Undecoded, so audio goes through kowhisper.audio like every other source and fails the same way.
-        rows = rows.cast_column(config.audio_column, Audio(decode=False))
+        rows = rows.cast_column(source.audio_column, Audio(decode=False))
     elif not (isinstance(audio_feature, Value) and audio_feature.dtype in ("string", "large_string")):
-        raise DataError(f"audio_column={config.audio_column!r} holds {audio_feature}; expected an Audio column or file paths")
-    if "id" in columns and config.audio_column != "id" and config.text_column != "id":
-        ids = [str(value) for value in rows["id"]]
+        raise DataError(f"audio_column={source.audio_column!r} holds {audio_feature}; expected an Audio column or file paths")
+    if "id" in columns and source.audio_column != "id" and source.text_column != "id":
+        # An Arrow cast of the one column, rather than a Python list of every id.
+        rows = rows.cast_column("id", Value("string")).select_columns(["id", source.audio_column, source.text_column])
     else:
-        ids = [f"{split}-{index:06d}" for index in range(len(rows))]
-    rows = rows.select_columns([config.audio_column, config.text_column])
-    rows = rows.rename_columns({config.audio_column: "audio", config.text_column: "text"})
-    return rows.add_column("id", ids).select_columns(["id", "text", "audio"])
+        rows = rows.select_columns([source.audio_column, source.text_column])
+        rows = rows.add_column("id", [f"{split}-{index:06d}" for index in range(len(rows))])
+    rows = rows.rename_columns({source.audio_column: "audio", source.text_column: "text"})
+    return rows.select_columns(["id", "text", "audio"])
 
 
 # ---- manifest: CSV / TSV / JSONL -----------------------------------------------------------------------------
 
 
-def _load_manifest(config) -> _Loaded:
-    manifest = Path(config.data_path).expanduser()
+def _load_manifest(source, context: _SourceContext) -> _Loaded:
+    manifest = Path(source.data_path).expanduser()
     if not manifest.is_file():
         raise DataError(f"manifest not found: {manifest} (data_path)")
-    records = _read_manifest(manifest)
-    if not records:
+    records = _manifest_records(manifest)
+    first = next(records, None)
+    if first is None:
         raise DataError(f"manifest {manifest} has no rows")
-    present = set(records[0])
+    present = set(first[1])
     for key in ("audio_column", "text_column"):
-        if getattr(config, key) not in present:
-            raise DataError(f"{key}={getattr(config, key)!r} is not a column of {manifest}; its columns are: {', '.join(records[0])}")
+        if getattr(source, key) not in present:
+            raise DataError(f"{key}={getattr(source, key)!r} is not a column of {manifest}; its columns are: {', '.join(first[1])}")
 
     base = manifest.resolve().parent
-    groups: dict[str, tuple[list, list, list]] = {}
-    has_splits = config.split_column in present
-    for number, record in enumerate(records, start=1):
-        audio_value = str(record.get(config.audio_column) or "").strip()
+    has_splits = source.split_column in present
+    rows = _row_files(source, context)
+    counts: dict[str, int] = {}
+    for line, record in itertools.chain([first], records):
+        where = f"{manifest} line {line}"
+        audio_value = str(record.get(source.audio_column) or "").strip()
         if not audio_value:
-            raise DataError(f"{manifest} row {number} has no audio path in column {config.audio_column!r}")
+            raise DataError(f"{where} has no audio path in column {source.audio_column!r}")
         audio_path = Path(audio_value).expanduser()
-        audio_path = audio_path if audio_path.is_absolute() else base / audio_path
+        audio_path = audio_path if audio_path.is_absolute() else _inside(base, audio_value, where)
         row_id = str(record.get("id") or PurePosixPath(audio_value).with_suffix("").as_posix())
-        split = str(record.get(config.split_column) or "").strip() if has_splits else "all"
-        ids, texts, audio = groups.setdefault(split, ([], [], []))
-        ids.append(row_id)
-        texts.append(str(record.get(config.text_column) or ""))
-        audio.append(str(audio_path))
+        split = str(record.get(source.split_column) or "").strip() if has_splits else "all"
+        rows.add(split, row_id, str(record.get(source.text_column) or ""), str(audio_path))
+        counts[split] = counts.get(split, 0) + 1
 
     if has_splits:
-        known = {config.train_split, config.dev_split, config.test_split} - {""}
-        unknown = {name: len(group[0]) for name, group in groups.items() if name not in known}
+        known = {source.train_split, source.dev_split, source.test_split} - {""}
+        unknown = {name: count for name, count in counts.items() if name not in known}
         if unknown:
             listed = ", ".join(f"{name or '(empty)'}: {count} rows" for name, count in sorted(unknown.items()))
             raise DataError(
-                f"{manifest} column {config.split_column!r} has split values that are not train_split/dev_split/"
+                f"{manifest} column {source.split_column!r} has split values that are not train_split/dev_split/"
                 f"test_split ({', '.join(sorted(known))}): {listed}. Rename them or set those keys to match."
             )
-    splits = {name: _rows(*group) for name, group in groups.items()}
-    return _Loaded(splits, f"manifest {manifest.resolve()}", has_splits=has_splits)
+    return _Loaded(rows.finish(), f"manifest {manifest.resolve()}", has_splits=has_splits)
 
 
-def _read_manifest(manifest: Path) -> list[dict]:
+def _manifest_records(manifest: Path):
+    """(line number, record) of a CSV, TSV or JSONL manifest."""
     suffix = manifest.suffix.lower()
-    with open(manifest, encoding="utf-8", newline="") as handle:
-        if suffix == ".jsonl":
-            records = []
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as error:
-                        raise DataError(f"{manifest} line {number} is not JSON: {error}") from None
-            return records
-        if suffix in (".tsv", ".tab"):
-            # Like Common Voice: transcripts may hold quote characters that are not CSV quoting.
-            return list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-        if suffix == ".csv":
-            return list(csv.DictReader(handle))
+    if suffix == ".jsonl":
+        return _jsonl_records(manifest)
+    if suffix in (".tsv", ".tab"):
+        # Like Common Voice: transcripts may hold quote characters that are not CSV quoting.
+        return _table_records(manifest, "\t", csv.QUOTE_NONE, "TSV manifest")
+    if suffix == ".csv":
+        return _table_records(manifest, ",", csv.QUOTE_MINIMAL, "CSV manifest")
     raise DataError(f"manifest {manifest} must end in .csv, .tsv or .jsonl")
+
+
+def _jsonl_records(manifest: Path):
+    try:
+        with open(manifest, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise DataError(f"{manifest} line {number} is not JSON ({error}): fix it or export the manifest again") from None
+                if not isinstance(record, dict):
+                    raise DataError(f"{manifest} line {number} is a JSON {type(record).__name__}, not an object of columns")
+                yield number, record
+    except UnicodeDecodeError as error:
+        raise DataError(f"{manifest} is not UTF-8 text (byte {error.start}: {error.reason}): it is damaged or not a "
+                        "JSONL manifest; export it again") from None
+    except OSError as error:
+        raise DataError(f"cannot read {manifest}: {error.strerror or error}") from None

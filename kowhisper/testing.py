@@ -21,8 +21,8 @@ def train_reciting_adapter(model_dir: Path, rows: list[dict], out_dir: Path, ste
     from peft import LoraConfig, get_peft_model
     from transformers import WhisperForConditionalGeneration
 
-    from kowhisper.whisper.engines import load_processor
     from kowhisper.whisper.encoder_window import EncoderWindow, allow_fitted_window
+    from kowhisper.whisper.engines import load_processor
     from kowhisper.whisper.features import SpeechBatchCollator
 
     window = window or EncoderWindow()

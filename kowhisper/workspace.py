@@ -1,12 +1,18 @@
 """The workspace folder: its layout, its manifest and the check that a copied folder is whole.
 
     workspace/
-      manifest.json        files (sha256, size), split counts, config, package versions
-      data/<split>/        datasets save_to_disk: input_features, labels, text, id, duration
-      data/report.json     kept and dropped rows per split, with the reason for every drop
-      model/               base Whisper: safetensors, processor, generation config
-      wheelhouse/          pip wheels for the offline box
-      runs/<run_name>/     training output (written offline, not part of the manifest)
+      manifest.json                 files (sha256, size), sources with their weights and split counts, leakage
+                                    between sources, config, package versions
+      data/<source>/<split>/        one source's split, in datasets' save_to_disk layout: input_features, labels,
+                                    text, id, duration; dropped.jsonl lists its dropped rows with their reasons
+      data/<source>/report.json     that source's kept and dropped rows per split
+      model/                        base Whisper: safetensors, processor, generation config
+      wheelhouse/                   pip wheels for the offline box
+      runs/<run_name>/              training output (written offline, not part of the manifest)
+
+Format 1 (before several sources) kept its one source's splits in data/<split>/ and data/report.json, and its
+manifest has no "sources"; such a workspace still loads, verifies and trains, as one source whose folder is data/.
+Offline code finds the splits through `workspace_sources`, which reads either format.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from pathlib import Path
 from utils import atomic_write_json, package_versions, sha256_file
 
 # Bump when the stored data or model layout changes in a way older code cannot read.
-WORKSPACE_FORMAT_VERSION = 1
+WORKSPACE_FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "dev", "test")
 # Training runs are made on the offline box and .cache holds extracted downloads: neither is what the online
@@ -30,12 +37,13 @@ def data_dir(workspace: Path) -> Path:
     return Path(workspace) / "data"
 
 
-def split_dir(workspace: Path, split: str) -> Path:
-    return data_dir(workspace) / split
+def source_dir(workspace: Path, name: str) -> Path:
+    """Where a new workspace keeps source `name`: data/<name>, holding train/, dev/, test/ and report.json."""
+    return data_dir(workspace) / name
 
 
-def report_path(workspace: Path) -> Path:
-    return data_dir(workspace) / "report.json"
+def source_report_path(workspace: Path, name: str) -> Path:
+    return source_dir(workspace, name) / "report.json"
 
 
 def model_dir(workspace: Path) -> Path:
@@ -64,7 +72,7 @@ class WorkspaceError(RuntimeError):
     """The workspace cannot be used as it is; the message names what is wrong and what to do."""
 
 
-def _manifested_files(workspace: Path):
+def _manifested_files(workspace: Path, left_out: tuple[str, ...] = ()):
     for path in sorted(Path(workspace).rglob("*")):
         relative = path.relative_to(workspace)
         if relative.parts[0] in UNMANIFESTED_TOP_LEVEL or not path.is_file():
@@ -72,16 +80,24 @@ def _manifested_files(workspace: Path):
         # Temporary files of an interrupted atomic write are not content.
         if path.name.startswith(".") and ".tmp" in path.name:
             continue
-        yield relative.as_posix(), path
+        name = relative.as_posix()
+        if any(name == folder or name.startswith(folder + "/") for folder in left_out):
+            continue
+        yield name, path
 
 
-def write_manifest(workspace: Path, config: dict, splits: dict, extra: dict | None = None) -> dict:
+def write_manifest(workspace: Path, config: dict, splits: dict, sources: list[dict], extra: dict | None = None,
+                   left_out: tuple[str, ...] = ()) -> dict:
+    """Hash every file and record it with the split totals, the sources and the config. `sources` holds one entry
+    per source: {"name", "weight", "dir" (relative, data/<name>), "config" (its data keys), "splits"}. Paths in
+    `left_out` (relative, e.g. data/<a source no longer configured>) stay on disk but are not vouched for."""
     workspace = Path(workspace)
-    files = {name: {"sha256": sha256_file(path), "size": path.stat().st_size} for name, path in _manifested_files(workspace)}
+    files = {name: {"sha256": sha256_file(path), "size": path.stat().st_size} for name, path in _manifested_files(workspace, left_out)}
     manifest = {
         "format_version": WORKSPACE_FORMAT_VERSION,
         "files": files,
         "splits": splits,
+        "sources": sources,
         "config": config,
         "packages": package_versions(),
         **(extra or {}),
@@ -123,12 +139,48 @@ def load_manifest(workspace: Path) -> dict:
     except json.JSONDecodeError as error:
         raise WorkspaceError(f"{path} is not valid JSON ({error}); the copy is probably incomplete") from None
     version = manifest.get("format_version")
-    if version != WORKSPACE_FORMAT_VERSION:
+    if version not in READABLE_FORMAT_VERSIONS:
         raise WorkspaceError(
-            f"workspace format {version} in {path}, but this code reads format {WORKSPACE_FORMAT_VERSION}. "
+            f"workspace format {version} in {path}, but this code reads formats {', '.join(map(str, READABLE_FORMAT_VERSIONS))}. "
             "Re-run the online setup with this version of the toolkit."
         )
+    if version >= 2 and not manifest.get("sources"):
+        raise WorkspaceError(f"{path} (format {version}) lists no data sources; re-run the online setup")
     return manifest
+
+
+@dataclass(frozen=True)
+class WorkspaceSource:
+    """One prepared source of a workspace, as the offline side sees it."""
+
+    name: str
+    weight: float  # share of training samples (normalised over the sources); 0: held out, evaluated only
+    dir: Path  # absolute; holds train/, dev/, test/
+
+    def split_dir(self, split: str) -> Path:
+        return self.dir / split
+
+
+def workspace_sources(workspace: Path, manifest: dict | None = None) -> list[WorkspaceSource]:
+    """The workspace's sources in manifest order. A format-1 workspace is one source with weight 1, named after the
+    data_source it was made from, whose splits are data/<split>."""
+    workspace = Path(workspace).resolve()
+    manifest = manifest or load_manifest(workspace)
+    if manifest["format_version"] == 1:
+        return [WorkspaceSource(manifest["config"]["data_source"], 1.0, data_dir(workspace))]
+    return [WorkspaceSource(entry["name"], float(entry["weight"]), workspace / entry["dir"]) for entry in manifest["sources"]]
+
+
+def split_dir(workspace: Path, split: str) -> Path:
+    """The folder of `split` in a workspace of one source (either format). With several sources there is no one
+    folder: use `workspace_sources` and each source's `split_dir`."""
+    sources = workspace_sources(workspace)
+    if len(sources) != 1:
+        raise WorkspaceError(
+            f"{Path(workspace).resolve()} holds {len(sources)} sources ({', '.join(source.name for source in sources)}), "
+            f"so its {split} split is one per source; this step reads a single source"
+        )
+    return sources[0].split_dir(split)
 
 
 def verify_workspace(workspace: Path, manifest: dict | None = None, only: tuple[str, ...] | None = None) -> VerifyResult:

@@ -79,3 +79,87 @@ def test_unknown_key_fails_with_a_message_not_a_traceback():
     result = run_script("download_model.py", "lora_rank=8")
     assert result.returncode == 2
     assert "lora_rank" in result.stderr and "Traceback" not in result.stderr
+
+
+# A 12-entry list of full module names: well over the 255 bytes a file name may have, which is what once made
+# parse_config's "is this argument an existing file?" check crash every script with ENAMETOOLONG.
+LONG_TARGETS = [f"model.encoder.layers.{index}.self_attn.q_proj" for index in range(12)]
+LONG_ARGUMENT = f"target_modules=[{','.join(LONG_TARGETS)}]"
+ISSUE_REGEX = r".*encoder.*\.(q_proj|v_proj)"  # as the issue wrote it; it also matches the decoder's encoder_attn
+ENCODER_QV = r".*encoder\.layers.*\.(q_proj|v_proj)"
+
+
+def test_a_key_value_longer_than_a_file_name_is_an_override():
+    from config import build_parser, parse_config
+
+    assert len(LONG_ARGUMENT) > 255
+    config, args = parse_config(build_parser("test"), [LONG_ARGUMENT, "lora_r=4"])
+    assert config.target_modules == LONG_TARGETS and config.lora_r == 4
+    assert args.paths == []
+
+
+def test_scripts_take_a_long_key_value_without_a_traceback():
+    result = run_script("download_model.py", "--print-config", LONG_ARGUMENT)
+    assert result.returncode == 0, result.stderr
+    assert "model.encoder.layers.11.self_attn.q_proj" in result.stdout
+
+
+def test_target_modules_takes_one_regex_as_peft_does(tmp_path):
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(f"target_modules: '{ISSUE_REGEX}'\n")
+    assert load_config([], config_file).target_modules == ISSUE_REGEX
+    assert load_config([f"target_modules={ISSUE_REGEX}"]).target_modules == ISSUE_REGEX
+    with pytest.raises(ConfigError, match=r"target_modules='\(q_proj' is not a valid regular expression"):
+        load_config(["target_modules=(q_proj"])
+
+
+def test_a_regex_target_reaches_lora_unchanged(tiny_model_dir, tmp_path):
+    """The training model gets adapters exactly where peft matches the regex against full module names: here the
+    encoder's q/v, not the decoder's (whose cross-attention, encoder_attn, a looser '.*encoder.*' would catch)."""
+    from kowhisper import training
+    from kowhisper.modeling import family_of
+
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "model").symlink_to(tiny_model_dir)
+    config = load_config([f"workspace={workspace}", f"target_modules={ENCODER_QV}"])
+    model = family_of(workspace / "model").load_trainable_model(workspace, config, training.choose_precision(config))
+    adapted = sorted(name.removeprefix("base_model.model.model.") for name, module in model.named_modules() if hasattr(module, "lora_A"))
+    assert adapted == [f"encoder.layers.{layer}.self_attn.{proj}" for layer in (0, 1) for proj in ("q_proj", "v_proj")]
+
+
+def test_flat_keys_are_one_source_named_after_data_source():
+    from config import dataset_sources
+
+    [source] = dataset_sources(load_config(["data_source=manifest", "data_path=/corpus/list.csv", "max_samples=9"]))
+    assert (source.name, source.data_source, source.data_path, source.max_samples, source.weight) == (
+        "manifest", "manifest", "/corpus/list.csv", 9, 1.0)
+
+
+def test_dataset_entries_inherit_the_flat_keys_they_do_not_set(tmp_path):
+    from config import dataset_sources
+
+    config_file = tmp_path / "sources.yaml"
+    config_file.write_text("max_samples: 100\nsplit_seed: 7\ndatasets:\n"
+                           "  - {name: cv, data_path: /cv.tar.gz}\n"
+                           "  - {name: zeroth, data_source: hf, data_path: kresnik/zeroth_korean, dev_split: '',\n"
+                           "     max_samples: null, weight: 0.5}\n")
+    cv, zeroth = dataset_sources(load_config(["split_seed=8"], config_file))
+    assert (cv.data_source, cv.data_path, cv.max_samples, cv.split_seed, cv.weight) == ("cv", "/cv.tar.gz", 100, 8, 1.0)
+    assert (zeroth.data_source, zeroth.dev_split, zeroth.max_samples, zeroth.split_seed, zeroth.weight) == ("hf", "", None, 8, 0.5)
+
+
+@pytest.mark.parametrize(
+    "datasets, message",
+    [("[{data_path: /x}]", "datasets\\[0\\].name"),
+     ("[{name: Common Voice}]", "name='Common Voice' must be lower-case letters"),
+     ("[{name: train}]", "name='train' is reserved"),
+     ("[{name: cv}, {name: cv, data_source: hf}]", "the name cv is used twice"),
+     ("[{name: cv, weight: -1}]", "cv has weight=-1.0"),
+     ("[{name: cv, weight: 0}]", "every weight is 0"),
+     ("[{name: cv, data_source: youtube}]", "datasets: cv: data_source='youtube'"),
+     ("[{name: cv, wieght: 2}]", "wieght")],
+)
+def test_a_bad_dataset_entry_names_what_is_wrong(datasets, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config([f"datasets={datasets}"])

@@ -1,5 +1,6 @@
 """Data preparation on the bundled Korean sample and on deliberately broken rows, with the real whisper-base
-processor, real ffmpeg and real MP3s: sources, drops and their report, features, labels and resumability."""
+processor, real ffmpeg and real MP3s: sources, drops and their report, features, labels and resumability.
+Several sources in one workspace, leakage between them and damaged inputs are in test_sources.py."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import csv
 import hashlib
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -18,13 +20,14 @@ import numpy as np
 import pytest
 from datasets import Audio, Dataset, Features, Value, load_from_disk
 
-from config import PROJECT_ROOT, SAMPLE_DATA, load_config
+from config import PROJECT_ROOT, SAMPLE_DATA, dataset_sources, load_config
+from kowhisper import prepare as prepare_module
 from kowhisper.audio import SAMPLING_RATE, load_audio
 from kowhisper.prepare import DROP_REASONS, DataError, prepare_data
 from kowhisper.sources import load_source
 from kowhisper.text import normalize_transcript
 from kowhisper.whisper.features import N_FRAMES, dataset_features, pad_features
-from kowhisper.workspace import SPLITS, report_path, split_dir
+from kowhisper.workspace import SPLITS, source_dir, source_report_path
 
 SAMPLE_RELEASE = SAMPLE_DATA / "ko"
 CV_HEADER = ["client_id", "path", "sentence", "up_votes", "down_votes", "locale"]
@@ -61,11 +64,29 @@ def new_workspace(root: Path, processor_dir: Path) -> Path:
 
 
 def prepare(workspace: Path, *overrides: str) -> dict:
-    return prepare_data(load_config([f"workspace={workspace}", *overrides]))
+    """Prepare the one source the flat keys describe; its summary {split: {"kept", "dropped", "seconds"}}."""
+    return prepare_data(load_config([f"workspace={workspace}", *overrides])).sources[0].splits
 
 
-def prepared(workspace: Path, split: str):
-    return load_from_disk(str(split_dir(workspace, split)))
+def prepared(workspace: Path, split: str, source: str = "cv"):
+    return load_from_disk(str(source_dir(workspace, source) / split))
+
+
+def read_report(workspace: Path, source: str = "cv") -> dict:
+    return json.loads(source_report_path(workspace, source).read_text(encoding="utf-8"))
+
+
+def dropped_rows(workspace: Path, source: str = "cv") -> list[dict]:
+    """Every dropped row of the source, from the dropped.jsonl its report names for each split."""
+    folder = source_dir(workspace, source)
+    files = read_report(workspace, source)["dropped_rows"]
+    return [json.loads(line) for split in SPLITS for line in (folder / files[split]).read_text(encoding="utf-8").splitlines()]
+
+
+def load_one_source(*overrides: str):
+    """load_source for the flat keys' one source, the way prepare_data calls it."""
+    config = load_config(list(overrides))
+    return load_source(dataset_sources(config)[0], config.workspace_dir, config.language_abbr)
 
 
 def file_states(folder: Path) -> dict[str, tuple[int, str]]:
@@ -145,9 +166,10 @@ def test_sample_splits_are_kept_whole_with_the_declared_columns(sample_workspace
         dataset = prepared(sample_workspace, split)
         assert dataset.features == dataset_features(80)
         assert dataset["id"] == [Path(row["path"]).stem for row in SAMPLE_ROWS[split]]
-    report = json.loads(report_path(sample_workspace).read_text(encoding="utf-8"))
+    report = read_report(sample_workspace)
     assert {split: entry["kept"] for split, entry in report["splits"].items()} == {"train": 40, "dev": 10, "test": 10}
-    assert report["dropped"] == []
+    assert report["source"]["data_path"] == str(SAMPLE_DATA)
+    assert dropped_rows(sample_workspace) == []
 
 
 def test_labels_decode_back_to_the_normalised_text(sample_workspace, tokenizer):
@@ -206,9 +228,8 @@ def test_every_bad_row_kind_is_dropped_with_its_reason_and_reported(broken_works
     assert summary["dev"]["kept"] == summary["test"]["kept"] == 1
     assert prepared(workspace, "train")["id"] == ["good", "nfd"]
 
-    report = json.loads(report_path(workspace).read_text(encoding="utf-8"))
-    assert report["splits"] == summary
-    dropped = {row["id"]: row for row in report["dropped"]}
+    assert read_report(workspace)["splits"] == summary
+    dropped = {row["id"]: row for row in dropped_rows(workspace)}
     assert {row_id: row["reason"] for row_id, row in dropped.items()} == {
         "no_text": "empty_text",
         "long_text": "labels_too_long",
@@ -243,10 +264,9 @@ def test_a_split_left_empty_fails_after_writing_the_report(broken_release, proce
     for name in ("good.mp3", "corrupt.mp3"):
         shutil.copy(broken_release / "clips" / name, release / "clips" / name)
     workspace = new_workspace(tmp_path / "ws", processor_dir)
-    with pytest.raises(DataError, match=r"no usable rows in dev \(undecodable 1\); see .*report\.json"):
+    with pytest.raises(DataError, match=r"no usable rows in cv/dev \(undecodable 1\); see .*/data/cv/report\.json"):
         prepare(workspace, f"data_path={release}", "num_proc=1")
-    report = json.loads(report_path(workspace).read_text(encoding="utf-8"))
-    assert [(row["split"], row["id"], row["reason"]) for row in report["dropped"]] == [("dev", "corrupt", "undecodable")]
+    assert [(row["split"], row["id"], row["reason"]) for row in dropped_rows(workspace)] == [("dev", "corrupt", "undecodable")]
 
 
 def test_clips_beyond_whisper_window_are_refused_as_a_setting(processor_dir, tmp_path):
@@ -277,6 +297,25 @@ def test_tarball_and_directory_give_identical_datasets(sample_workspace, process
     assert file_states(workspace) == before
 
 
+def test_recycled_workers_give_the_same_rows(sample_workspace, processor_dir, tmp_path, monkeypatch):
+    """Workers are replaced by fresh forks every WORKER_RECYCLE_ROWS rows (decoding leaks native memory); with the
+    limit set low, every split crosses it, and the rows must come out as without recycling."""
+    pools = []
+
+    class CountedPool(prepare_module.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            pools.append(self)
+
+    monkeypatch.setattr(prepare_module, "WORKER_RECYCLE_ROWS", 8)
+    monkeypatch.setattr(prepare_module, "ProcessPoolExecutor", CountedPool)
+    workspace = new_workspace(tmp_path / "ws", processor_dir)
+    prepare(workspace, "num_proc=2")
+    assert len(pools) >= 4  # 60 rows, a fresh pair of workers every 16
+    for split in SPLITS:
+        assert prepared(workspace, split).data.table.equals(prepared(sample_workspace, split).data.table)
+
+
 def test_a_tarball_reaching_outside_its_folder_is_refused(processor_dir, tmp_path):
     tarball = tmp_path / "evil.tar.gz"
     payload = tmp_path / "payload.txt"
@@ -300,19 +339,20 @@ def test_a_second_run_rewrites_nothing(sample_workspace, capsys):
 def test_a_partial_or_altered_split_is_rebuilt(sample_workspace, tmp_path, capsys):
     workspace = tmp_path / "ws"
     shutil.copytree(sample_workspace, workspace)
-    (split_dir(workspace, "dev") / ".complete.json").unlink()
-    arrow = sorted(split_dir(workspace, "train").glob("*.arrow"))[0]
+    source = source_dir(workspace, "cv")
+    (source / "dev" / ".complete.json").unlink()
+    arrow = sorted((source / "train").glob("*.arrow"))[0]
     arrow.write_bytes(arrow.read_bytes()[:1000])
-    leftover = workspace / "data" / ".test.tmp"
+    leftover = source / ".test.tmp"
     leftover.mkdir()
-    test_before = file_states(split_dir(workspace, "test"))
+    test_before = file_states(source / "test")
 
     prepare(workspace, "num_proc=2")
     out = capsys.readouterr().out
-    assert "dev: no completion stamp, rebuilding" in out
-    assert f"train: {arrow.name} is missing or altered, rebuilding" in out
+    assert "cv/dev: no completion stamp, rebuilding" in out
+    assert f"cv/train: {arrow.name} is missing or altered, rebuilding" in out
     assert not leftover.exists()
-    assert file_states(split_dir(workspace, "test")) == test_before
+    assert file_states(source / "test") == test_before
     for split in ("train", "dev"):
         assert prepared(workspace, split).data.table.equals(prepared(sample_workspace, split).data.table)
 
@@ -348,13 +388,13 @@ def test_hf_parquet_directory_with_a_carved_dev_split(sample_workspace, processo
     assert "the source has no split 'dev' (it has: test, train): carving dev from train" in capsys.readouterr().out
     assert [summary[split]["kept"] for split in SPLITS] == [8, 1, 2]
     assert summary["test"]["dropped"]["undecodable"] == 1
-    report = json.loads(report_path(workspace).read_text(encoding="utf-8"))
-    assert [(row["id"], row["file"], row["reason"]) for row in report["dropped"]] == [("garbage", "garbage.flac", "undecodable")]
+    dropped = [(row["id"], row["file"], row["reason"]) for row in dropped_rows(workspace, "hf")]
+    assert dropped == [("garbage", "garbage.flac", "undecodable")]
 
     # Embedded bytes and the file on disk must give the very same stored row.
     from_files = {row["id"]: row for split in SPLITS for row in prepared(sample_workspace, split)}
     for split in SPLITS:
-        for row in prepared(workspace, split):
+        for row in prepared(workspace, split, "hf"):
             assert row == from_files[row["id"]]
 
     before = file_states(workspace)
@@ -377,10 +417,10 @@ def test_manifest_without_split_column_is_resplit_by_ratio(sample_workspace, pro
     workspace = new_workspace(tmp_path / "ws", processor_dir)
     summary = prepare(workspace, "data_source=manifest", f"data_path={source / 'manifest.csv'}", "num_proc=1")
     assert [summary[split]["kept"] for split in SPLITS] == [8, 1, 1]
-    ids = [row_id for split in SPLITS for row_id in prepared(workspace, split)["id"]]
+    ids = [row_id for split in SPLITS for row_id in prepared(workspace, split, "manifest")["id"]]
     assert sorted(ids) == sorted(f"wav/{clip.stem}" for clip in clips)
     from_files = {row["id"]: row for row in prepared(sample_workspace, "train")}
-    for row in prepared(workspace, "train"):
+    for row in prepared(workspace, "train", "manifest"):
         assert {**row, "id": Path(row["id"]).name} == from_files[Path(row["id"]).name]
 
 
@@ -390,7 +430,7 @@ def test_resplit_is_reproducible_and_follows_the_seed(tmp_path):
     manifest.write_text("".join(json.dumps({"audio": str(clip), "text": "문장"}) + "\n" for clip in clips), encoding="utf-8")
 
     def assignment(seed: int) -> list[list[str]]:
-        source = load_source(load_config([f"workspace={tmp_path}", "data_source=manifest", f"data_path={manifest}", f"split_seed={seed}"]))
+        source = load_one_source(f"workspace={tmp_path}", "data_source=manifest", f"data_path={manifest}", f"split_seed={seed}")
         return [list(source.splits[split]["id"]) for split in SPLITS]
 
     first = assignment(7)
@@ -405,13 +445,13 @@ def test_manifest_split_values_must_name_the_configured_splits(tmp_path):
     rows = [{"audio": "a.mp3", "text": "가", "split": "train"}, {"audio": "b.mp3", "text": "나", "split": "validation"}]
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     with pytest.raises(DataError, match=r"'split' has split values .*validation: 1 rows"):
-        load_source(load_config([f"workspace={tmp_path}", "data_source=manifest", f"data_path={manifest}"]))
+        load_one_source(f"workspace={tmp_path}", "data_source=manifest", f"data_path={manifest}")
 
 
 def test_mdc_without_api_key_names_the_variable(tmp_path, monkeypatch):
     monkeypatch.delenv("MDC_API_KEY", raising=False)
     with pytest.raises(DataError, match="MDC_API_KEY"):
-        load_source(load_config([f"workspace={tmp_path}", "data_source=mdc", "data_path=common-voice-ko"]))
+        load_one_source(f"workspace={tmp_path}", "data_source=mdc", "data_path=common-voice-ko")
 
 
 def test_download_data_exits_zero_with_drops_and_prints_the_summary(broken_release, processor_dir, tmp_path):
@@ -419,9 +459,9 @@ def test_download_data_exits_zero_with_drops_and_prints_the_summary(broken_relea
     result = subprocess.run([sys.executable, "download_data.py", f"workspace={workspace}", f"data_path={broken_release}", "num_proc=1"],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "train        2" in result.stdout
-    assert "missing 1" in result.stdout
-    assert str(report_path(workspace)) in result.stdout
+    assert re.search(r"^cv\s+train\s+2\s+0\.00\s+missing 1, empty_audio 1, undecodable 1", result.stdout, re.MULTILINE), result.stdout
+    assert "cv test in cv train: 0 of 1" in result.stdout
+    assert str(source_report_path(workspace, "cv")) in result.stdout
 
 
 def test_download_data_fails_clearly_on_a_missing_source(processor_dir, tmp_path):

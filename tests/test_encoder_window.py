@@ -1,4 +1,4 @@
-"""The fitted encoder window (kowhisper/encoder_window.py): exact at 3000 frames, trainable under LoRA and
+"""The fitted encoder window (kowhisper/whisper/encoder_window.py): exact at 3000 frames, trainable under LoRA and
 gradient checkpointing, remembered by a run and used by evaluation and inference without being told."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import torch
 
 from kowhisper.whisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
 from kowhisper.whisper.features import N_FRAMES, SpeechBatchCollator
+from kowhisper.workspace import split_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FIT = EncoderWindow("fit", tail_frames=50, round_frames=100)
@@ -26,7 +27,7 @@ def tiny_model(tiny_model_dir):
 def train_rows(workspace: Path, count: int) -> list[dict]:
     from datasets import load_from_disk
 
-    return list(load_from_disk(str(workspace / "data" / "train")).with_format("numpy").select(range(count)))
+    return list(load_from_disk(str(split_dir(workspace, "train"))).with_format("numpy").select(range(count)))
 
 
 def test_window_arithmetic():

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from config import PROJECT_ROOT, load_config
-from kowhisper.workspace import load_manifest, verify_workspace
+from kowhisper.workspace import WORKSPACE_FORMAT_VERSION, load_manifest, verify_workspace, workspace_sources
 
 
 def run_setup(*args, cwd=PROJECT_ROOT):
@@ -23,13 +23,23 @@ def workspace(make_workspace, tiny_model_dir):
 
 def test_manifest_records_files_splits_config_and_versions(workspace):
     manifest = load_manifest(workspace)
-    assert {"model/model.safetensors", "model/tokenizer.json", "toolkit/config.py", "data/report.json"} <= set(manifest["files"])
+    assert manifest["format_version"] == WORKSPACE_FORMAT_VERSION == 2
+    assert {"model/model.safetensors", "model/tokenizer.json", "toolkit/config.py", "data/cv/report.json",
+            "data/cv/train/dropped.jsonl"} <= set(manifest["files"])
     for name, entry in manifest["files"].items():
         assert (workspace / name).stat().st_size == entry["size"]
         assert len(entry["sha256"]) == 64
     assert set(manifest["splits"]) == {"train", "dev", "test"}
     assert manifest["splits"]["train"]["kept"] == 40
     assert manifest["splits"]["dev"]["kept"] == manifest["splits"]["test"]["kept"] == 10
+    [source] = manifest["sources"]
+    assert (source["name"], source["weight"], source["dir"]) == ("cv", 1.0, "data/cv")
+    assert source["splits"] == manifest["splits"]
+    assert source["config"]["data_source"] == "cv" and "weight" not in source["config"]
+    assert [(entry["test_source"], entry["train_source"], entry["leaked_rows"]) for entry in manifest["leakage"]] == [("cv", "cv", 0)]
+    [only] = workspace_sources(workspace)
+    assert (only.name, only.weight, only.dir) == ("cv", 1.0, workspace.resolve() / "data" / "cv")
+    assert only.split_dir("train") == workspace.resolve() / "data" / "cv" / "train"
     assert manifest["config"]["language_abbr"] == "ko"
     assert manifest["packages"]["transformers"] == "5.23.0"
     assert verify_workspace(workspace).ok
@@ -37,7 +47,7 @@ def test_manifest_records_files_splits_config_and_versions(workspace):
 
 def test_verify_catches_one_flipped_byte_and_a_missing_file(workspace):
     assert run_setup("--verify", f"workspace={workspace}").returncode == 0
-    arrow = sorted((workspace / "data" / "train").glob("*.arrow"))[0]
+    arrow = sorted((workspace / "data" / "cv" / "train").glob("*.arrow"))[0]
     data = bytearray(arrow.read_bytes())
     data[len(data) // 2] ^= 0x01
     arrow.write_bytes(bytes(data))

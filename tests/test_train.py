@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from kowhisper.workspace import split_dir
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = PROJECT_ROOT / "train_offline.py"
 
@@ -143,7 +145,7 @@ def test_labels_are_not_prefixed_twice_and_generation_starts_with_language_and_t
     family = family_of(tiny_workspace / "model")
     assert family.name == "whisper"
     tokens = family.load_processor(tiny_workspace, config).tokenizer.convert_tokens_to_ids
-    train = load_from_disk(str(tiny_workspace / "data" / "train")).with_format("numpy")
+    train = load_from_disk(str(split_dir(tiny_workspace, "train"))).with_format("numpy")
     batch = SpeechBatchCollator()([train[i] for i in range(3)])
     assert batch["input_features"].shape == (3, 80, 3000)
     assert (batch["labels"] == -100).any(), "shorter labels are padded with -100"
@@ -440,12 +442,13 @@ def assert_refused(result: subprocess.CompletedProcess, *fragments: str) -> None
 
 def test_a_half_copied_or_altered_workspace_is_refused_naming_the_files(make_workspace, tiny_model_dir, tmp_path, python_executable):
     workspace = make_workspace(tiny_model_dir)
-    arrow = sorted((workspace / "data" / "train").glob("*.arrow"))[0]
+    arrow = sorted(split_dir(workspace, "train").glob("*.arrow"))[0]
     with open(arrow, "ab") as handle:
         handle.write(b"\0")
     (workspace / "model" / "tokenizer.json").unlink()
     result = run(train_command(python_executable, workspace, tmp_path / "run", "max_steps=1"))
-    assert_refused(result, f"altered: data/train/{arrow.name}", "missing: model/tokenizer.json", "does not match its manifest")
+    assert_refused(result, f"altered: {arrow.relative_to(workspace).as_posix()}", "missing: model/tokenizer.json",
+                   "does not match its manifest")
     assert not (tmp_path / "run").exists()
 
 
@@ -466,11 +469,11 @@ def _replace_train_split(workspace: Path, empty: bool) -> None:
     from kowhisper.workspace import load_manifest, write_manifest
 
     manifest = load_manifest(workspace)
-    shutil.rmtree(workspace / "data" / "train")
+    shutil.rmtree(split_dir(workspace, "train"))
     if empty:
         features = dataset_features()
-        Dataset.from_dict({name: [] for name in features}, features=features).save_to_disk(str(workspace / "data" / "train"))
-    write_manifest(workspace, manifest["config"], {**manifest["splits"], "train": {"kept": 0}})
+        Dataset.from_dict({name: [] for name in features}, features=features).save_to_disk(str(split_dir(workspace, "train")))
+    write_manifest(workspace, manifest["config"], {**manifest["splits"], "train": {"kept": 0}}, sources=manifest["sources"])
 
 
 @pytest.mark.parametrize("empty", [False, True], ids=["missing", "empty"])
@@ -478,7 +481,7 @@ def test_a_missing_or_empty_training_split_is_refused(make_workspace, tiny_model
     workspace = make_workspace(tiny_model_dir)
     _replace_train_split(workspace, empty)
     result = run(train_command(python_executable, workspace, tmp_path / "run", "max_steps=1"))
-    assert_refused(result, f"the training split {workspace / 'data' / 'train'}", "has no rows" if empty else "is missing")
+    assert_refused(result, f"the training split {split_dir(workspace, 'train')}", "has no rows" if empty else "is missing")
 
 
 def test_int8_without_cuda_or_a_cpu_capable_bitsandbytes_is_refused(tiny_workspace, tmp_path, python_executable):
