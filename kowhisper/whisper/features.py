@@ -38,6 +38,8 @@ TIMESTAMP_SECONDS = 0.02  # Whisper's timestamp tokens are 20 ms apart
 SPEECH_LEVEL = 0.25
 # Kept around the detected speech, so a soft onset or a trailing consonant stays inside the segment.
 SPEECH_MARGIN_SECONDS = 0.1
+# Clips joined into one timestamped training example: 3 typical Common Voice clips fill about 15 s.
+PACK_MAX_CLIPS = 3
 
 
 class LogMel:
@@ -98,29 +100,68 @@ def speech_bounds(stored) -> tuple[float, float]:
 
 
 class TimestampedLabels:
-    """Turns a share of labels into Whisper's timestamped form: `<|notimestamps|>` out, the speech's start
-    time after the task token and its end time before `<|endoftext|>`. Which clips is fixed by a hash of the
-    clip id, so a run, its resume and every DDP rank agree without sharing any state."""
+    """Turns a share of training batches into Whisper's timestamped form.
 
-    def __init__(self, tokenizer, share: float):
+    The clips of such a batch are joined, up to PACK_MAX_CLIPS at a time and at most 30 s, one after another,
+    and each clip becomes a segment `<|start|> text <|end|>` with its speech's times read off its log-mel
+    (`speech_bounds`); `<|notimestamps|>` goes. Joining matters: long audio holds several sentences per 30 s
+    window, and a model trained on one sentence per window learns to put a whole window into one subtitle.
+    Which batches is fixed by a hash of their first clip's id, so a run, its resume and every DDP rank agree
+    without sharing any state.
+    """
+
+    def __init__(self, tokenizer, share: float, pack_max_clips: int = PACK_MAX_CLIPS):
         self.share = share
+        self.pack_max_clips = pack_max_clips
         self.no_timestamps = tokenizer.convert_tokens_to_ids("<|notimestamps|>")
         self.first_timestamp = self.no_timestamps + 1
         self.end_of_text = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-        self.max_labels = WHISPER_LABEL_POSITIONS
 
-    def wanted(self, clip_id: str) -> bool:
-        return zlib.crc32(str(clip_id).encode("utf-8")) % 10_000 < self.share * 10_000
+    def wanted(self, rows: list[dict]) -> bool:
+        return zlib.crc32(str(rows[0]["id"]).encode("utf-8")) % 10_000 < self.share * 10_000
 
-    def __call__(self, labels: list[int], stored) -> list[int]:
-        labels = list(labels)
-        if self.no_timestamps not in labels or labels[-1:] != [self.end_of_text] or len(labels) + 1 > self.max_labels:
-            return labels
-        start, end = speech_bounds(stored)
-        start_token = self.first_timestamp + math.floor(start / TIMESTAMP_SECONDS)
-        end_token = max(self.first_timestamp + math.ceil(end / TIMESTAMP_SECONDS), start_token + 1)
-        position = labels.index(self.no_timestamps)
-        return labels[:position] + [start_token] + labels[position + 1 : -1] + [end_token, self.end_of_text]
+    def _timestamp(self, seconds: float, round_up: bool) -> int:
+        steps = (math.ceil if round_up else math.floor)(round(seconds / TIMESTAMP_SECONDS, 6))
+        return self.first_timestamp + min(steps, int(N_FRAMES * FRAME_SECONDS / TIMESTAMP_SECONDS))
+
+    def _segment(self, row: dict, offset: float) -> list[int] | None:
+        """<|start|> text <|end|> of one clip placed `offset` seconds into the window; None if its label is not
+        the plain <|notimestamps|> form."""
+        labels = [int(token) for token in row["labels"]]
+        if self.no_timestamps not in labels or labels[-1:] != [self.end_of_text]:
+            return None
+        start, end = speech_bounds(row["input_features"])
+        start_token = self._timestamp(offset + start, round_up=False)
+        end_token = max(self._timestamp(offset + end, round_up=True), start_token + 1)
+        return [start_token, *labels[labels.index(self.no_timestamps) + 1 : -1], end_token]
+
+    def pack(self, rows: list[dict]) -> list[dict]:
+        """The batch's clips joined into timestamped examples, in order, each within 30 s and the decoder's length."""
+        packed, group, frames = [], [], 0
+        for row in rows:
+            if group and (len(group) == self.pack_max_clips or frames + len(row["input_features"]) > N_FRAMES):
+                packed.append(self._join(group))
+                group, frames = [], 0
+            group.append(row)
+            frames += len(row["input_features"])
+        if group:
+            packed.append(self._join(group))
+        return [example for examples in packed for example in examples]
+
+    def _join(self, group: list[dict]) -> list[dict]:
+        labels = [int(token) for token in group[0]["labels"]]
+        prefix = labels[: labels.index(self.no_timestamps)] if self.no_timestamps in labels else None
+        segments, offset = [], 0.0
+        for row in group:
+            segment = self._segment(row, offset)
+            if prefix is None or segment is None:
+                return [dict(row) for row in group]  # not the label form this expects: leave the clips as they are
+            segments += segment
+            offset += len(row["input_features"]) * FRAME_SECONDS
+        if len(prefix) + len(segments) + 1 > WHISPER_LABEL_POSITIONS:
+            return [dict(row) for row in group]
+        features = np.concatenate([np.asarray(row["input_features"]) for row in group])
+        return [{"id": group[0]["id"], "input_features": features, "labels": [*prefix, *segments, self.end_of_text]}]
 
 
 def label_ids(tokenizer, text: str) -> list[int]:
@@ -148,6 +189,8 @@ class SpeechBatchCollator:
         self.feature_dtype = feature_dtype
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if self.timestamps is not None and "labels" in rows[0] and self.timestamps.wanted(rows):
+            rows = self.timestamps.pack(rows)
         stored = [row["input_features"] for row in rows]
         frames = self.window.frames_for(max(len(item) for item in stored))
         features = pad_features(stored, frames, self.feature_dtype)
@@ -158,18 +201,12 @@ class SpeechBatchCollator:
             attention_mask[index, : len(item)] = 1
         batch = {"input_features": features, "attention_mask": attention_mask}
         if "labels" in rows[0]:
-            sequences = [self._labels(row) for row in rows]
+            sequences = [row["labels"] for row in rows]
             labels = torch.full((len(rows), max(len(ids) for ids in sequences)), -100, dtype=torch.long)
             for index, ids in enumerate(sequences):
                 labels[index, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
             batch["labels"] = labels
         return batch
-
-
-    def _labels(self, row: dict) -> list:
-        if self.timestamps is not None and "id" in row and self.timestamps.wanted(row["id"]):
-            return self.timestamps(row["labels"], row["input_features"])
-        return row["labels"]
 
 
 def dataset_features(n_mels: int = 80):
