@@ -241,7 +241,11 @@ class Config:
     data_seed: int | None = _help("Seed of the data sampler. Unset: seed.", None)
     report_to: list[str] = _help("Loggers: tensorboard works offline; [] for none.", factory=lambda: ["tensorboard"])
     max_eval_samples: int | None = _help("Cap dev clips used for evaluation while training.", 200)
-    metric_for_best_model: str = _help("Metric that picks the best checkpoint: cer, wer, cer_nospace or loss.", "cer")
+    metric_for_best_model: str = _help(
+        "Metric that picks the best checkpoint: cer, wer, cer_nospace or loss, or one source's rate, e.g. cer_cv. With several "
+        "sources cer, wer and cer_nospace are the sources' dev rates weighted by their dev clip counts.",
+        "cer",
+    )
     load_best_model_at_end: bool = _help("Reload the best checkpoint at the end (needs evaluation).", True)
     early_stopping_patience: int = _help("Stop after this many evaluations without improvement; 0: never.", 0)
     early_stopping_threshold: float = _help("Smallest change of the metric that counts as improvement.", 0.0)
@@ -286,7 +290,9 @@ class Config:
         self.target_modules = _checked_target_modules(self.target_modules)
         _check_choice("output_format", self.output_format, OUTPUT_FORMATS)
         _check_choice("backend", self.backend, BACKENDS)
-        _check_choice("metric_for_best_model", self.metric_for_best_model, METRICS)
+        if self.metric_for_best_model not in METRICS and not re.fullmatch(r"(cer|wer|cer_nospace)_[a-z0-9_-]+", self.metric_for_best_model):
+            raise ConfigError(f"metric_for_best_model={self.metric_for_best_model!r} is not one of {', '.join(METRICS)} "
+                              "or a per-source rate such as cer_<source name>")
         _check_choice("encoder_window", self.encoder_window, ENCODER_WINDOWS)
         if self.encoder_window_tail_frames < 0 or self.encoder_window_round_frames < 2 or self.encoder_window_round_frames % 2:
             raise ConfigError(
@@ -417,6 +423,20 @@ def config_to_yaml(config: Config) -> str:
     from omegaconf import OmegaConf
 
     return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+# Keys only the online phase reads: what data and wheels to fetch. A training run's record leaves them out, since the
+# workspace, not these keys, decides what it trained on (its manifest names the sources).
+ONLINE_ONLY_KEYS = (*SOURCE_KEYS, "datasets", "data_source", "wheelhouse", "wheelhouse_python_version", "wheelhouse_platform",
+                    "wheelhouse_requirements", "num_proc", "max_duration_s", "max_label_tokens")
+
+
+def training_settings_yaml(config: Config) -> str:
+    """The config as YAML without the online-only keys: what a run records as its settings."""
+    from omegaconf import OmegaConf
+
+    settings = {key: value for key, value in config_to_dict(config).items() if key not in ONLINE_ONLY_KEYS}
+    return OmegaConf.to_yaml(OmegaConf.create(settings))
 
 
 def config_to_dict(config: Config) -> dict:

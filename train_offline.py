@@ -18,7 +18,7 @@ force_offline()  # before any Hugging Face import: they read the offline switche
 import os  # noqa: E402
 import sys  # noqa: E402
 
-from config import build_parser, config_to_yaml, parse_config  # noqa: E402
+from config import build_parser, parse_config, training_settings_yaml  # noqa: E402
 from kowhisper.workspace import WorkspaceError, require_verified_workspace  # noqa: E402
 
 EXIT_SETUP_ERROR = 2
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     from kowhisper.checkpoints import CheckpointError, checkpoint_step, resolve_resume_checkpoint
     from kowhisper.modeling import ModelError, family_of
     from kowhisper.run_report import write_run_outputs
-    from kowhisper.workspace import model_dir
+    from kowhisper.workspace import model_dir, source_origins
 
     try:
         config, quick_test_notes = training.apply_quick_test(config)
@@ -117,10 +117,11 @@ def main(argv=None) -> int:
                 verdict=verdict,
                 train=train_metrics,
                 data_counts=data.counts,
+                origins=source_origins(manifest),
                 training={"model family": family.name, "precision": precision.summary,
                           "trainable parameters": f"{trainable:,} of {total:,}", **family.run_summary(config)},
                 base_model=manifest["config"].get("model_name_or_path", "whisper"),
-                config_yaml=config_to_yaml(config),
+                config_yaml=training_settings_yaml(config),
             )
             if verdict is not None:
                 say(("" if verdict.improved else "WARNING: ") + verdict.line)

@@ -34,7 +34,7 @@ from kowhisper.modeling import (
     run_checkpoints,
 )
 from kowhisper.text import error_rates, format_percent, utterance_cer
-from kowhisper.workspace import list_runs, runs_dir, split_dir
+from kowhisper.workspace import SPLITS, list_runs, manifest_path, runs_dir, workspace_sources
 from utils import atomic_write_json
 
 log = logging.getLogger("kowhisper")
@@ -55,15 +55,28 @@ class EvalResult:
 
 
 def load_eval_split(workspace: Path, eval_split: str, max_samples: int | None):
-    """(dataset, folder): a workspace split by name (train/dev/test) or a prepared dataset folder, capped at
-    max_samples rows."""
+    """(dataset, description): a workspace split by name (train/dev/test) of every source, each row tagged with its
+    source and each source capped at max_samples rows; or one prepared dataset folder, as one source named after it."""
+    from datasets import concatenate_datasets
+
+    if eval_split in SPLITS and manifest_path(workspace).is_file():
+        parts = []
+        for source in workspace_sources(workspace):
+            folder = source.split_dir(eval_split)
+            if folder.is_dir():
+                parts.append(_tagged(_prepared_split(folder, max_samples), source.name))
+        if not parts:
+            raise ModelError(f"eval_split={eval_split!r}: no source of {workspace} has a {eval_split} split")
+        return concatenate_datasets(parts), f"{eval_split} of {Path(workspace).resolve()}"
+    path = Path(eval_split).expanduser()
+    if not path.exists():
+        raise ModelError(f"eval_split={eval_split!r}: neither a split of the workspace ({', '.join(SPLITS)}) nor a folder of that name")
+    return _tagged(_prepared_split(path, max_samples), path.resolve().name), str(path.resolve())
+
+
+def _prepared_split(path: Path, max_samples: int | None):
     from datasets import Dataset, load_from_disk
 
-    path = split_dir(workspace, eval_split)
-    if not path.exists():
-        path = Path(eval_split).expanduser()
-    if not path.exists():
-        raise ModelError(f"eval_split={eval_split!r}: neither {split_dir(workspace, eval_split)} nor a folder of that name exists")
     dataset = load_from_disk(str(path))
     if not isinstance(dataset, Dataset):
         raise ModelError(f"{path} holds several splits ({', '.join(dataset)}); give eval_split the folder of one of them")
@@ -72,9 +85,11 @@ def load_eval_split(workspace: Path, eval_split: str, max_samples: int | None):
         raise ModelError(f"{path} is not a prepared split: it lacks {', '.join(sorted(missing))} (prepare it with the online setup)")
     if len(dataset) == 0:
         raise ModelError(f"{path} has no utterances to evaluate")
-    if max_samples is not None:
-        dataset = dataset.select(range(min(max_samples, len(dataset))))
-    return dataset, path.resolve()
+    return dataset.select(range(min(max_samples, len(dataset)))) if max_samples is not None else dataset
+
+
+def _tagged(dataset, source: str):
+    return dataset if "source" in dataset.column_names else dataset.add_column("source", [source] * len(dataset))
 
 
 def _latest_run_with_checkpoints(workspace: Path) -> Path | None:
@@ -131,13 +146,26 @@ def transcribe_split(recognizer: Recognizer, dataset, batch_size: int, desc: str
 
 
 def score(dataset, hypotheses: list[str]) -> tuple[dict, list[dict]]:
+    """Rates overall and per source, and per-utterance rows. With several sources the overall rates are the
+    sources' rates weighted by their clip counts, as training's dev metrics are, so a large source does not hide a
+    small one."""
     references = list(dataset["text"])
+    sources = list(dataset["source"]) if "source" in dataset.column_names else ["all"] * len(references)
     rows = [
-        {"id": id_, "duration": round(float(duration), 3), "reference": reference, "hypothesis": hypothesis,
+        {"id": id_, "source": source, "duration": round(float(duration), 3), "reference": reference, "hypothesis": hypothesis,
          "cer": utterance_cer(reference, hypothesis)}
-        for id_, duration, reference, hypothesis in zip(list(dataset["id"]), list(dataset["duration"]), references, hypotheses)
+        for id_, source, duration, reference, hypothesis in zip(list(dataset["id"]), sources, list(dataset["duration"]), references,
+                                                                hypotheses)
     ]
-    return error_rates(references, hypotheses), rows
+    per_source = {}
+    for name in dict.fromkeys(sources):
+        picked = [i for i, source in enumerate(sources) if source == name]
+        per_source[name] = error_rates([references[i] for i in picked], [hypotheses[i] for i in picked])
+    if len(per_source) == 1:
+        return {**next(iter(per_source.values())), "per_source": per_source}, rows
+    overall = {rate: sum(m[rate] * m["num_scored"] for m in per_source.values()) / sum(m["num_scored"] for m in per_source.values())
+               for rate in RANKING_METRICS}
+    return {**overall, "num_scored": sum(m["num_scored"] for m in per_source.values()), "per_source": per_source}, rows
 
 
 def evaluate_source(source: ModelSource, dataset, config) -> EvalResult:
@@ -191,6 +219,9 @@ def format_table(results: list[EvalResult], best: EvalResult | None, metric: str
             f"{result.source.label + mark:<{width}}{format_percent(m['cer'], 2):>9}{format_percent(m['wer'], 2):>9}"
             f"{format_percent(m['cer_nospace'], 2):>14}{m['num_scored']:>6}{result.seconds_per_utterance:>8.2f}"
         )
+        if len(m["per_source"]) > 1:
+            lines += [f"{'  ' + name:<{width}}{format_percent(r['cer'], 2):>9}{format_percent(r['wer'], 2):>9}"
+                      f"{format_percent(r['cer_nospace'], 2):>14}{r['num_scored']:>6}" for name, r in m["per_source"].items()]
     if ranked and best is not None:
         lines.append(f"* best by {metric}: {best.source.label} ({best.source.path})")
     lines += [f"WARNING: {warning}" for warning in worse_than_base(results, metric)]
@@ -208,7 +239,7 @@ def write_outputs(out_dir: Path, results: list[EvalResult], best: EvalResult | N
         predictions = out_dir / _file_name(result.source.label)
         partial = predictions.with_name(f".{predictions.name}.tmp")
         with open(partial, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["id", "duration", "reference", "hypothesis", "cer"])
+            writer = csv.DictWriter(handle, fieldnames=["id", "source", "duration", "reference", "hypothesis", "cer"])
             writer.writeheader()
             for row in result.rows:
                 writer.writerow({**row, "cer": "" if math.isnan(row["cer"]) else round(row["cer"], 4)})

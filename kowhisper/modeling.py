@@ -205,9 +205,13 @@ class ModelFamily(ABC):
         """The family's TrainingArguments class built from the shared `arguments`, plus its own."""
 
     @abstractmethod
-    def build_trainer(self, model, processor, args, data, config, callbacks: list, stages=None):
+    def prediction_texts(self, processor):
+        """A function turning the Trainer's dev predictions (EvalPrediction) into (references, hypotheses)."""
+
+    @abstractmethod
+    def build_trainer(self, model, processor, args, data, config, callbacks: list, stages=None, compute_metrics=None):
         """A Trainer for this family, built on kowhisper.training.KowhisperTrainerMixin; `stages` is the run's
-        kowhisper.stages.StagePlan or None."""
+        kowhisper.stages.StagePlan or None, `compute_metrics` scores dev from prediction_texts' output."""
 
     @abstractmethod
     def save_trained(self, model, processor, run_dir: Path, config) -> Path:

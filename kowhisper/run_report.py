@@ -69,6 +69,10 @@ class TrainingLogCallback(TrainerCallback):
         if not state.is_world_process_zero or not metrics:
             return
         line = f"step {state.global_step}: dev CER {format_percent(metrics.get('eval_cer'))}, WER {format_percent(metrics.get('eval_wer'))}"
+        per_source = {key.removeprefix("eval_cer_"): value for key, value in metrics.items()
+                      if key.startswith("eval_cer_") and key != "eval_cer_nospace" and not key.startswith("eval_cer_nospace_")}
+        if len(per_source) > 1:
+            line += " (CER " + ", ".join(f"{name} {format_percent(value)}" for name, value in per_source.items()) + ")"
         name = args.metric_for_best_model
         if state.global_step == 0:
             line += " (zero-shot: the base model at its full window, before any training)"
@@ -133,7 +137,7 @@ def plot_curves(log_path: Path, png_path: Path) -> Path | None:
 
 
 def write_run_outputs(run_dir: Path, *, state, dev: dict, zero_shot: dict, verdict, train: dict, data_counts: dict,
-                      training: dict, base_model: str, config_yaml: str) -> dict:
+                      origins: dict[str, str], training: dict, base_model: str, config_yaml: str) -> dict:
     """metrics.json, the final curves and the model card, once the adapter is saved. `verdict` (None without
     a dev split) says whether the adapter beat the zero-shot base on dev."""
     run_dir = Path(run_dir)
@@ -144,7 +148,7 @@ def write_run_outputs(run_dir: Path, *, state, dev: dict, zero_shot: dict, verdi
         "improved_over_zero_shot": None if verdict is None else verdict.improved,
         "verdict": None if verdict is None else verdict.line,
         "train": train,
-        "data": data_counts,
+        "data": {**data_counts, "origins": origins},
         "global_step": state.global_step,
         "best_checkpoint": state.best_model_checkpoint,
         **training,
@@ -165,13 +169,13 @@ def write_run_outputs(run_dir: Path, *, state, dev: dict, zero_shot: dict, verdi
         **training,
         "best checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else "-",
     }
-    write_model_card(run_dir, base_model=base_model, config_yaml=config_yaml, data_counts=data_counts, dev=dev,
+    write_model_card(run_dir, base_model=base_model, config_yaml=config_yaml, data_counts=data_counts, origins=origins, dev=dev,
                      zero_shot=zero_shot, verdict=verdict, training=summary, stages=metrics.get("stages", []))
     return metrics
 
 
-def write_model_card(run_dir: Path, *, base_model: str, config_yaml: str, data_counts: dict, dev: dict, zero_shot: dict,
-                     verdict, training: dict, stages: list[dict]) -> Path:
+def write_model_card(run_dir: Path, *, base_model: str, config_yaml: str, data_counts: dict, origins: dict[str, str], dev: dict,
+                     zero_shot: dict, verdict, training: dict, stages: list[dict]) -> Path:
     """README.md for the run folder: how to load the adapter, the data it saw, its dev metrics, its config."""
     lines = [
         "---",
@@ -198,9 +202,7 @@ def write_model_card(run_dir: Path, *, base_model: str, config_yaml: str, data_c
         "",
         "## Data",
         "",
-        "| data | count |",
-        "|---|---|",
-        *[f"| {name} | {count} |" for name, count in data_counts.items()],
+        *data_table(data_counts, origins),
         "",
         "## Final dev metrics",
         "",
@@ -223,6 +225,19 @@ def write_model_card(run_dir: Path, *, base_model: str, config_yaml: str, data_c
     path = Path(run_dir) / CARD_NAME
     atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def data_table(data_counts: dict, origins: dict[str, str]) -> list[str]:
+    """The workspace's sources as the run used them: where each came from, its weight and its clips."""
+    lines = ["| source | from | weight | train clips | train hours | dev clips (evaluated) | test clips |", "|---|---|---|---|---|---|---|"]
+    for name, counts in data_counts.get("sources", {}).items():
+        weight = f"{counts['weight']:g}" if counts["weight"] > 0 else "0 (held out)"
+        lines.append(f"| {name} | {origins.get(name, '-')} | {weight} | {counts['train']} | {counts['train_hours']} | "
+                     f"{counts['dev']} ({counts['dev_evaluated']}) | {counts['test']} |")
+    if len(data_counts.get("sources", {})) > 1:
+        lines += ["", f"Training drew {data_counts['train_per_epoch']} clips per epoch from the sources, each clip from a source "
+                      "with the probability of its share of the weights; smaller sources repeat until every source is used up."]
+    return lines
 
 
 def _format_metric(name: str, value) -> str:

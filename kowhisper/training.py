@@ -11,6 +11,7 @@ data, TrainingArguments, the step plan, stages, the zero-shot baseline and the v
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -24,7 +25,7 @@ from kowhisper.checkpoints import CheckpointCompletionCallback, checkpoint_step
 from kowhisper.run_report import TrainingLogCallback
 from kowhisper.stages import StageCallback, StagePlan
 from kowhisper.text import format_percent
-from kowhisper.workspace import split_dir
+from kowhisper.workspace import workspace_sources
 from utils import atomic_write_json, cpu_has_native_bf16, read_json
 
 # quick_test (seed 003): enough steps to cross an evaluation and a checkpoint twice, on few clips.
@@ -32,6 +33,7 @@ QUICK_TEST_MAX_STEPS = 10
 QUICK_TEST_EVAL_EVERY = 5
 QUICK_TEST_EVAL_SAMPLES = 16
 ZERO_SHOT_FILE = "zero_shot.json"
+RATES = ("cer", "wer", "cer_nospace")
 ZERO_SHOT_CACHE = ".zero_shot"
 
 
@@ -148,58 +150,101 @@ def check_int8_support(device: str) -> None:
 
 @dataclass
 class TrainingData:
-    train: object
-    dev: object | None  # the evaluated part of dev (capped by max_eval_samples); None without a dev split
+    train: object  # the sources' train splits mixed by weight, each row tagged with its "source"
+    dev: object | None  # the evaluated part of every source's dev split, tagged likewise; None without dev
     counts: dict
+
+    @property
+    def dev_sources(self) -> list[str]:
+        """Each evaluated dev row's source, in the order the Trainer evaluates them."""
+        return [] if self.dev is None else [str(name) for name in self.dev["source"]]
 
 
 def load_splits(workspace: Path, config) -> TrainingData:
-    from datasets import load_from_disk
-
-    train = _load_split(workspace, "train", load_from_disk)
-    if train is None or len(train) == 0:
-        where = split_dir(workspace, "train")
-        state = "is missing" if train is None else "has no rows"
-        raise TrainingSetupError(
-            f"the training split {where} {state}. The online setup writes it: check data/report.json for why rows "
-            "were dropped, and re-run run_online_setup.py with data that has a train split."
-        )
+    """The workspace's training data: the train splits of its sources mixed by weight, and the dev splits of all of
+    them (held-out sources, weight 0, included) for per-source dev metrics."""
+    sources = workspace_sources(workspace)
+    trained = [source for source in sources if source.weight > 0]
+    if not trained:
+        raise TrainingSetupError("every source in the workspace has weight 0 (held out): nothing to train on")
+    train_parts = []
+    for source in trained:
+        train = _load_split(source.split_dir("train"))
+        if train is None or len(train) == 0:
+            state = "is missing" if train is None else "has no rows"
+            raise TrainingSetupError(
+                f"the training split {source.split_dir('train')} {state}. The online setup writes it: check "
+                f"{source.dir / 'report.json'} for why rows were dropped, and re-run run_online_setup.py with data that has "
+                "a train split (or give this source weight 0 to hold it out)."
+            )
+        train_parts.append(train.add_column("source", [source.name] * len(train)))
+    seed = config.data_seed if config.data_seed is not None else config.seed
+    train = mix_sources(train_parts, [source.weight for source in trained], seed)
     if config.quick_test:
         train = train.select(range(min(len(train), quick_test_train_rows(config))))
 
-    dev = _load_split(workspace, "dev", load_from_disk)
-    test = _load_split(workspace, "test", load_from_disk)
-    has_dev = dev is not None and len(dev) > 0
-    if config.eval_strategy != "no" and not has_dev:
-        raise TrainingSetupError(
-            f"eval_strategy={config.eval_strategy} evaluates on the dev split, but {split_dir(workspace, 'dev')} "
-            "is missing or empty; set eval_strategy=no to train without evaluation"
-        )
     if config.max_eval_samples is not None and config.max_eval_samples < 1:
         raise TrainingSetupError("max_eval_samples must be at least 1 or unset; set eval_strategy=no to skip evaluation")
-    # Kept even with eval_strategy=no: the final evaluation runs after the adapter is safely saved.
-    evaluated = dev.select(range(min(len(dev), config.max_eval_samples or len(dev)))) if has_dev else None
-    if evaluated is not None:
+    counts = {"sources": {}}
+    dev_parts = []
+    for source in sources:
+        dev, test = _load_split(source.split_dir("dev")), _load_split(source.split_dir("test"))
+        # Kept even with eval_strategy=no: the final evaluation runs after the adapter is safely saved.
+        evaluated = dev.select(range(min(len(dev), config.max_eval_samples or len(dev)))) if dev is not None and len(dev) else None
+        if evaluated is not None:
+            dev_parts.append(evaluated.add_column("source", [source.name] * len(evaluated)))
+        source_train = next((part for part, s in zip(train_parts, trained) if s is source), None)
+        counts["sources"][source.name] = {
+            "weight": source.weight,
+            "train": 0 if source_train is None else len(source_train),
+            "train_hours": 0.0 if source_train is None else round(sum(source_train["duration"]) / 3600, 3),
+            "dev": 0 if dev is None else len(dev),
+            "dev_evaluated": 0 if evaluated is None else len(evaluated),
+            "test": 0 if test is None else len(test),
+        }
+    if config.eval_strategy != "no" and not dev_parts:
+        raise TrainingSetupError(
+            f"eval_strategy={config.eval_strategy} evaluates on the dev split, but no source has one "
+            f"({', '.join(str(source.split_dir('dev')) for source in sources)}); set eval_strategy=no to train without evaluation"
+        )
+    evaluated = None
+    if dev_parts:
+        from datasets import concatenate_datasets
+
+        evaluated = concatenate_datasets(dev_parts)
         # Longest first, so each evaluation batch holds clips of similar length and pads them least.
         durations = evaluated["duration"]
         evaluated = evaluated.select(sorted(range(len(evaluated)), key=lambda i: durations[i], reverse=True))
 
-    counts = {
-        "train": len(train),
-        "train_hours": round(sum(train["duration"]) / 3600, 3),
-        "dev": 0 if dev is None else len(dev),
+    per_source = counts["sources"].values()
+    counts.update({
+        "train": sum(entry["train"] for entry in per_source),
+        "train_hours": round(sum(entry["train_hours"] for entry in per_source), 3),
+        "train_per_epoch": len(train),  # after mixing: small sources are drawn again until every source is used up
+        "dev": sum(entry["dev"] for entry in per_source),
         "dev_evaluated": 0 if evaluated is None else len(evaluated),
-        "test": 0 if test is None else len(test),
-    }
+        "test": sum(entry["test"] for entry in per_source),
+    })
     # numpy rows: the collator pads arrays; python lists of 80-float frames would be built and thrown away.
     return TrainingData(train.with_format("numpy"), None if evaluated is None else evaluated.with_format("numpy"), counts)
 
 
-def _load_split(workspace: Path, name: str, load_from_disk):
-    """The split, None if it is missing, or a 0-row dataset if it was saved empty."""
-    from datasets import Dataset
+def mix_sources(parts: list, weights: list[float], seed: int):
+    """One training set drawn from the sources' train splits: each row comes from source i with probability
+    weight_i / sum(weights), until every source has been used up at least once (smaller sources repeat). This is
+    datasets.interleave_datasets, seeded, so a rerun, a resume and every DDP rank see the same rows in the same order."""
+    if len(parts) == 1:
+        return parts[0]
+    from datasets import interleave_datasets
 
-    path = split_dir(workspace, name)
+    total = sum(weights)
+    return interleave_datasets(parts, probabilities=[weight / total for weight in weights], seed=seed, stopping_strategy="all_exhausted")
+
+
+def _load_split(path: Path):
+    """The split, None if it is missing, or a 0-row dataset if it was saved empty."""
+    from datasets import Dataset, load_from_disk
+
     if not path.is_dir():
         return None
     # A split saved with no rows has no data files, and load_from_disk fails on it with an IndexError.
@@ -230,6 +275,26 @@ def apply_lora(model, config, exclude_modules: str | None = None):
         raise TrainingSetupError(f"LoRA target_modules={targets}: {error}") from None
 
 
+@contextlib.contextmanager
+def preserved_random_state():
+    """Python's, numpy's and torch's random generators as they were before the block."""
+    import random
+
+    import numpy as np
+    import torch
+
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
 class KowhisperTrainerMixin:
     """What every family's Trainer adds to Hugging Face's (put it first among the bases):
 
@@ -252,6 +317,15 @@ class KowhisperTrainerMixin:
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.stages.lr_factor)
         return self.lr_scheduler
 
+    def _get_eval_sampler(self, eval_dataset):
+        # Dev rows stay in their order (load_splits sorts them by duration already): the per-source dev metrics
+        # tell the rows' sources by position. Under DDP accelerate shards whole batches and gathers them in order.
+        if eval_dataset is None or self.args.world_size > 1:
+            return None
+        from torch.utils.data import SequentialSampler
+
+        return SequentialSampler(eval_dataset)
+
     def get_eval_dataloader(self, eval_dataset=None):
         training_collator = self.data_collator
         self.data_collator = self.eval_data_collator  # read once, when the DataLoader is built
@@ -261,12 +335,16 @@ class KowhisperTrainerMixin:
             self.data_collator = training_collator
 
     def evaluate_base_model(self) -> dict:
-        """trainer.evaluate() as the untrained base runs (LoRA starts as a no-op; a new CTC head is untrained)."""
+        """trainer.evaluate() as the untrained base runs (LoRA starts as a no-op; a new CTC head is untrained).
+
+        The random generators are put back afterwards: building a DataLoader draws from them, and a run must train
+        the same whether its zero-shot result was measured now or reused from the cache."""
         windowed, self.eval_data_collator = self.eval_data_collator, self.base_model_collator
-        try:
-            return self.evaluate()
-        finally:
-            self.eval_data_collator = windowed
+        with preserved_random_state():
+            try:
+                return self.evaluate()
+            finally:
+                self.eval_data_collator = windowed
 
 
 def stage_plan(config) -> StagePlan | None:
@@ -367,6 +445,31 @@ def training_plan(train_rows: int, args) -> TrainingPlan:
     return TrainingPlan(train_rows, effective_batch, steps_per_epoch, total_steps, total_steps / steps_per_epoch)
 
 
+def make_compute_metrics(prediction_texts, dev_sources: list[str]):
+    """compute_metrics for any family: `prediction_texts` turns the Trainer's predictions into (references,
+    hypotheses), in dev order; this scores them per source (cer_<source>, wer_<source>, cer_nospace_<source>) and
+    overall, where the overall rates are the sources' rates weighted by their dev clip counts (one source: its own)."""
+    from kowhisper.text import error_rates
+
+    def compute_metrics(prediction) -> dict[str, float]:
+        references, hypotheses = prediction_texts(prediction)
+        # Under DDP every process evaluates whole batches in turn and the last one is padded with rows from the
+        # start; gathered, the predictions keep the dev order with those repeats at the end.
+        if len(references) < len(dev_sources):
+            raise RuntimeError(f"{len(references)} dev predictions for {len(dev_sources)} dev rows")
+        references, hypotheses = references[: len(dev_sources)], hypotheses[: len(dev_sources)]
+        metrics, overall = {}, {name: 0.0 for name in RATES}
+        for source in dict.fromkeys(dev_sources):
+            rows = [i for i, name in enumerate(dev_sources) if name == source]
+            scores = error_rates([references[i] for i in rows], [hypotheses[i] for i in rows])
+            for name in RATES:
+                metrics[f"{name}_{source}"] = scores[name]
+                overall[name] += scores[name] * len(rows) / len(dev_sources)
+        return {**overall, **metrics}
+
+    return compute_metrics
+
+
 def build_trainer(model, processor, args, data: TrainingData, config, family, report=print):
     from transformers import EarlyStoppingCallback
 
@@ -380,7 +483,13 @@ def build_trainer(model, processor, args, data: TrainingData, config, family, re
         callbacks.append(StageCallback(stages, model, report, write_record=log_callback.append_record))
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold))
-    return family.build_trainer(model, processor, args, data, config, callbacks, stages)
+    sources = dict.fromkeys(data.dev_sources)
+    selectable = {"loss", *RATES, *(f"{rate}_{source}" for rate in RATES for source in sources)}
+    if config.metric_for_best_model not in selectable:
+        raise TrainingSetupError(f"metric_for_best_model={config.metric_for_best_model} names no source with dev clips; "
+                                 f"choose one of {', '.join(sorted(selectable))}")
+    compute_metrics = make_compute_metrics(family.prediction_texts(processor), data.dev_sources) if data.dev is not None else None
+    return family.build_trainer(model, processor, args, data, config, callbacks, stages, compute_metrics)
 
 
 def out_of_memory_advice(config) -> str:
@@ -480,6 +589,8 @@ def judge_against_zero_shot(zero_shot: dict, final: dict, step: int, metric: str
 
 
 def dev_metrics_summary(eval_metrics: dict) -> dict:
-    """trainer.evaluate()'s eval_cer, eval_wer, ... as cer, wer, ..., without the timing entries."""
-    wanted = ("cer", "wer", "cer_nospace", "loss")
-    return {name: eval_metrics[f"eval_{name}"] for name in wanted if f"eval_{name}" in eval_metrics}
+    """trainer.evaluate()'s eval_cer, eval_cer_<source>, eval_loss, ... as cer, cer_<source>, loss, ..., without the
+    timing entries."""
+    timing = ("runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
+    return {key.removeprefix("eval_"): value for key, value in eval_metrics.items()
+            if key.startswith("eval_") and not key.removeprefix("eval_").startswith(timing)}

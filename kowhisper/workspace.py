@@ -171,6 +171,15 @@ def workspace_sources(workspace: Path, manifest: dict | None = None) -> list[Wor
     return [WorkspaceSource(entry["name"], float(entry["weight"]), workspace / entry["dir"]) for entry in manifest["sources"]]
 
 
+def source_origins(manifest: dict) -> dict[str, str]:
+    """Where each source's clips came from, as the online setup described it, by source name."""
+    if manifest["format_version"] == 1:
+        config = manifest["config"]
+        return {config["data_source"]: f"{config['data_source']} {config['data_path']}"}
+    return {entry["name"]: entry.get("description") or f"{entry['config'].get('data_source')} {entry['config'].get('data_path')}"
+            for entry in manifest["sources"]}
+
+
 def split_dir(workspace: Path, split: str) -> Path:
     """The folder of `split` in a workspace of one source (either format). With several sources there is no one
     folder: use `workspace_sources` and each source's `split_dir`."""

@@ -90,7 +90,7 @@ def test_tiny_run_prints_its_plan_and_leaves_every_output(tiny_run, tiny_model_d
     assert metrics["global_step"] == 4
     assert metrics["data"]["train"] == 40 and metrics["data"]["dev"] == 10 and metrics["data"]["test"] == 10
     assert metrics["data"]["dev_evaluated"] == 4
-    assert set(metrics["dev"]) == {"cer", "wer", "cer_nospace", "loss"}
+    assert set(metrics["dev"]) == {"cer", "wer", "cer_nospace", "loss", "cer_cv", "wer_cv", "cer_nospace_cv"}
 
     # The printed trainable count is exactly the LoRA weights that were saved, and training moved them
     # (peft starts every lora_B at zero).
@@ -124,7 +124,9 @@ def test_tiny_run_prints_its_plan_and_leaves_every_output(tiny_run, tiny_model_d
     png = (run_dir / "training_curves.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
     card = (run_dir / "README.md").read_text()
-    assert "## Final dev metrics" in card and "| cer |" in card and "lora_r: 32" in card and "| train | 40 |" in card
+    assert "## Final dev metrics" in card and "| cer |" in card and "lora_r: 32" in card
+    # The data the workspace was built from, per source, not the training command's (default) data keys.
+    assert "| cv | Common Voice release" in card and "| 1 | 40 | 0.042 | 10 (4) | 10 |" in card and "data_path:" not in card
     assert "| metric | zero-shot base | this adapter |" in card
     assert any((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 

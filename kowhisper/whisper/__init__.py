@@ -61,10 +61,15 @@ class WhisperFamily(ModelFamily):
 
         return training_arguments(config, arguments)
 
-    def build_trainer(self, model, processor, args, data, config, callbacks: list, stages=None):
+    def prediction_texts(self, processor):
+        from kowhisper.whisper.trainer import prediction_texts
+
+        return prediction_texts(processor.tokenizer)
+
+    def build_trainer(self, model, processor, args, data, config, callbacks: list, stages=None, compute_metrics=None):
         from kowhisper.whisper.trainer import build_trainer
 
-        return build_trainer(model, processor, args, data, config, callbacks, stages)
+        return build_trainer(model, processor, args, data, config, callbacks, stages, compute_metrics)
 
     def save_trained(self, model, processor, run_dir: Path, config) -> Path:
         from kowhisper.whisper.trainer import save_trained

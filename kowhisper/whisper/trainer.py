@@ -66,22 +66,17 @@ def training_arguments(config, arguments: dict):
     return Seq2SeqTrainingArguments(**arguments, predict_with_generate=True, generation_max_length=config.generation_max_length)
 
 
-def make_compute_metrics(tokenizer):
-    """compute_metrics for Seq2SeqTrainer: decode generated ids and labels, score with kowhisper.text."""
+def prediction_texts(tokenizer):
+    """(references, hypotheses) from Seq2SeqTrainer's generated ids and labels."""
     import numpy as np
 
-    from kowhisper.text import error_rates
-
-    def compute_metrics(prediction) -> dict[str, float]:
+    def texts(prediction) -> tuple[list[str], list[str]]:
         # The Trainer pads both across batches with -100, which is no token id.
         predictions = np.where(prediction.predictions == -100, tokenizer.pad_token_id, prediction.predictions)
         labels = np.where(prediction.label_ids == -100, tokenizer.pad_token_id, prediction.label_ids)
-        hypotheses = tokenizer.batch_decode(predictions, skip_special_tokens=True)
-        references = tokenizer.batch_decode(labels, skip_special_tokens=True)
-        scores = error_rates(references, hypotheses)
-        return {name: scores[name] for name in ("cer", "wer", "cer_nospace")}
+        return tokenizer.batch_decode(labels, skip_special_tokens=True), tokenizer.batch_decode(predictions, skip_special_tokens=True)
 
-    return compute_metrics
+    return texts
 
 
 def _whisper_trainer_class():
@@ -121,7 +116,7 @@ def _whisper_trainer_class():
     return WhisperTrainer
 
 
-def build_trainer(model, processor, args, data, config, callbacks: list, stages):
+def build_trainer(model, processor, args, data, config, callbacks: list, stages, compute_metrics):
     window = EncoderWindow.from_config(config)
     share = config.timestamped_label_share
     return _whisper_trainer_class()(
@@ -135,7 +130,7 @@ def build_trainer(model, processor, args, data, config, callbacks: list, stages)
         eval_data_collator=SpeechBatchCollator(window),
         base_model_collator=SpeechBatchCollator(EncoderWindow()),
         processing_class=processor,
-        compute_metrics=make_compute_metrics(processor.tokenizer) if data.dev is not None else None,
+        compute_metrics=compute_metrics,
         callbacks=callbacks,
         decoding=Decoding.from_config(config),
         stages=stages,
