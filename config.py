@@ -205,6 +205,14 @@ class Config:
         0.5,
     )
 
+    spec_augment: bool = _help(
+        "SpecAugment while training (Whisper's apply_spec_augment): mask random stretches of time, and with "
+        "mask_feature_prob of mel bands, in each training batch, so the model cannot lean on any one moment.",
+        False,
+    )
+    mask_time_prob: float = _help("With spec_augment: share of the clip's frames covered by time masks of 10 frames.", 0.05)
+    mask_feature_prob: float = _help("With spec_augment: share of mel bands covered by frequency masks of 10 bands.", 0.0)
+
     # ---- trainer (Seq2SeqTrainingArguments names) -------------------------------------------------------
     output_dir: str | None = _help("Run folder. Unset: <workspace>/runs/<run_name>.", None)
     run_name: str = _help("Name of the run folder under <workspace>/runs.", "whisper-lora")

@@ -282,6 +282,31 @@ def test_freeze_encoder_puts_lora_on_the_decoder_only(tiny_workspace, tmp_path, 
     assert names and all(".decoder." in name for name in names)
 
 
+def test_spec_augment_masks_training_batches_inside_each_clip(tiny_workspace):
+    import torch
+    from datasets import load_from_disk
+
+    from config import Config
+    from kowhisper import training
+    from kowhisper.modeling import family_of
+    from kowhisper.whisper.encoder_window import EncoderWindow
+    from kowhisper.whisper.features import SpeechBatchCollator
+
+    config = Config(workspace=str(tiny_workspace), spec_augment=True, mask_time_prob=0.2)
+    model = family_of(tiny_workspace / "model").load_trainable_model(tiny_workspace, config, training.choose_precision(config))
+    rows = list(load_from_disk(str(split_dir(tiny_workspace, "train"))).with_format("numpy").select(range(4)))
+    batch = SpeechBatchCollator(EncoderWindow("fit", 50, 100))(rows)
+    whisper = model.get_base_model().model
+    whisper.train()
+    masked = whisper._mask_input_features(batch["input_features"].clone(), attention_mask=batch["attention_mask"])
+    changed = (masked != batch["input_features"]).any(dim=1)  # (batch, frames): frames a time mask hit
+    assert changed.any(), "spec_augment=true masks training batches"
+    assert not (changed & (batch["attention_mask"] == 0)).any(), "masks fall on the clips, not on the padding"
+    whisper.eval()
+    assert torch.equal(whisper._mask_input_features(batch["input_features"].clone(), attention_mask=batch["attention_mask"]),
+                       batch["input_features"]), "never while evaluating"
+
+
 def test_half_written_checkpoints_are_never_picked(tiny_run, tmp_path):
     from kowhisper.checkpoints import (
         COMPLETE_MARKER,

@@ -79,8 +79,8 @@ def save_base_model(source: str, out: Path, config) -> None:
 
 def is_whisper_source(source: str) -> bool:
     """A CTranslate2 folder or the PyPI alias: Whisper models whatever their config.json says."""
-    from kowhisper.whisper.ct2_import import MODEL_ALIAS
     from kowhisper.modeling import is_ct2_model_dir
+    from kowhisper.whisper.ct2_import import MODEL_ALIAS
 
     return source == MODEL_ALIAS or is_ct2_model_dir(Path(source).expanduser())
 

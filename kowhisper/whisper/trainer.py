@@ -50,6 +50,10 @@ def load_trainable_model(workspace: Path, config, precision):
 
     if EncoderWindow.from_config(config).is_fit:
         allow_fitted_window(model)
+    # Whisper applies these only in training mode, and only inside each clip (the collator's attention mask).
+    model.config.apply_spec_augment = config.spec_augment
+    model.config.mask_time_prob = config.mask_time_prob
+    model.config.mask_feature_prob = config.mask_feature_prob
 
     # Labels start <|ko|><|transcribe|><|notimestamps|>; generation must start the same way.
     # forced_decoder_ids is the deprecated spelling of the same thing and conflicts with language/task.
