@@ -89,9 +89,10 @@ def run_child(workspace: Path, manifest: Path, num_proc: int) -> None:
 
     config = load_config([f"workspace={workspace}", "data_source=manifest", f"data_path={manifest}", f"num_proc={num_proc}"])
     # Imports and the processor are the fixed cost every run pays; what grows with the clips comes after.
-    from kowhisper.prepare import load_processor
+    from kowhisper.prepare import base_model_folder
+    from kowhisper.whisper.engines import load_processor
 
-    load_processor(config)
+    load_processor(base_model_folder(config))
     anon_before = status_kib("self", "RssAnon")
     sampler = PeakSampler()
     sampler.start()

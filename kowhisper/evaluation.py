@@ -213,11 +213,12 @@ def format_table(results: list[EvalResult], best: EvalResult | None, metric: str
     ranked = len(results) > 1
     lines = [f"{'model':<{width}}{'CER':>9}{'WER':>9}{'CER no-space':>14}{'utts':>6}{'s/utt':>8}"]
     for result in results:
-        mark = " *" if ranked and result is best else ""
+        # The mark goes last, so the columns split on whitespace the same on every row.
+        mark = "  *" if ranked and result is best else ""
         m = result.metrics
         lines.append(
-            f"{result.source.label + mark:<{width}}{format_percent(m['cer'], 2):>9}{format_percent(m['wer'], 2):>9}"
-            f"{format_percent(m['cer_nospace'], 2):>14}{m['num_scored']:>6}{result.seconds_per_utterance:>8.2f}"
+            f"{result.source.label:<{width}}{format_percent(m['cer'], 2):>9}{format_percent(m['wer'], 2):>9}"
+            f"{format_percent(m['cer_nospace'], 2):>14}{m['num_scored']:>6}{result.seconds_per_utterance:>8.2f}{mark}"
         )
         if len(m["per_source"]) > 1:
             lines += [f"{'  ' + name:<{width}}{format_percent(r['cer'], 2):>9}{format_percent(r['wer'], 2):>9}"

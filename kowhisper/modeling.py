@@ -36,6 +36,10 @@ class ModelError(RuntimeError):
     """A model folder that cannot be used; the message says what was expected."""
 
 
+class StorageError(RuntimeError):
+    """A model or its settings cannot store clips as asked (online setup); the message says what to change."""
+
+
 # ---- which model ------------------------------------------------------------------------------------------
 
 
@@ -173,6 +177,27 @@ class ModelFamily(ABC):
     def accepts(self, model_type: str) -> bool:
         """Whether a model whose config.json says this model_type belongs to the family."""
 
+    # ---- online (run_online_setup.py through kowhisper.model_store and kowhisper.prepare) ----
+
+    def claims_source(self, source: str) -> bool:
+        """A base-model source the family recognises before any config.json is read (a CTranslate2 folder is Whisper)."""
+        return False
+
+    @abstractmethod
+    def save_base_model(self, source: str, out: Path, config) -> None:
+        """The base model named `source` (Hub id, local folder, ...) saved into `out` as safetensors with its processor,
+        loadable offline. Raises StorageError for a source it cannot use."""
+
+    @abstractmethod
+    def clip_encoder(self, model_folder: Path, config, train_texts):
+        """What turns a clip into its stored row: an object with `identity` (what decides the stored rows, for the
+        preparation stamps), `features()` (datasets.Features of a prepared split), `encode_text(text)` and
+        `encode_audio(waveform, labels)`, each returning (value, None, None) or (None, drop reason, detail). It is
+        pickled into the preparation workers. `train_texts` iterates every source's training transcripts, for a
+        family whose labels depend on them (a CTC vocabulary, which it then saves beside the model)."""
+
+    # ---- inference ----
+
     @abstractmethod
     def recognizer(self, source: ModelSource, config, *, one_clip_at_a_time: bool = False) -> Recognizer:
         """The model of `source` ready to transcribe, on the engine `config.backend` asks for. The demo serves one
@@ -265,6 +290,28 @@ def family_of(model_folder: Path, ct2: bool = False) -> ModelFamily:
         f"{model_folder} is a {model_type or 'unknown'!s} model, which is neither Whisper nor a CTC model "
         "(AutoModelForCTC: wav2vec2, XLS-R, HuBERT, WavLM, MMS, w2v-BERT 2.0, ...); this toolkit trains only those two families"
     )
+
+
+def family_for_base_source(source: str) -> ModelFamily:
+    """The family of a base model named for the online setup: one that claims it (a CTranslate2 folder is Whisper's),
+    else what its config.json says (fetched from the Hub for a Hub id; no code from the repository is run)."""
+    _load_families()
+    for family in _FAMILIES.values():
+        if family.claims_source(source):
+            return family
+    local = Path(source).expanduser()
+    if local.is_dir():
+        return family_of(local)
+    try:
+        from transformers import AutoConfig
+
+        model_type = AutoConfig.from_pretrained(source).model_type
+    except Exception as error:  # transformers raises OSError, ValueError or Hub errors depending on the cause
+        raise ModelError(f"cannot read the config of {source!r}: {type(error).__name__}: {str(error).splitlines()[0]}") from None
+    for family in _FAMILIES.values():
+        if family.accepts(model_type):
+            return family
+    raise ModelError(f"{source} is a {model_type} model, which is neither Whisper nor a CTC model")
 
 
 def load_recognizer(source: ModelSource, config, *, one_clip_at_a_time: bool = False) -> Recognizer:

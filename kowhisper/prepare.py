@@ -36,10 +36,10 @@ from tqdm.auto import tqdm
 from config import SOURCE_KEYS, dataset_sources
 from kowhisper.audio import SAMPLING_RATE, AudioError, load_audio
 from kowhisper.leakage import count_leakage
+from kowhisper.modeling import ModelError, StorageError, family_of
 from kowhisper.sources import DataError, SourceRows, load_source
 from kowhisper.split_writer import SplitWriter
 from kowhisper.text import normalize_transcript
-from kowhisper.whisper.features import LogMel, dataset_features, label_ids
 from kowhisper.workspace import SPLITS, data_dir, model_dir, source_dir, source_report_path
 from utils import atomic_write_json, read_json, sha256_file
 
@@ -49,15 +49,15 @@ from utils import atomic_write_json, read_json, sha256_file
 PREPARED_FORMAT_VERSION = 3
 STAMP_NAME = ".complete.json"
 DROPPED_NAME = "dropped.jsonl"
-DROP_REASONS = ("missing", "empty_audio", "undecodable", "empty_text", "too_long", "labels_too_long")
-WHISPER_WINDOW_S = 30.0
+# Every family's reasons, so reports of any workspace have the same columns.
+DROP_REASONS = ("missing", "empty_audio", "undecodable", "empty_text", "too_long", "too_short", "labels_too_long")
 # Rows per task sent to a worker: large enough that pickling and queueing cost little beside decoding,
 # small enough that the progress bar moves and few hf audio bytes are held in flight.
 CHUNK_ROWS = 16
 # Rows each worker process handles before a fresh fork replaces it (see Workers).
 WORKER_RECYCLE_ROWS = 5_000
 
-__all__ = ["DROP_REASONS", "DataError", "PreparedData", "PreparedSource", "format_summary", "load_processor", "prepare_data"]
+__all__ = ["DROP_REASONS", "DataError", "PreparedData", "PreparedSource", "base_model_folder", "format_summary", "prepare_data"]
 
 
 @dataclass
@@ -99,14 +99,19 @@ def prepare_data(config) -> PreparedData:
 
     Raises DataError when a source is missing or unusable, or when a split ends up with no rows (after writing
     the reports, so the reasons can be read): every split of a trained source, the test split of a held-out one."""
-    if config.max_duration_s > WHISPER_WINDOW_S:
-        raise DataError(f"max_duration_s={config.max_duration_s} is over Whisper's {WHISPER_WINDOW_S:.0f} s window; "
-                        "longer clips would be cut while their labels are not")
     workspace = config.workspace_dir
     sources = dataset_sources(config)
-    pipeline = RowPipeline.from_processor(load_processor(config), config)
+    loaded = {source.name: _load(source, workspace, config.language_abbr) for source in sources}
+    # The model family stores a clip its own way; its encoder may need the training text (a CTC vocabulary).
+    model_folder = base_model_folder(config)
+    train_texts = (text for source in sources for text in loaded[source.name].splits["train"]["text"])
+    try:
+        encoder = family_of(model_folder).clip_encoder(model_folder, config, train_texts)
+    except (ModelError, StorageError) as error:
+        raise DataError(str(error)) from None
+    pipeline = RowPipeline(encoder, config.max_duration_s)
     with Workers(pipeline, config.num_proc) as workers:
-        prepared = [_prepare_source(workspace, source, config.language_abbr, pipeline, workers) for source in sources]
+        prepared = [_prepare_source(workspace, source, loaded[source.name], pipeline, workers) for source in sources]
 
     left_alone = _left_alone(workspace, [source.name for source in sources])
     leakage = count_leakage([(source.name, source_dir(workspace, source.name)) for source in sources])
@@ -120,11 +125,14 @@ def prepare_data(config) -> PreparedData:
     return PreparedData(prepared, leakage, left_alone)
 
 
-def _prepare_source(workspace: Path, source, language_abbr: str, pipeline: RowPipeline, workers: Workers) -> PreparedSource:
+def _load(source, workspace: Path, language_abbr: str) -> SourceRows:
     try:
-        rows = load_source(source, workspace, language_abbr)
+        return load_source(source, workspace, language_abbr)
     except DataError as error:
         raise DataError(f"source {source.name!r}: {error}") from None
+
+
+def _prepare_source(workspace: Path, source, rows: SourceRows, pipeline: RowPipeline, workers: Workers) -> PreparedSource:
     print(f"source {source.name}: {rows.description}")
     for note in rows.notes:
         print(f"note: {source.name}: {note}")
@@ -166,19 +174,16 @@ def _left_alone(workspace: Path, names: list[str]) -> list[str]:
     return [f"data/{path.name}" for path in stale]
 
 
-def load_processor(config):
-    """The workspace's processor when the model step has saved it, else config.model_name_or_path's."""
-    from transformers import WhisperProcessor
-
+def base_model_folder(config) -> Path:
+    """The workspace's base model when the model step has saved it, else model_name_or_path if that is a folder."""
     local = model_dir(config.workspace_dir)
-    source = str(local) if (local / "tokenizer_config.json").is_file() else config.model_name_or_path
-    try:
-        return WhisperProcessor.from_pretrained(source)
-    except Exception as error:  # transformers raises OSError, ValueError or Hub errors depending on the cause
-        raise DataError(
-            f"cannot load the Whisper processor from {source}: {type(error).__name__}: {error}. "
-            f"Run download_model.py first so {local} holds the model and its processor."
-        ) from None
+    if (local / "config.json").is_file():
+        return local
+    given = Path(config.model_name_or_path).expanduser()
+    if (given / "config.json").is_file():
+        return given
+    raise DataError(f"no base model in {local}: run download_model.py (or run_online_setup.py) first, so the data step "
+                    "stores clips the way that model reads them")
 
 
 def format_summary(sources: list[dict]) -> str:
@@ -205,49 +210,26 @@ def _drop_text(dropped: dict) -> str:
 
 
 class RowPipeline:
-    """Turns a source row into a stored row or a drop record. Built once and inherited by every worker."""
+    """Turns a source row into a stored row or a drop record: text and audio checks every family shares, then the
+    family's `encoder` (ModelFamily.clip_encoder) for labels and features. Built once, inherited by every worker."""
 
-    def __init__(self, feature_extractor, tokenizer, max_duration_s: float, max_label_tokens: int):
-        self.log_mel = LogMel(feature_extractor)
-        self.tokenizer = tokenizer
+    def __init__(self, encoder, max_duration_s: float):
+        self.encoder = encoder
         self.max_duration_s = max_duration_s
-        self.max_label_tokens = max_label_tokens
-        self.identity = _hash_json(
-            {
-                "format": PREPARED_FORMAT_VERSION,
-                "feature_extractor": feature_extractor.to_dict(),
-                "vocabulary": sorted(tokenizer.get_vocab().items()),
-                "prefix": label_ids(tokenizer, ""),
-                "max_duration_s": max_duration_s,
-                "max_label_tokens": max_label_tokens,
-            }
-        )
+        self.identity = _hash_json({"format": PREPARED_FORMAT_VERSION, "encoder": type(encoder).__name__,
+                                    "settings": encoder.identity, "max_duration_s": max_duration_s})
 
-    @classmethod
-    def from_processor(cls, processor, config) -> RowPipeline:
-        tokenizer = processor.tokenizer
-        tokenizer.set_prefix_tokens(language=config.language, task=config.task, predict_timestamps=False)
-        expected = [f"<|{config.language_abbr}|>", f"<|{config.task}|>", "<|notimestamps|>"]
-        found = tokenizer.convert_ids_to_tokens(label_ids(tokenizer, "가"))
-        if found[:3] != expected or found[-1] != tokenizer.eos_token:
-            raise DataError(
-                f"labels would start {found[:3]} and end {found[-1]!r}, not {expected} ... {tokenizer.eos_token!r}: "
-                f"check language={config.language!r}, language_abbr={config.language_abbr!r} and task={config.task!r}"
-            )
-        return cls(processor.feature_extractor, tokenizer, config.max_duration_s, config.max_label_tokens)
-
-    @property
-    def n_mels(self) -> int:
-        return self.log_mel.n_mels
+    def features(self):
+        return self.encoder.features()
 
     def __call__(self, row: dict) -> tuple[dict | None, dict | None]:
         """(stored row, None) or (None, drop record). Text is checked first: it costs nothing beside decoding."""
         text = normalize_transcript(row["text"])
         if not text:
             return None, self._drop(row, "empty_text", "transcript is empty after normalisation")
-        labels = label_ids(self.tokenizer, text)
-        if len(labels) > self.max_label_tokens:
-            return None, self._drop(row, "labels_too_long", f"{len(labels)} label tokens > max_label_tokens={self.max_label_tokens}")
+        labels, reason, detail = self.encoder.encode_text(text)
+        if labels is None:
+            return None, self._drop(row, reason, detail)
         try:
             waveform = _decode(row["audio"])
         except AudioError as error:
@@ -255,7 +237,10 @@ class RowPipeline:
         duration = len(waveform) / SAMPLING_RATE
         if duration > self.max_duration_s:
             return None, self._drop(row, "too_long", f"{duration:.2f} s > max_duration_s={self.max_duration_s}")
-        return {"id": row["id"], "text": text, "duration": duration, "input_features": self.log_mel(waveform), "labels": labels}, None
+        stored, reason, detail = self.encoder.encode_audio(waveform, labels)
+        if stored is None:
+            return None, self._drop(row, reason, detail)
+        return {"id": row["id"], "text": text, "duration": duration, **stored}, None
 
     @staticmethod
     def _drop(row: dict, reason: str, detail: str) -> dict:
@@ -373,7 +358,7 @@ def _file_size(path: str) -> int:
 
 def _build_split(folder: Path, split: str, label: str, rows, pipeline: RowPipeline, workers: Workers, fingerprint: str) -> dict:
     staging = folder / f".{split}.tmp"
-    writer = SplitWriter(staging, dataset_features(pipeline.n_mels), fingerprint)
+    writer = SplitWriter(staging, pipeline.features(), fingerprint)
     kept, seconds, counts = 0, 0.0, Counter()
     # Dropped rows go to their file as they come: a source whose every row is missing (a wrong audio folder,
     # say) must not pile up 620k records in memory.

@@ -76,7 +76,7 @@ def ranking_rows(models: list[RankedModel], metric: str) -> tuple[list[str], lis
         m = model.metrics
         rows.append([
             str(position), model.label, format_percent(m["cer"], 2), format_percent(m["wer"], 2), format_percent(m["cer_nospace"], 2),
-            _value(model.steps), "-" if model.train_minutes is None else f"{model.train_minutes:.1f}",
+            _value(model.steps), "-" if model.train_minutes is None else f"{model.train_minutes:.3g}",  # a test-sized run lasts seconds
             *(_value(model.settings.get(key)) if model.settings else "-" for key in keys),
         ])
     return header, rows

@@ -19,6 +19,22 @@ class WhisperFamily(ModelFamily):
     def accepts(self, model_type: str) -> bool:
         return model_type == "whisper"
 
+    def claims_source(self, source: str) -> bool:
+        from kowhisper.whisper.storage import is_whisper_source
+
+        return is_whisper_source(source)
+
+    def save_base_model(self, source: str, out: Path, config) -> None:
+        from kowhisper.whisper.storage import save_base_model
+
+        save_base_model(source, out, config)
+
+    def clip_encoder(self, model_folder: Path, config, train_texts):
+        from kowhisper.whisper.engines import load_processor
+        from kowhisper.whisper.storage import WhisperClipEncoder
+
+        return WhisperClipEncoder(load_processor(model_folder), config)
+
     def recognizer(self, source: ModelSource, config, *, one_clip_at_a_time: bool = False) -> Recognizer:
         from kowhisper.whisper.engines import Decoding, load_engine
         from kowhisper.whisper.recognizer import WhisperRecognizer

@@ -12,13 +12,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from kowhisper.modeling import StorageError
 from kowhisper.whisper.features import LogMel, dataset_features, label_ids
 
+WHISPER_WINDOW_S = 30.0
+
 log = logging.getLogger("kowhisper")
-
-
-class StorageError(RuntimeError):
-    """The model or its settings cannot store clips as asked; the message says what to change."""
 
 
 class WhisperClipEncoder:
@@ -27,6 +26,9 @@ class WhisperClipEncoder:
     drop_reasons = ("labels_too_long",)
 
     def __init__(self, processor, config):
+        if config.max_duration_s > WHISPER_WINDOW_S:
+            raise StorageError(f"max_duration_s={config.max_duration_s} is over Whisper's {WHISPER_WINDOW_S:.0f} s window; "
+                               "longer clips would be cut while their labels are not")
         tokenizer = processor.tokenizer
         tokenizer.set_prefix_tokens(language=config.language, task=config.task, predict_timestamps=False)
         expected = [f"<|{config.language_abbr}|>", f"<|{config.task}|>", "<|notimestamps|>"]
