@@ -412,3 +412,12 @@ def test_cli_explains_what_is_wrong(tmp_path, capsys):
     with pytest.raises(SystemExit):
         inference.main([f"workspace={tmp_path}"])
     assert "nothing to do" in capsys.readouterr().err
+
+
+def test_a_repetition_loop_is_told_from_korean_speech_by_its_compression_ratio():
+    from kowhisper.whisper.recognizer import LOOP_COMPRESSION_RATIO, compression_ratio
+
+    assert compression_ratio("새 " * 60) > LOOP_COMPRESSION_RATIO
+    assert compression_ratio("그 눈가 흐는 " * 12) > LOOP_COMPRESSION_RATIO
+    assert compression_ratio("국가로는 못한 훼이의 은퇴의 존 맥통의 원인다 그 은시의 도움이 그 시퍼도 피서 습니다") < LOOP_COMPRESSION_RATIO
+    assert compression_ratio("") == 0.0

@@ -119,8 +119,9 @@ class WhisperEngine(ABC):
         return self.tokenizer.convert_tokens_to_ids(tokens)
 
     @abstractmethod
-    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int) -> list[list[int]]:
-        """Generated ids per row (timestamp tokens included when asked), without prompt and end token."""
+    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int, no_repeat_ngram_size: int = 0) -> list[list[int]]:
+        """Generated ids per row (timestamp tokens included when asked), without prompt and end token.
+        `no_repeat_ngram_size` > 0 forbids repeating any token n-gram of that size (the loop fallback)."""
 
     def _trim(self, ids: list[int]) -> list[int]:
         return ids[: ids.index(self.end_of_text)] if self.end_of_text in ids else ids
@@ -146,7 +147,7 @@ class HFWhisper(WhisperEngine):
         # Whisper's decoder has max_target_positions slots, shared by prompt and output.
         self.token_limit = model.config.max_target_positions - len(self.prompt_ids(False))
 
-    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int) -> list[list[int]]:
+    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int, no_repeat_ngram_size: int = 0) -> list[list[int]]:
         from transformers.modeling_outputs import BaseModelOutput
 
         features = features.to(self.device, self.model.dtype)
@@ -168,6 +169,7 @@ class HFWhisper(WhisperEngine):
                 max_new_tokens=min(max_new_tokens, self.token_limit),
                 do_sample=False,
                 num_beams=1,
+                no_repeat_ngram_size=no_repeat_ngram_size,
             )
         # With force_unique_generate_call the rows start with the prompt; strip it where it is there.
         prompt = self.prompt_ids(timestamps)
@@ -196,14 +198,15 @@ class CT2Whisper(WhisperEngine):
         super().__init__(processor, decoding, f"CTranslate2 {self.model.compute_type} on {device}", window or EncoderWindow())
         self.token_limit = WHISPER_TEXT_POSITIONS - len(self.prompt_ids(False))
 
-    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int) -> list[list[int]]:
+    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int, no_repeat_ngram_size: int = 0) -> list[list[int]]:
         import ctranslate2
 
         array = np.ascontiguousarray(features.to(torch.float32).numpy())
         prompt = self.prompt_ids(timestamps)
         # CTranslate2 counts the prompt in max_length; this gives the same decoding steps as transformers'
         # max_new_tokens (whose count includes the end token).
-        options = {"beam_size": 1, "max_length": len(prompt) + min(max_new_tokens, self.token_limit)}
+        options = {"beam_size": 1, "max_length": len(prompt) + min(max_new_tokens, self.token_limit),
+                   "no_repeat_ngram_size": no_repeat_ngram_size}
         if self.parallel_clips:
             # One clip per request, spread over the workers (see __init__); results come back in order.
             pending = [self.model.generate(ctranslate2.StorageView.from_array(array[i : i + 1]), [prompt], asynchronous=True, **options)[0]

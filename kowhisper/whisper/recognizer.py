@@ -8,9 +8,17 @@ full 30 s windows of a long file stay 30 s and its last, shorter window is fitte
 30 s. Each window is decoded with timestamp tokens when the output keeps times (json, srt); its segments are
 shifted by the window's start. A window whose model emits no usable timestamps (an adapter trained only on
 <|notimestamps|> labels may) becomes one segment spanning the window.
+
+Greedy decoding can fall into a loop ("새 새 새 ..." to the token cap), more so on audio unlike the training
+data. Whisper's own test for a loop is a text that gzip compresses more than 2.4 times; such a window (or
+evaluation clip) is decoded once more with repeated 4-grams forbidden, and the less repetitive of the two
+texts is kept. It costs nothing on windows that do not loop, and is deterministic, unlike Whisper's temperature
+fallback.
 """
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 
@@ -22,6 +30,11 @@ from kowhisper.whisper.features import N_FRAMES, LogMel, pad_features
 
 CUT_SEARCH_SAMPLES = 10 * SAMPLING_RATE
 CUT_FRAME_SAMPLES = SAMPLING_RATE // 10  # quietness is judged over 100 ms, about one syllable's gap
+# openai/whisper's compression_ratio_threshold: above it, a decoded text is taken for a repetition loop.
+LOOP_COMPRESSION_RATIO = 2.4
+# Loops are of words and phrases; forbidding repeated 4-grams of byte-level tokens breaks them while still
+# allowing a syllable or a short word to occur twice.
+LOOP_FALLBACK_NGRAM = 4
 
 
 class WhisperRecognizer(Recognizer):
@@ -36,10 +49,29 @@ class WhisperRecognizer(Recognizer):
         arrays = [row["input_features"] for row in rows]
         features = pad_features(arrays, self.engine.window.frames_for(max(len(a) for a in arrays)))
         budget = self.engine.decoding.tokens_for(max(float(row["duration"]) for row in rows))
-        return [self.engine.decode(ids) for ids in self.engine.generate(features, timestamps=False, max_new_tokens=budget)]
+        generated = generate_without_loops(self.engine, features, timestamps=False, max_new_tokens=budget)
+        return [self.engine.decode(ids) for ids in generated]
 
     def transcribe_waveforms(self, waveforms, *, timestamps, batch_size, sources=None, bar=None) -> list[Transcript]:
         return transcribe_waveforms(self.engine, waveforms, timestamps=timestamps, batch_size=batch_size, sources=sources, bar=bar)
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def generate_without_loops(engine: WhisperEngine, features, *, timestamps: bool, max_new_tokens: int) -> list[list[int]]:
+    """Greedy ids per row; rows whose text looks like a loop are decoded again with repeated n-grams forbidden."""
+    generated = engine.generate(features, timestamps=timestamps, max_new_tokens=max_new_tokens)
+    looping = [i for i, ids in enumerate(generated) if compression_ratio(engine.decode(ids)) > LOOP_COMPRESSION_RATIO]
+    if looping:
+        retried = engine.generate(features[looping], timestamps=timestamps, max_new_tokens=max_new_tokens,
+                                  no_repeat_ngram_size=LOOP_FALLBACK_NGRAM)
+        for i, ids in zip(looping, retried):
+            if compression_ratio(engine.decode(ids)) < compression_ratio(engine.decode(generated[i])):
+                generated[i] = ids
+    return generated
 
 
 def split_into_windows(waveform: np.ndarray) -> list[tuple[int, int]]:
@@ -112,7 +144,7 @@ def transcribe_waveforms(backend: WhisperEngine, waveforms: list[np.ndarray], *,
         needed = max(N_FRAMES if i in cut_short else len(array) for i, array in zip(batch, arrays))
         features = pad_features(arrays, backend.window.frames_for(needed))
         longest = max(windows[i][2] - windows[i][1] for i in batch) / SAMPLING_RATE
-        generated = backend.generate(features, timestamps=timestamps, max_new_tokens=backend.decoding.tokens_for(longest))
+        generated = generate_without_loops(backend, features, timestamps=timestamps, max_new_tokens=backend.decoding.tokens_for(longest))
         window_ids.update(zip(batch, generated))
         if bar is not None:
             bar.update(len(batch))
