@@ -224,15 +224,20 @@ def lora_b_sum(adapter_dir: Path, part: str) -> float:
     return sum(float(t.abs().sum()) for name, t in weights.items() if "lora_B" in name and f".{part}." in name)
 
 
-def test_two_stages_resume_across_the_boundary_and_count_their_parameters(tiny_workspace, tmp_path, python_executable):
+@pytest.mark.parametrize("model", ["tiny", pytest.param("whisper-base", marks=pytest.mark.real_model)])
+def test_two_stages_resume_across_the_boundary_and_count_their_parameters(model, request, make_workspace, tmp_path,
+                                                                          python_executable):
     """Decoder first, then both: a kill -9 inside the second stage resumes in it; each stage prints exactly the
-    LoRA weights of its part as trainable; the encoder LoRA moves only in the second stage."""
+    LoRA weights of its part as trainable; the encoder LoRA moves only in the second stage. On the tiny random
+    Whisper and on the real whisper-base, whose larger model is what a user's stages run on."""
     from safetensors.torch import load_file
 
     from kowhisper.checkpoints import COMPLETE_MARKER, checkpoint_step, last_complete_checkpoint
 
+    model_dir = request.getfixturevalue("tiny_model_dir" if model == "tiny" else "real_model_dir")
+    workspace = make_workspace(model_dir, copy=False)
     run_dir = tmp_path / "run"
-    command = train_command(python_executable, tiny_workspace, run_dir, TWO_STAGES, "save_steps=1", "eval_steps=3",
+    command = train_command(python_executable, workspace, run_dir, TWO_STAGES, "save_steps=1", "eval_steps=3",
                             "load_best_model_at_end=false", "report_to=[]")
     first_log = tmp_path / "first-run.log"
     with open(first_log, "w") as log:
