@@ -319,6 +319,7 @@ def family_named(name: str) -> ModelFamily:
 
 def _load_families() -> None:
     # Importing a family module registers it.
+    import kowhisper.ctc  # noqa: F401
     import kowhisper.whisper  # noqa: F401
 
 
