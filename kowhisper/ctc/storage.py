@@ -187,6 +187,7 @@ def clip_encoder(model_folder: Path, config, train_texts) -> CTCClipEncoder:
 
 def save_vocabulary(vocabulary: dict[str, int], folder: Path, rules: CharacterRules):
     """The tokenizer files in `folder`, rewritten only where they change, so a repeated setup leaves them untouched."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as staging:
         staging = Path(staging)
         tokenizer = make_tokenizer(vocabulary, staging / "build")
