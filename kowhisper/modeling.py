@@ -30,6 +30,9 @@ if TYPE_CHECKING:
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 CT2_WEIGHTS = "model.bin"
+# Where a run keeps its final model: a LoRA adapter in <run>/adapter, fully fine-tuned weights in <run>/model.
+FINAL_ADAPTER_DIR = "adapter"
+FINAL_FULL_DIR = "model"
 
 
 class ModelError(RuntimeError):
@@ -45,7 +48,8 @@ class StorageError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A model folder and how to read it. kind: base, adapter (LoRA on base_dir), merged or ct2."""
+    """A model folder and how to read it. kind: base, adapter (LoRA on base_dir), merged (full weights: a merged
+    export, or a fully fine-tuned run or checkpoint) or ct2."""
 
     kind: str
     path: Path
@@ -60,6 +64,12 @@ class ModelSource:
     @property
     def family(self) -> ModelFamily:
         return family_of(self.weights_dir, ct2=self.kind == "ct2")
+
+    @property
+    def run_dir(self) -> Path | None:
+        """The run folder this model is the final model or a checkpoint of; None for anything else."""
+        named = self.path.name in (FINAL_ADAPTER_DIR, FINAL_FULL_DIR) or self.path.name.startswith("checkpoint-")
+        return self.path.parent if self.kind in ("adapter", "merged") and named else None
 
 
 def is_adapter_dir(path: Path) -> bool:
@@ -76,17 +86,51 @@ def is_merged_model_dir(path: Path) -> bool:
     return (path / "config.json").is_file() and any(path.glob("*.safetensors")) and not is_adapter_dir(path)
 
 
+def holds_trained_model(path: Path) -> bool:
+    """A LoRA adapter or full weights: what a run's final folder and its checkpoints hold."""
+    return is_adapter_dir(path) or is_merged_model_dir(path)
+
+
+def final_model_dir(run: Path) -> Path | None:
+    """The run's final model: <run>/adapter (LoRA) or <run>/model (full fine-tuning); None before it is saved."""
+    if is_adapter_dir(Path(run) / FINAL_ADAPTER_DIR):
+        return Path(run) / FINAL_ADAPTER_DIR
+    if is_merged_model_dir(Path(run) / FINAL_FULL_DIR):
+        return Path(run) / FINAL_FULL_DIR
+    return None
+
+
 def latest_run(workspace: Path) -> Path | None:
-    """The run whose final adapter was written last, or None when no run has finished."""
-    finished = [run for run in list_runs(workspace) if is_adapter_dir(run / "adapter")]
-    return max(finished, key=lambda run: (run / "adapter" / ADAPTER_CONFIG).stat().st_mtime, default=None)
+    """The run whose final model was written last, or None when no run has finished."""
+    finished = [run for run in list_runs(workspace) if final_model_dir(run) is not None]
+    return max(finished, key=lambda run: _written_at(final_model_dir(run)), default=None)
+
+
+def _written_at(folder: Path) -> float:
+    return (folder / ADAPTER_CONFIG if is_adapter_dir(folder) else folder / "config.json").stat().st_mtime
 
 
 def run_checkpoints(run: Path) -> list[Path]:
-    """checkpoint-N folders that hold an adapter, in training order."""
+    """checkpoint-N folders that hold an adapter or full weights, in training order."""
     from kowhisper.checkpoints import list_checkpoints
 
-    return [path for path in list_checkpoints(run) if is_adapter_dir(path)]
+    return [path for path in list_checkpoints(run) if holds_trained_model(path)]
+
+
+def trained_source(workspace: Path, path: Path) -> ModelSource:
+    """A run's final model or one of its checkpoints: LoRA on the workspace's base, or full weights of their own."""
+    path = Path(path).resolve()
+    if is_adapter_dir(path):
+        return adapter_source(workspace, path)
+    return ModelSource("merged", path, _label(path))
+
+
+def _label(path: Path) -> str:
+    if path.name in (FINAL_ADAPTER_DIR, FINAL_FULL_DIR):
+        return path.parent.name
+    if path.name.startswith("checkpoint-"):
+        return f"{path.parent.name}/{path.name}"
+    return path.name
 
 
 def base_source(workspace: Path) -> ModelSource:
@@ -103,22 +147,16 @@ def adapter_source(workspace: Path, adapter: Path) -> ModelSource:
     adapter = Path(adapter).resolve()
     if not (adapter / ADAPTER_WEIGHTS).is_file():
         raise ModelError(f"{adapter} has no {ADAPTER_WEIGHTS}; only safetensors adapters are loaded (pickle files can run code)")
-    if adapter.name == "adapter":
-        label = adapter.parent.name
-    elif adapter.name.startswith("checkpoint-"):
-        label = f"{adapter.parent.name}/{adapter.name}"
-    else:
-        label = adapter.name
-    return ModelSource("adapter", adapter, label, base_source(workspace).path)
+    return ModelSource("adapter", adapter, _label(adapter), base_source(workspace).path)
 
 
 def resolve_model(workspace: Path, spec: str | None) -> ModelSource:
-    """What `adapter=` / `eval_run=` name: unset -> the latest run's adapter (else the base); 'base'; a run
-    name under <workspace>/runs; or a path to a run, adapter, merged model or CTranslate2 folder."""
+    """What `adapter=` / `eval_run=` name: unset -> the latest run's final model (else the base); 'base'; a run
+    name under <workspace>/runs; or a path to a run, adapter, checkpoint, merged model or CTranslate2 folder."""
     workspace = Path(workspace)
     if spec is None:
         run = latest_run(workspace)
-        return adapter_source(workspace, run / "adapter") if run else base_source(workspace)
+        return trained_source(workspace, final_model_dir(run)) if run else base_source(workspace)
     if spec == "base":
         return base_source(workspace)
     path = Path(spec).expanduser()
@@ -130,17 +168,19 @@ def resolve_model(workspace: Path, spec: str | None) -> ModelSource:
     path = path.resolve()
     if is_adapter_dir(path):
         return adapter_source(workspace, path)
-    if is_adapter_dir(path / "adapter"):
-        return adapter_source(workspace, path / "adapter")
+    if final_model_dir(path) is not None:
+        return trained_source(workspace, final_model_dir(path))
     if is_ct2_model_dir(path):
         return ModelSource("ct2", path, path.name)
     if is_merged_model_dir(path):
-        return ModelSource("merged", path, path.name)
+        return ModelSource("merged", path, _label(path))
     if run_checkpoints(path):
-        raise ModelError(f"{path} has checkpoints but no final adapter/ yet: name one checkpoint, or use all_checkpoints=true")
+        raise ModelError(f"{path} has checkpoints but no final model yet ({FINAL_ADAPTER_DIR}/ or {FINAL_FULL_DIR}/): "
+                         "name one checkpoint, or use all_checkpoints=true")
     raise ModelError(
         f"{path} is not a model folder: expected a LoRA adapter ({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS}), a run folder "
-        "with adapter/, a merged model (config.json + safetensors) or a CTranslate2 export (model.bin)"
+        f"with {FINAL_ADAPTER_DIR}/ or {FINAL_FULL_DIR}/, a merged or fully fine-tuned model (config.json + safetensors) "
+        "or a CTranslate2 export (model.bin)"
     )
 
 
@@ -240,7 +280,16 @@ class ModelFamily(ABC):
 
     @abstractmethod
     def save_trained(self, model, processor, run_dir: Path, config) -> Path:
-        """The final model in <run>/adapter (with what inference needs to run it as trained); returns the folder."""
+        """The final model, with what inference needs to run it as trained, in <run>/adapter (LoRA) or <run>/model
+        (full weights); returns the folder."""
+
+    def trains_lora(self, config) -> bool:
+        """Whether training puts LoRA on a frozen base (which may then be INT8), rather than training full weights."""
+        return True
+
+    @abstractmethod
+    def model_card_intro(self, run_name: str, base_model: str, train_clips, config) -> list[str]:
+        """The head of a run's model card (front matter, title, how to load the final model), as Markdown lines."""
 
     def start_run(self, config, run_dir: Path, resuming: bool) -> list[str]:
         """Record what a run's checkpoints need beside their weights; returns lines for the log."""
@@ -270,6 +319,7 @@ def family_named(name: str) -> ModelFamily:
 
 def _load_families() -> None:
     # Importing a family module registers it.
+    import kowhisper.ctc  # noqa: F401
     import kowhisper.whisper  # noqa: F401
 
 

@@ -137,9 +137,10 @@ def plot_curves(log_path: Path, png_path: Path) -> Path | None:
 
 
 def write_run_outputs(run_dir: Path, *, state, dev: dict, zero_shot: dict, verdict, train: dict, data_counts: dict,
-                      origins: dict[str, str], training: dict, base_model: str, config_yaml: str) -> dict:
-    """metrics.json, the final curves and the model card, once the adapter is saved. `verdict` (None without
-    a dev split) says whether the adapter beat the zero-shot base on dev."""
+                      origins: dict[str, str], training: dict, card_intro: list[str], config_yaml: str) -> dict:
+    """metrics.json, the final curves and the model card, once the final model is saved. `verdict` (None without
+    a dev split) says whether it beat the zero-shot base on dev; `card_intro` heads the card (the model family's
+    ModelFamily.model_card_intro)."""
     run_dir = Path(run_dir)
     stages = stage_records(read_log(run_dir / LOG_NAME))
     metrics = {
@@ -169,36 +170,17 @@ def write_run_outputs(run_dir: Path, *, state, dev: dict, zero_shot: dict, verdi
         **training,
         "best checkpoint": Path(state.best_model_checkpoint).name if state.best_model_checkpoint else "-",
     }
-    write_model_card(run_dir, base_model=base_model, config_yaml=config_yaml, data_counts=data_counts, origins=origins, dev=dev,
+    write_model_card(run_dir, intro=card_intro, config_yaml=config_yaml, data_counts=data_counts, origins=origins, dev=dev,
                      zero_shot=zero_shot, verdict=verdict, training=summary, stages=metrics.get("stages", []))
     return metrics
 
 
-def write_model_card(run_dir: Path, *, base_model: str, config_yaml: str, data_counts: dict, origins: dict[str, str], dev: dict,
+def write_model_card(run_dir: Path, *, intro: list[str], config_yaml: str, data_counts: dict, origins: dict[str, str], dev: dict,
                      zero_shot: dict, verdict, training: dict, stages: list[dict]) -> Path:
-    """README.md for the run folder: how to load the adapter, the data it saw, its dev metrics, its config."""
+    """README.md for the run folder: how to load the final model (`intro`, from its family), the data it saw, its
+    dev metrics, its config."""
     lines = [
-        "---",
-        "library_name: peft",
-        f"base_model: {base_model}",
-        "language: [ko]",
-        "pipeline_tag: automatic-speech-recognition",
-        "tags: [whisper, lora, korean]",
-        "---",
-        "",
-        f"# {Path(run_dir).name}: Whisper LoRA adapter for Korean",
-        "",
-        f"LoRA adapter for `{base_model}`, trained offline with `train_offline.py` on "
-        f"{data_counts.get('train', '?')} Korean clips.",
-        "",
-        "```python",
-        "from peft import PeftModel",
-        "from transformers import WhisperForConditionalGeneration, WhisperProcessor",
-        "",
-        "base = WhisperForConditionalGeneration.from_pretrained('<workspace>/model')",
-        "model = PeftModel.from_pretrained(base, 'adapter')",
-        "processor = WhisperProcessor.from_pretrained('adapter')",
-        "```",
+        *intro,
         "",
         "## Data",
         "",
@@ -210,7 +192,7 @@ def write_model_card(run_dir: Path, *, base_model: str, config_yaml: str, data_c
     if dev:
         if verdict is not None:
             lines += [("" if verdict.improved else "**Warning:** ") + verdict.line, ""]
-        lines += ["| metric | zero-shot base | this adapter |", "|---|---|---|"]
+        lines += ["| metric | zero-shot base | this run |", "|---|---|---|"]
         lines += [f"| {name} | {_format_metric(name, zero_shot[name]) if name in zero_shot else '-'} | {_format_metric(name, value)} |"
                   for name, value in dev.items()]
     else:

@@ -49,3 +49,27 @@ def train_reciting_adapter(model_dir: Path, rows: list[dict], out_dir: Path, ste
     load_processor(model_dir).save_pretrained(out_dir)
     window.save(out_dir)
     return out_dir
+
+
+# Random wav2vec2 sizes. "tiny" trains in seconds on a CPU and keeps wav2vec2's real 20 ms frames and 400-sample
+# receptive field; "base" is wav2vec2-base's shape (hidden 768, 12 layers, about 95M parameters), for speed only.
+WAV2VEC2_SIZES = {
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, conv_dim=(32,) * 7,
+                 num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4),
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+}
+
+
+def random_wav2vec2(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
+    """A randomly initialised Wav2Vec2ForCTC with a placeholder 32-token head and no vocabulary, saved as safetensors
+    with its feature extractor: what a pretraining checkpoint such as XLS-R looks like to the online setup."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+
+    config = Wav2Vec2Config(vocab_size=32, feat_extract_norm="layer", do_stable_layer_norm=True, layerdrop=0.0,
+                            **WAV2VEC2_SIZES[size])
+    torch.manual_seed(seed)
+    Wav2Vec2ForCTC(config).save_pretrained(out_dir)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True,
+                             return_attention_mask=True).save_pretrained(out_dir)
+    return Path(out_dir)

@@ -79,10 +79,14 @@ class Precision:
     fp16: bool
     bf16: bool
     reason: str
+    lora: bool = True
 
     @property
     def summary(self) -> str:
-        base = "INT8 base (bitsandbytes) + LoRA" if self.int8 else "fp32 base + LoRA"
+        if not self.lora:
+            base = "fp32 weights, full fine-tuning"
+        else:
+            base = "INT8 base (bitsandbytes) + LoRA" if self.int8 else "fp32 base + LoRA"
         mixed = "bf16 autocast" if self.bf16 else "fp16 mixed precision" if self.fp16 else "fp32 compute"
         return f"{self.device.upper()}, {base}, {mixed}"
 
@@ -90,8 +94,14 @@ class Precision:
         return f"Precision: {self.summary} ({self.reason})"
 
 
-def choose_precision(config) -> Precision:
+def choose_precision(config, lora: bool = True) -> Precision:
+    """`lora`: whether the family trains LoRA on a frozen base; only such a base may be INT8 (full fine-tuning
+    updates every weight, and bitsandbytes' INT8 weights cannot be trained)."""
     import torch
+
+    if config.int8 and not lora:
+        raise TrainingSetupError("int8=true quantizes a frozen base under LoRA, but this run trains every weight; "
+                                 "leave int8 unset, or train LoRA (ctc_finetune=lora for a CTC model)")
 
     if torch.cuda.is_available():
         if world_size() > torch.cuda.device_count():
@@ -100,12 +110,12 @@ def choose_precision(config) -> Precision:
                 f"(cuda_visible_devices={config.cuda_visible_devices}); list one GPU per process, "
                 "e.g. cuda_visible_devices=0,1 for --nproc_per_node 2"
             )
-        int8 = True if config.int8 is None else config.int8
+        int8 = lora if config.int8 is None else config.int8
         if int8:
             check_int8_support("cuda")
         bf16 = torch.cuda.is_bf16_supported() if config.bf16 is None else config.bf16
         fp16 = (not bf16) if config.fp16 is None else config.fp16
-        return Precision("cuda", int8, fp16, bf16, f"GPU {torch.cuda.get_device_name()}")
+        return Precision("cuda", int8, fp16, bf16, f"GPU {torch.cuda.get_device_name()}", lora)
 
     if config.fp16:
         raise TrainingSetupError(
@@ -123,7 +133,7 @@ def choose_precision(config) -> Precision:
         reason = "this CPU does bf16 natively (AMX/AVX512-BF16)"
     else:
         reason = "no native bf16 on this CPU (no AMX/AVX512-BF16), so fp32 is the fast choice"
-    return Precision("cpu", bool(config.int8), False, bf16, reason)
+    return Precision("cpu", bool(config.int8), False, bf16, reason, lora)
 
 
 def check_int8_support(device: str) -> None:
@@ -257,15 +267,16 @@ def _load_split(path: Path):
 # ---- model ------------------------------------------------------------------------------------------------------
 
 
-def apply_lora(model, config, exclude_modules: str | None = None):
-    """The model with LoRA adapters on config.target_modules (names, or one regex as peft takes it)."""
+def apply_lora(model, config, exclude_modules: str | None = None, modules_to_save: list[str] | None = None):
+    """The model with LoRA adapters on config.target_modules (names, or one regex as peft takes it);
+    `modules_to_save` are trained in full beside them (a new output head, say)."""
     from peft import LoraConfig, get_peft_model
     from transformers import set_seed
 
     targets = config.target_modules if isinstance(config.target_modules, str) else list(config.target_modules)
     set_seed(config.seed)  # LoRA's A matrices are drawn at random
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=targets,
-                      exclude_modules=exclude_modules, bias="none")
+                      exclude_modules=exclude_modules, modules_to_save=modules_to_save, bias="none")
     try:
         with warnings.catch_warnings():
             # peft reads transformers' deprecated `is_gradient_checkpointing` alias; the warning is about peft's code.
@@ -273,6 +284,14 @@ def apply_lora(model, config, exclude_modules: str | None = None):
             return get_peft_model(model, lora)
     except ValueError as error:
         raise TrainingSetupError(f"LoRA target_modules={targets}: {error}") from None
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameters, for a peft model (which counts its quantized weights right) or a plain one."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    parameters = list(model.parameters())
+    return sum(p.numel() for p in parameters if p.requires_grad), sum(p.numel() for p in parameters)
 
 
 @contextlib.contextmanager

@@ -127,7 +127,7 @@ def test_tiny_run_prints_its_plan_and_leaves_every_output(tiny_run, tiny_model_d
     assert "## Final dev metrics" in card and "| cer |" in card and "lora_r: 32" in card
     # The data the workspace was built from, per source, not the training command's (default) data keys.
     assert "| cv | Common Voice release" in card and "| 1 | 40 | 0.042 | 10 (4) | 10 |" in card and "data_path:" not in card
-    assert "| metric | zero-shot base | this adapter |" in card
+    assert "| metric | zero-shot base | this run |" in card
     assert any((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
 

@@ -103,6 +103,30 @@ class WhisperFamily(ModelFamily):
         warning = stale_label_warning(train, processor.tokenizer)
         return [warning] if warning else []
 
+    def model_card_intro(self, run_name: str, base_model: str, train_clips, config) -> list[str]:
+        return [
+            "---",
+            "library_name: peft",
+            f"base_model: {base_model}",
+            "language: [ko]",
+            "pipeline_tag: automatic-speech-recognition",
+            "tags: [whisper, lora, korean]",
+            "---",
+            "",
+            f"# {run_name}: Whisper LoRA adapter for Korean",
+            "",
+            f"LoRA adapter for `{base_model}`, trained offline with `train_offline.py` on {train_clips} Korean clips.",
+            "",
+            "```python",
+            "from peft import PeftModel",
+            "from transformers import WhisperForConditionalGeneration, WhisperProcessor",
+            "",
+            "base = WhisperForConditionalGeneration.from_pretrained('<workspace>/model')",
+            "model = PeftModel.from_pretrained(base, 'adapter')",
+            "processor = WhisperProcessor.from_pretrained('adapter')",
+            "```",
+        ]
+
     def run_summary(self, config) -> dict:
         from kowhisper.whisper.encoder_window import EncoderWindow
 

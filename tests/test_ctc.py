@@ -1,0 +1,314 @@
+"""The CTC family (kowhisper.ctc) with a small random wav2vec2, as no pretrained CTC model can be fetched here.
+
+The vocabulary builder and the frame geometry are checked against transformers' own numbers; the whole flow runs
+as a user runs it (online setup, training, kill -9 and resume, evaluation, inference to SRT, the demo), under
+`unshare -n` where the machine allows it; and a model trained on a handful of espeak clips must learn them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import unicodedata
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_inference import network_is_isolatable, write_wav
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_CLIPS = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample" / "ko" / "clips"
+
+
+def isolated(command: list[str]) -> list[str]:
+    """The command in a network namespace with no network, where the machine allows one."""
+    return ["unshare", "-n", *command] if network_is_isolatable() else command
+
+
+def run(command: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+# ---- vocabulary -----------------------------------------------------------------------------------------------
+
+
+def test_vocabulary_is_the_same_for_nfc_and_nfd_text_and_spells_syllables():
+    from kowhisper.ctc.vocabulary import PAD, UNK, WORD_DELIMITER, CharacterRules, build_vocabulary
+
+    text = "한국어 음성 인식"
+    rules = CharacterRules()
+    composed = build_vocabulary([text], rules)
+    decomposed = build_vocabulary([unicodedata.normalize("NFD", text)], rules)
+    assert composed == decomposed
+    assert [composed[PAD], composed[UNK], composed[WORD_DELIMITER]] == [0, 1, 2]
+    assert set(composed) - {PAD, UNK, WORD_DELIMITER} == set(text.replace(" ", ""))
+
+
+def test_latin_digits_and_punctuation_follow_the_config():
+    from kowhisper.ctc.vocabulary import CharacterRules, build_vocabulary
+
+    text = "LG 5G폰, 3월에 나와요!"
+    default = CharacterRules()
+    assert default.label_text(text) == "lg 5g폰 3월에 나와요"
+    assert {"l", "g", "5", "3"} <= set(build_vocabulary([text], default)) and "," not in build_vocabulary([text], default)
+    dropped = CharacterRules(latin_digits="drop")
+    assert dropped.label_text(text) == "폰 월에 나와요"
+    assert not {"l", "g", "5", "3"} & set(build_vocabulary([text], dropped))
+    kept = CharacterRules(punctuation="keep")
+    assert {",", "!"} <= set(build_vocabulary([text], kept))
+
+
+def test_unseen_characters_become_unk_and_are_reported(tmp_path):
+    from kowhisper.ctc.storage import CTCClipEncoder, FrameGeometry, save_vocabulary
+    from kowhisper.ctc.vocabulary import CharacterRules, build_vocabulary, coverage
+
+    rules = CharacterRules()
+    train = ["大韓民國 만세", "ㅋㅋ 좋아요"]
+    vocabulary = build_vocabulary(train, rules)
+    assert "大" not in vocabulary and "ㅋ" not in vocabulary
+    report = coverage(train, vocabulary, rules)
+    assert report.unknown == {"大": 1, "韓": 1, "民": 1, "國": 1, "ㅋ": 2}
+    assert "become [UNK]" in report.describe() and "'ㅋ' x2" in report.describe()
+    from transformers import Wav2Vec2Config
+
+    tokenizer = save_vocabulary(vocabulary, tmp_path, rules)
+    encoder = CTCClipEncoder(tokenizer, _extractor(), FrameGeometry.from_config(Wav2Vec2Config()), rules)
+    labels, _, _ = encoder.encode_text("만세 萬歲")
+    assert tokenizer.convert_ids_to_tokens(labels) == ["만", "세", "|", "[UNK]", "[UNK]"]
+
+
+def _extractor():
+    from transformers import Wav2Vec2FeatureExtractor
+
+    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=True)
+
+
+def test_a_vocabulary_missing_too_much_of_the_training_text_is_refused(tmp_path, tiny_ctc_model_dir):
+    import shutil
+
+    from config import load_config
+    from kowhisper.ctc.storage import clip_encoder
+    from kowhisper.modeling import StorageError
+    from kowhisper.workspace import model_dir
+
+    config = load_config([f"workspace={tmp_path}"])
+    shutil.copytree(tiny_ctc_model_dir, model_dir(tmp_path))
+    with pytest.raises(StorageError, match=r"more than 5%"):
+        clip_encoder(model_dir(tmp_path), config, ["東京 大阪 京都 안녕"])
+    encoder = clip_encoder(model_dir(tmp_path), config, ["안녕하세요 반갑습니다 오늘은 날씨가 참 좋네요 東"])  # 1 in 21
+    assert "안" in encoder.tokenizer.get_vocab()
+
+
+# ---- geometry and drops ------------------------------------------------------------------------------------------
+
+
+def test_frame_counts_match_the_model_and_short_clips_are_dropped(tiny_ctc_model_dir):
+    import torch
+    from transformers import AutoConfig, AutoModelForCTC
+
+    from kowhisper.ctc.storage import CTCClipEncoder, FrameGeometry, save_vocabulary
+    from kowhisper.ctc.vocabulary import CharacterRules, build_vocabulary
+
+    model = AutoModelForCTC.from_pretrained(tiny_ctc_model_dir)
+    geometry = FrameGeometry.from_config(AutoConfig.from_pretrained(tiny_ctc_model_dir))
+    lengths = [400, 401, 719, 720, 16_000, 48_123]
+    expected = model._get_feat_extract_output_lengths(torch.tensor(lengths)).tolist()
+    assert [geometry.output_frames(n) for n in lengths] == expected
+    assert geometry.receptive_field == 400 and geometry.output_frames(399) == 0
+    assert geometry.samples_per_frame == 320
+
+    rules = CharacterRules()
+    tokenizer = save_vocabulary(build_vocabulary(["가나다"], rules), Path(tiny_ctc_model_dir).parent / "vocab", rules)
+    encoder = CTCClipEncoder(tokenizer, _extractor(), geometry, rules)
+    labels, _, _ = encoder.encode_text("가나다")
+    assert encoder.encode_audio(np.zeros(300, dtype=np.float32), labels)[1] == "too_short"
+    # 400 samples give one frame; three characters need three.
+    assert encoder.encode_audio(np.zeros(400, dtype=np.float32), labels)[1] == "labels_too_long"
+    stored, reason, _ = encoder.encode_audio(np.full(16_000, 0.5, dtype=np.float32), labels)
+    assert reason is None and stored["input_length"] == 16_000 and stored["audio"].dtype == np.int16
+
+
+def test_long_audio_chunks_keep_every_sample_once():
+    from kowhisper.ctc.recognizer import plan_chunks
+
+    for samples in (16_000 * 5, 16_000 * 20, 16_000 * 20 + 1, 16_000 * 61 + 7):
+        chunks = plan_chunks(0, samples)
+        assert chunks[0].keep_start == 0 and chunks[-1].keep_end == samples and chunks[-1].end == samples
+        assert all(a.keep_end == b.keep_start for a, b in zip(chunks, chunks[1:]))
+        assert all(c.start <= c.keep_start < c.keep_end <= c.end and c.end - c.start <= 16_000 * 20 for c in chunks)
+
+
+# ---- the whole flow -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_ctc_model_dir(tmp_path_factory) -> Path:
+    from kowhisper.testing import random_wav2vec2
+
+    return random_wav2vec2(tmp_path_factory.mktemp("tiny-wav2vec2") / "model")
+
+
+@pytest.fixture(scope="module")
+def ctc_workspace(tmp_path_factory, tiny_ctc_model_dir, python_executable) -> Path:
+    """A workspace built by run_online_setup.py from the tiny wav2vec2 and the bundled sample, with no network."""
+    workspace = tmp_path_factory.mktemp("ctc") / "workspace"
+    result = run(isolated([python_executable, "run_online_setup.py", f"workspace={workspace}",
+                           f"model_name_or_path={tiny_ctc_model_dir}", "wheelhouse=false"]))
+    assert "CTC vocabulary" in result.stdout
+    return workspace
+
+
+def test_online_setup_stores_int16_audio_lengths_and_a_vocabulary(ctc_workspace):
+    from datasets import load_from_disk
+    from transformers import Wav2Vec2CTCTokenizer
+
+    from kowhisper.ctc.vocabulary import CharacterRules
+
+    manifest = json.loads((ctc_workspace / "manifest.json").read_text(encoding="utf-8"))
+    assert "model/vocab.json" in manifest["files"]
+    train = load_from_disk(str(ctc_workspace / "data" / "cv" / "train"))
+    assert train.features["audio"].feature.dtype == "int16"
+    tokenizer = Wav2Vec2CTCTokenizer.from_pretrained(str(ctc_workspace / "model"))
+    row = train[0]
+    assert row["input_length"] == len(row["audio"]) == round(row["duration"] * 16_000)
+    assert tokenizer.decode(row["labels"], group_tokens=False) == CharacterRules().label_text(row["text"])
+    assert tokenizer.unk_token_id not in {token for labels in train["labels"] for token in labels}
+
+
+def test_a_second_setup_rewrites_nothing(ctc_workspace, tiny_ctc_model_dir, python_executable):
+    before = {path: path.stat().st_mtime_ns for path in (ctc_workspace / "model").iterdir()}
+    result = run(isolated([python_executable, "run_online_setup.py", f"workspace={ctc_workspace}",
+                           f"model_name_or_path={tiny_ctc_model_dir}", "wheelhouse=false"]))
+    assert result.stdout.count("skip, already prepared") == 3
+    assert before == {path: path.stat().st_mtime_ns for path in (ctc_workspace / "model").iterdir()}
+    run([python_executable, "run_online_setup.py", "--verify", f"workspace={ctc_workspace}"])
+
+
+TRAIN = ("per_device_train_batch_size=4", "per_device_eval_batch_size=8", "learning_rate=1e-3", "warmup_steps=1",
+         "report_to=[]", "logging_steps=1", "max_eval_samples=4", "bf16=false")
+
+
+def train_command(python: str, workspace: Path, run_name: str, *overrides: str) -> list[str]:
+    return [python, "train_offline.py", f"workspace={workspace}", f"run_name={run_name}", *TRAIN, *overrides]
+
+
+@pytest.fixture(scope="module")
+def trained_run(ctc_workspace, python_executable) -> Path:
+    """A full fine-tuning run killed with -9 after its first checkpoint, then resumed by the same command."""
+    from kowhisper.checkpoints import last_complete_checkpoint
+
+    run_dir = ctc_workspace / "runs" / "ctc"
+    command = isolated(train_command(python_executable, ctc_workspace, "ctc", "max_steps=8", "save_steps=2", "eval_steps=2"))
+    log_path = ctc_workspace.parent / "first.log"
+    with open(log_path, "w") as log:  # a file, not a pipe: a full pipe would stall the run before the kill
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while last_complete_checkpoint(run_dir, report=lambda _: None) is None:
+        assert process.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "model").exists()
+    result = run(command)
+    assert "Resuming from" in result.stdout
+    assert "Precision: CPU, fp32 weights, full fine-tuning" in result.stdout
+    return run_dir
+
+
+def test_training_resumes_after_kill_9_and_leaves_a_full_model(trained_run):
+    from kowhisper.checkpoints import missing_parts
+
+    assert (trained_run / "model" / "model.safetensors").is_file() and (trained_run / "model" / "vocab.json").is_file()
+    assert missing_parts(trained_run / "checkpoint-8") == []
+    metrics = json.loads((trained_run / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["global_step"] == 8 and metrics["model family"] == "ctc" and "cer" in metrics["dev"]
+    card = (trained_run / "README.md").read_text(encoding="utf-8")
+    assert "Fully fine-tuned CTC model" in card and "| metric | zero-shot base | this run |" in card
+    assert (trained_run / "training_curves.png").stat().st_size > 0
+
+
+def test_evaluation_scores_base_and_run_on_the_test_split(ctc_workspace, trained_run, python_executable):
+    run(isolated([python_executable, "evaluate_model.py", f"workspace={ctc_workspace}", f"eval_run={trained_run}"]))
+    summary = json.loads((ctc_workspace / "evaluations" / "test" / "summary.json").read_text(encoding="utf-8"))
+    labels = [model["label"] for model in summary["models"]]
+    assert labels == ["base", "ctc"]
+    assert all(0 <= model["cer"] for model in summary["models"]) and summary["models"][1]["kind"] == "merged"
+
+
+def test_inference_writes_srt_with_monotonic_times_inside_the_clip(ctc_workspace, trained_run, python_executable, tmp_path):
+    from kowhisper.audio import load_audio
+
+    clips = sorted(SAMPLE_CLIPS.glob("*.mp3"))[:12]
+    pause = np.zeros(16_000, dtype=np.float32)
+    waveform = np.concatenate([part for clip in clips for part in (load_audio(clip), pause)])
+    audio = write_wav(tmp_path / "long.wav", waveform)
+    duration = len(waveform) / 16_000
+    assert duration > 40, "the file must need several overlapping chunks"
+    run(isolated([python_executable, "inference.py", f"workspace={ctc_workspace}", f"adapter={trained_run}", "output_format=srt",
+                  f"transcripts_dir={tmp_path}", str(audio)]))
+    srt = (tmp_path / "long.srt").read_text(encoding="utf-8")
+    times = []
+    for line in srt.splitlines():
+        if " --> " in line:
+            times += [_seconds(stamp) for stamp in line.split(" --> ")]
+    assert times, srt
+    assert times == sorted(times) and 0 <= times[0] and times[-1] <= duration
+
+
+def _seconds(stamp: str) -> float:
+    hours, minutes, rest = stamp.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(rest.replace(",", "."))
+
+
+def test_the_demo_serves_the_ctc_run(ctc_workspace, trained_run, python_executable, tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log_path = tmp_path / "demo.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([python_executable, "inference.py", f"workspace={ctc_workspace}", "--demo", f"server_port={port}"],
+                                  cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, log_path.read_text()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, log_path.read_text()
+                time.sleep(1)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    from config import load_config
+    from kowhisper.demo import transcribe_for_demo
+    from kowhisper.modeling import load_recognizer, resolve_model
+
+    recognizer = load_recognizer(resolve_model(ctc_workspace, None), load_config([f"workspace={ctc_workspace}"]))
+    _, status = transcribe_for_demo(recognizer, str(sorted(SAMPLE_CLIPS.glob("*.mp3"))[0]), 60.0)
+    assert status.startswith(("Transcribed", "No speech was recognised")) and "CTC greedy" in status
+
+
+def test_ctranslate2_export_of_a_ctc_model_is_refused_clearly(ctc_workspace, trained_run, python_executable):
+    result = subprocess.run([python_executable, "inference.py", f"workspace={ctc_workspace}", f"adapter={trained_run}", "--export-ct2"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "CTranslate2 export is for Whisper models" in result.stderr
+
+
+def test_a_model_that_is_neither_whisper_nor_ctc_is_refused(tmp_path):
+    from kowhisper.modeling import ModelError, family_for_base_source
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}), encoding="utf-8")
+    with pytest.raises(ModelError, match="neither Whisper nor a CTC model"):
+        family_for_base_source(str(tmp_path))
