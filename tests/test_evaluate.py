@@ -62,7 +62,8 @@ def test_every_checkpoint_is_measured_and_the_best_marked(run_with_checkpoints):
     # An untrained adapter is the base model: the same hypotheses, so the same scores.
     assert by_label["lora/checkpoint-100"]["cer"] == by_label["base"]["cer"] > 0.5
     assert by_label["lora/checkpoint-300"]["cer"] > 0.2
-    assert "lora/checkpoint-200 *" in table and "* best by cer: lora/checkpoint-200" in table
+    marked = [line.split()[0] for line in table.splitlines() if line.endswith("  *")]
+    assert marked == ["lora/checkpoint-200"] and "* best by cer: lora/checkpoint-200" in table
 
     out_dir = workspace / "evaluations" / "test"
     assert json.loads((out_dir / "summary.json").read_text(encoding="utf-8")) == summary
