@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's test command: installs what is missing, lints, then runs every test (about 10 minutes here).
+# The README's test command: installs what is missing, lints, then runs every test (about 20-25 minutes on 2 idle cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
