@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from kowhisper.checkpoints import WEIGHT_FORMS
 from kowhisper.modeling import ModelError, StorageError, family_for_base_source
 from kowhisper.workspace import model_dir
 from utils import atomic_write_json, read_json
@@ -49,4 +50,6 @@ def prepare_model(config) -> Path:
 
 def _is_complete(target: Path, source: str) -> bool:
     stamp = target / STAMP_NAME
-    return stamp.is_file() and read_json(stamp).get("source") == source and (target / "model.safetensors").is_file()
+    # A large model is saved in shards (model.safetensors.index.json), so any whole weight form counts.
+    has_weights = any(all((target / name).is_file() for name in form) for form in WEIGHT_FORMS)
+    return stamp.is_file() and read_json(stamp).get("source") == source and has_weights
