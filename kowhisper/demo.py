@@ -16,7 +16,7 @@ import time
 
 from kowhisper.audio import SAMPLING_RATE, AudioError, load_audio
 from kowhisper.modeling import Recognizer
-from kowhisper.transcribe import is_silent
+from kowhisper.transcript import is_silent
 
 log = logging.getLogger("kowhisper")
 
@@ -52,7 +52,7 @@ def transcribe_for_demo(recognizer: Recognizer, path: str | None, max_seconds: f
     started = time.perf_counter()
     # Past one 30 s window the transcript is shown per segment, with the times it covers.
     long_form = seconds > 30
-    transcript = recognizer.transcribe_waveforms([waveform], timestamps=long_form, batch_size=batch_size)[0]
+    transcript = recognizer.transcribe_waveforms([waveform], batch_size=batch_size)[0]
     taken = time.perf_counter() - started
     if not transcript.text:
         return "", f"No speech was recognised in {seconds:.1f} s of audio (took {taken:.2f} s)."

@@ -25,7 +25,7 @@ import torch
 from kowhisper.workspace import list_runs, model_dir, runs_dir
 
 if TYPE_CHECKING:
-    from kowhisper.transcribe import Transcript
+    from kowhisper.transcript import Transcript
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -202,10 +202,10 @@ class Recognizer(ABC):
         """Texts for rows of a prepared split, as this family's online step stores them, in order."""
 
     @abstractmethod
-    def transcribe_waveforms(self, waveforms: list, *, timestamps: bool, batch_size: int, sources: list[str] | None = None,
+    def transcribe_waveforms(self, waveforms: list, *, batch_size: int, sources: list[str] | None = None,
                              bar=None) -> list[Transcript]:
-        """Transcripts of 16 kHz mono waveforms of any length; with timestamps, segments with their times.
-        `bar`, a tqdm bar, advances as the work gets done."""
+        """Transcripts of 16 kHz mono waveforms of any length, as timed segments and their joined text. `bar`, a
+        tqdm bar counting seconds of audio, advances as the work gets done."""
 
 
 class ModelFamily(ABC):

@@ -1,8 +1,9 @@
 """Transcribing audio files with any model family, to txt, json or srt.
 
 Files, folders and lists are collected, read and held a batch at a time; the family's `Recognizer` decides how
-audio longer than its model's window is cut and how segment times are found. A file that cannot be read or
-holds only silence is reported and skipped, and the others are still transcribed.
+audio longer than its model's window is decoded and how segment times are found. Every output format comes from
+the same decode: txt is the segments' text, json and srt add their times. A file that cannot be read or holds
+only silence is reported and skipped, and the others are still transcribed.
 """
 
 from __future__ import annotations
@@ -10,41 +11,19 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from kowhisper.audio import CHUNK_SAMPLES, AudioError, load_audio
 from kowhisper.modeling import Recognizer
+from kowhisper.transcript import Transcript, is_silent
 
-# Peak amplitude below which a recording holds no speech: about -60 dBFS, under any microphone's hiss floor
-# for speech but above digital silence and dither.
-SILENCE_PEAK = 1e-3
 AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".webm", ".mp4", ".mkv", ".aiff", ".aif", ".amr"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 # Audio held in memory at once when many files are given (about 60 MB); windows of these files are batched.
 SAMPLES_IN_FLIGHT = 32 * CHUNK_SAMPLES
-
-
-@dataclass
-class Segment:
-    start: float
-    end: float
-    text: str
-
-
-@dataclass
-class Transcript:
-    source: str
-    duration: float
-    text: str
-    segments: list[Segment] = field(default_factory=list)
-
-
-def is_silent(waveform: np.ndarray) -> bool:
-    return waveform.size == 0 or float(np.max(np.abs(waveform))) < SILENCE_PEAK
-
 
 # ---- files --------------------------------------------------------------------------------------------------
 
@@ -73,7 +52,7 @@ def collect_audio_paths(items: Iterable[str]) -> tuple[list[Path], list[str]]:
     return paths, problems
 
 
-def transcribe_files(recognizer: Recognizer, paths: list[Path], *, timestamps: bool, batch_size: int,
+def transcribe_files(recognizer: Recognizer, paths: list[Path], *, batch_size: int,
                      progress: bool = True) -> Iterator[tuple[Path, Transcript | None, str | None]]:
     """(path, transcript, None) or (path, None, problem) per file, in order. A file that cannot be read or
     holds only silence is reported and skipped; the others are still transcribed."""
@@ -83,14 +62,14 @@ def transcribe_files(recognizer: Recognizer, paths: list[Path], *, timestamps: b
 
     def flush():
         readable = [i for i, (_, waveform, _) in enumerate(held) if waveform is not None]
-        transcripts = recognizer.transcribe_waveforms([held[i][1] for i in readable], timestamps=timestamps,
-                                                   batch_size=batch_size, sources=[str(held[i][0]) for i in readable], bar=bar)
+        transcripts = recognizer.transcribe_waveforms([held[i][1] for i in readable], batch_size=batch_size,
+                                                   sources=[str(held[i][0]) for i in readable], bar=bar)
         by_index = dict(zip(readable, transcripts))
         for i, (path, _, problem) in enumerate(held):
             yield path, by_index.get(i), problem
         held.clear()
 
-    with tqdm(total=0, desc="transcribing", unit="window", disable=not progress, file=sys.stderr) as bar:
+    with tqdm(total=0, desc="transcribing", unit="s", disable=not progress, file=sys.stderr) as bar:
         for path in paths:
             try:
                 waveform = load_audio(path)
@@ -159,8 +138,7 @@ def transcribe_to_outputs(recognizer: Recognizer, items: list[str], *, output_fo
     done, skipped = 0, len(problems)
     # JSON goes out one object per line, so several files still make valid JSON Lines; text gets headers.
     headers = directory is None and len(paths) > 1 and output_format != "json"
-    for path, transcript, problem in transcribe_files(recognizer, paths, timestamps=output_format in ("json", "srt"),
-                                                      batch_size=batch_size, progress=progress):
+    for path, transcript, problem in transcribe_files(recognizer, paths, batch_size=batch_size, progress=progress):
         if transcript is None:
             print(f"skipped {path}: {problem}", file=sys.stderr)
             skipped += 1

@@ -23,7 +23,7 @@ from kowhisper.ctc.storage import FrameGeometry, from_int16
 from kowhisper.ctc.trainer import decode_ids
 from kowhisper.ctc.vocabulary import WORD_DELIMITER
 from kowhisper.modeling import ModelError, Recognizer
-from kowhisper.transcribe import Segment, Transcript
+from kowhisper.transcript import Segment, Transcript
 
 CHUNK_S = 20.0
 STRIDE_S = 2.0
@@ -126,12 +126,12 @@ class CTCRecognizer(Recognizer):
                              "a workspace prepared with a CTC base (the same source, its own online setup)")
         return [decode_ids(self.tokenizer, ids, group=True) for ids in self.greedy_ids([from_int16(row["audio"]) for row in rows])]
 
-    def transcribe_waveforms(self, waveforms, *, timestamps, batch_size, sources=None, bar=None) -> list[Transcript]:
+    def transcribe_waveforms(self, waveforms, *, batch_size, sources=None, bar=None) -> list[Transcript]:
         usable = [index for index, waveform in enumerate(waveforms) if len(waveform) >= self.geometry.receptive_field]
         chunks = [chunk for index in usable for chunk in plan_chunks(index, len(waveforms[index]))]
         order = sorted(range(len(chunks)), key=lambda i: chunks[i].end - chunks[i].start, reverse=True)
         if bar is not None:
-            bar.total = (bar.total or 0) + len(chunks)
+            bar.total = (bar.total or 0) + round(sum(len(waveforms[index]) for index in usable) / SAMPLING_RATE)
             bar.refresh()
         chunk_ids: dict[int, np.ndarray] = {}
         for first in range(0, len(order), batch_size):
@@ -139,7 +139,7 @@ class CTCRecognizer(Recognizer):
             pieces = [np.asarray(waveforms[chunks[i].waveform][chunks[i].start : chunks[i].end], dtype=np.float32) for i in batch]
             chunk_ids.update(zip(batch, self.greedy_ids(pieces)))
             if bar is not None:
-                bar.update(len(batch))
+                bar.update(sum(chunks[i].keep_end - chunks[i].keep_start for i in batch) / SAMPLING_RATE)
 
         frame_samples = self.geometry.samples_per_frame
         frame_s = frame_samples / SAMPLING_RATE
@@ -158,10 +158,7 @@ class CTCRecognizer(Recognizer):
             if index in per_waveform:
                 ids, times = (np.concatenate(parts) if parts else np.zeros(0) for parts in per_waveform[index])
                 words = words_from_frames(ids, times, frame_s, self.vocabulary, self.tokenizer.pad_token_id, self.tokenizer.unk_token_id)
-                if timestamps:
-                    transcript.segments = segments_from_words(words, duration)
-                elif words:
-                    transcript.segments = [Segment(0.0, duration, " ".join(word.text for word in words))]
+                transcript.segments = segments_from_words(words, duration)
             transcript.text = " ".join(segment.text for segment in transcript.segments)
             transcripts.append(transcript)
         return transcripts

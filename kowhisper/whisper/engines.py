@@ -14,7 +14,14 @@ Each engine runs the model at the encoder window it was trained with: Whisper's 
 fitted to each batch for a model fine-tuned that way (kowhisper.whisper.encoder_window).
 
 Decoding is greedy with the language and task given explicitly, never detected: zero-shot Whisper can take
-Korean for another language, and a fine-tuned adapter was trained with these prompt tokens.
+Korean for another language, and a fine-tuned adapter was trained with these prompt tokens. Both engines also
+report each row's mean token log-probability and Whisper's no-speech probability, which long-form decoding uses
+to tell silence from speech (kowhisper.whisper.longform).
+
+Text is decoded at whole characters only. Whisper's byte-level tokens can split a Hangul syllable (3 UTF-8
+bytes) over two tokens, and a segment boundary, a token cap or a model's slip can leave half of one; the
+tokenizer would write U+FFFD there. `text_bytes` and `text_of` keep the bytes, so a split syllable is joined
+across segments and a fragment that never completes is dropped.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import logging
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +52,17 @@ TOKEN_MARGIN = 20
 WHISPER_TEXT_POSITIONS = 448
 # Whisper's seconds per timestamp token.
 TIME_PRECISION = 0.02
+
+
+@dataclass
+class Generation:
+    """One decoded row: its ids (timestamp tokens included when asked; no prompt, no end token), the mean
+    log-probability of its tokens and end token (openai/whisper's avg_logprob), and the probability Whisper gave
+    <|nocaptions|> at the start of the transcript, its own no-speech detector."""
+
+    ids: list[int]
+    avg_logprob: float
+    no_speech_prob: float
 
 
 @dataclass(frozen=True)
@@ -101,6 +120,9 @@ class WhisperEngine(ABC):
     gives for the batch: 3000 for Whisper's own window, fewer for a model fine-tuned on fitted windows."""
 
     engine = ""
+    # Rows this engine decodes at the same time on separate cores; long-form decoding splits a lone recording
+    # into this many parts so that none sits idle.
+    parallel_streams = 1
 
     def __init__(self, processor, decoding: Decoding, description: str, window: EncoderWindow):
         self.window = window
@@ -110,7 +132,10 @@ class WhisperEngine(ABC):
         self.decoding = decoding
         self.description = description
         self.end_of_text = self.tokenizer.convert_tokens_to_ids("<|endoftext|>")
-        self.timestamp_begin = self.tokenizer.convert_tokens_to_ids("<|notimestamps|>") + 1
+        no_timestamps = self.tokenizer.convert_tokens_to_ids("<|notimestamps|>")
+        self.timestamp_begin = no_timestamps + 1
+        # <|nocaptions|> (later named <|nospeech|>) sits just before <|notimestamps|> in every Whisper vocabulary.
+        self.no_speech_token = no_timestamps - 1
 
     def prompt_ids(self, timestamps: bool) -> list[int]:
         tokens = ["<|startoftranscript|>", f"<|{self.decoding.language}|>", f"<|{self.decoding.task}|>"]
@@ -119,15 +144,44 @@ class WhisperEngine(ABC):
         return self.tokenizer.convert_tokens_to_ids(tokens)
 
     @abstractmethod
-    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int, no_repeat_ngram_size: int = 0) -> list[list[int]]:
-        """Generated ids per row (timestamp tokens included when asked), without prompt and end token.
-        `no_repeat_ngram_size` > 0 forbids repeating any token n-gram of that size (the loop fallback)."""
+    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int, no_repeat_ngram_size: int = 0) -> list[Generation]:
+        """One Generation per row. `no_repeat_ngram_size` > 0 forbids repeating any token n-gram of that size
+        (the loop fallback)."""
 
     def _trim(self, ids: list[int]) -> list[int]:
         return ids[: ids.index(self.end_of_text)] if self.end_of_text in ids else ids
 
+    @cached_property
+    def _byte_of_char(self) -> dict[str, int]:
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        return {char: byte for byte, char in bytes_to_unicode().items()}
+
+    def text_bytes(self, ids: list[int]) -> bytes:
+        """The UTF-8 bytes the text tokens among `ids` stand for (timestamps and other special tokens skipped)."""
+        tokens = self.tokenizer.convert_ids_to_tokens([i for i in ids if i < self.end_of_text])
+        # Every text token of Whisper's vocabulary is byte-level; anything else is taken as the text it shows.
+        return b"".join(bytes([self._byte_of_char[char]]) if char in self._byte_of_char else char.encode()
+                        for token in tokens for char in token)
+
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode([i for i in ids if i < self.end_of_text], skip_special_tokens=True).strip()
+        """The text of `ids`, trimmed, at whole characters only."""
+        return text_of(self.text_bytes(ids))
+
+
+def text_of(data: bytes) -> str:
+    """Text of UTF-8 bytes, dropping what is not a whole character instead of writing U+FFFD."""
+    return data.decode("utf-8", errors="ignore").strip()
+
+
+def incomplete_tail(data: bytes) -> int:
+    """How many bytes at the end of `data` begin a UTF-8 character that is not finished (0 to 3)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte & 0xC0 != 0x80:  # not a continuation byte: the lead byte of the last character
+            needed = 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 1
+            return back if needed > back else 0
+    return 0
 
 
 class HFWhisper(WhisperEngine):
@@ -147,11 +201,13 @@ class HFWhisper(WhisperEngine):
         # Whisper's decoder has max_target_positions slots, shared by prompt and output.
         self.token_limit = model.config.max_target_positions - len(self.prompt_ids(False))
 
-    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int, no_repeat_ngram_size: int = 0) -> list[list[int]]:
+    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int, no_repeat_ngram_size: int = 0) -> list[Generation]:
+        from transformers import LogitsProcessorList
         from transformers.modeling_outputs import BaseModelOutput
 
         features = features.to(self.device, self.model.dtype)
         autocast = torch.autocast("cpu", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+        chosen = _ChosenTokenLogprobs()
         with torch.inference_mode(), autocast:
             if self.device.type == "cpu":
                 encoded = torch.cat([self.model.model.encoder(row[None]).last_hidden_state for row in features])
@@ -164,16 +220,56 @@ class HFWhisper(WhisperEngine):
                 task=self.decoding.task,
                 return_timestamps=timestamps,
                 # One pass per 30 s window: without it, a window whose last segment is unfinished is decoded
-                # again from that point, and the returned timestamps of the two passes share no origin.
+                # again from that point, and the returned timestamps of the two passes share no origin. Seeking
+                # through long audio is kowhisper.whisper.longform's job, the same for both engines.
                 force_unique_generate_call=True,
                 max_new_tokens=min(max_new_tokens, self.token_limit),
                 do_sample=False,
                 num_beams=1,
                 no_repeat_ngram_size=no_repeat_ngram_size,
+                logits_processor=LogitsProcessorList([chosen]),
             )
+            no_speech = self._no_speech_probs(encoded)
         # With force_unique_generate_call the rows start with the prompt; strip it where it is there.
         prompt = self.prompt_ids(timestamps)
-        return [self._trim(row[len(prompt):] if row[: len(prompt)] == prompt else row) for row in sequences.tolist()]
+        rows = [row[len(prompt):] if row[: len(prompt)] == prompt else row for row in sequences.tolist()]
+        logprobs = chosen.per_row(sequences[:, -1])
+        generations = []
+        for ids, row_logprobs, no_speech_prob in zip(rows, logprobs, no_speech.tolist()):
+            trimmed = self._trim(ids)
+            # The steps of this row's tokens and its end token; finished rows are padded after that.
+            counted = row_logprobs[len(row_logprobs) - len(ids) :][: len(trimmed) + 1]
+            generations.append(Generation(trimmed, float(counted.sum()) / (len(trimmed) + 1), no_speech_prob))
+        return generations
+
+    def _no_speech_probs(self, encoded: torch.Tensor) -> torch.Tensor:
+        """P(<|nocaptions|>) right after <|startoftranscript|>, per row, as openai/whisper reads it."""
+        start = torch.full((encoded.shape[0], 1), self.model.config.decoder_start_token_id, device=encoded.device)
+        hidden = self.model.model.decoder(input_ids=start, encoder_hidden_states=encoded).last_hidden_state
+        logits = self.model.proj_out(hidden[:, 0]).float()
+        return logits.softmax(-1)[:, self.no_speech_token].cpu()
+
+
+class _ChosenTokenLogprobs:
+    """A logits processor, run after all others, that records the log-probability of each token generate()
+    picks: the processed distribution of one step is kept until the next step shows which token was taken."""
+
+    def __init__(self):
+        self.pending: torch.Tensor | None = None
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.pending is not None:
+            self.steps.append(self.pending.gather(1, input_ids[:, -1:])[:, 0])
+        self.pending = scores.float().log_softmax(-1)
+        return scores
+
+    def per_row(self, last_tokens: torch.Tensor) -> torch.Tensor:
+        """(batch, generated steps) log-probabilities; `last_tokens` are the tokens of the final step."""
+        steps = list(self.steps)
+        if self.pending is not None:
+            steps.append(self.pending.gather(1, last_tokens[:, None].to(self.pending.device))[:, 0])
+        return torch.stack(steps, dim=1).cpu() if steps else torch.zeros(len(last_tokens), 0)
 
 
 class CT2Whisper(WhisperEngine):
@@ -192,13 +288,14 @@ class CT2Whisper(WhisperEngine):
         workers = cpu_threads() if device == "cpu" and parallel_clips else 1
         threads = {"inter_threads": workers, "intra_threads": cpu_threads() // workers} if device == "cpu" else {}
         self.parallel_clips = workers > 1
+        self.parallel_streams = workers
         # "default" keeps the type the export was written in (int8 stays int8, float32 stays float32).
         self.model = ctranslate2.models.Whisper(str(ct2_dir), device=device, compute_type="default", **threads)
         # CTranslate2 takes fewer than 3000 frames as they are (since its PR 1446) and slices its positions.
         super().__init__(processor, decoding, f"CTranslate2 {self.model.compute_type} on {device}", window or EncoderWindow())
         self.token_limit = WHISPER_TEXT_POSITIONS - len(self.prompt_ids(False))
 
-    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int, no_repeat_ngram_size: int = 0) -> list[list[int]]:
+    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int, no_repeat_ngram_size: int = 0) -> list[Generation]:
         import ctranslate2
 
         array = np.ascontiguousarray(features.to(torch.float32).numpy())
@@ -206,7 +303,7 @@ class CT2Whisper(WhisperEngine):
         # CTranslate2 counts the prompt in max_length; this gives the same decoding steps as transformers'
         # max_new_tokens (whose count includes the end token).
         options = {"beam_size": 1, "max_length": len(prompt) + min(max_new_tokens, self.token_limit),
-                   "no_repeat_ngram_size": no_repeat_ngram_size}
+                   "no_repeat_ngram_size": no_repeat_ngram_size, "return_scores": True, "return_no_speech_prob": True}
         if self.parallel_clips:
             # One clip per request, spread over the workers (see __init__); results come back in order.
             pending = [self.model.generate(ctranslate2.StorageView.from_array(array[i : i + 1]), [prompt], asynchronous=True, **options)[0]
@@ -214,7 +311,13 @@ class CT2Whisper(WhisperEngine):
             results = [request.result() for request in pending]
         else:
             results = self.model.generate(ctranslate2.StorageView.from_array(array), [prompt] * len(array), **options)
-        return [self._trim(result.sequences_ids[0]) for result in results]
+        generations = []
+        for result in results:
+            ids = self._trim(result.sequences_ids[0])
+            # The score is the summed log-probability over the generated length (length_penalty 1); as
+            # faster-whisper does, it is averaged over the tokens plus the end token.
+            generations.append(Generation(ids, result.scores[0] * len(ids) / (len(ids) + 1), result.no_speech_prob))
+        return generations
 
 
 def load_processor(path: Path):
