@@ -1,5 +1,6 @@
 """Real human Korean speech (../shared/data/ko-real-speech, CC BY-NC-SA 4.0, read from there, never copied):
-a fine-tuned adapter keeps writing timestamps, so long audio still comes back as sentence-sized subtitles.
+a long recording comes back complete, in every output format, and a fine-tuned adapter keeps writing timestamps,
+so long audio still comes back as sentence-sized subtitles.
 
 Skipped cleanly where that folder is absent. Espeak speech cannot show this: its clips have no natural pauses
 and zero-shot whisper-base cannot read it.
@@ -8,16 +9,23 @@ and zero-shot whisper-base cannot read it.
 from __future__ import annotations
 
 import csv
+import json
 import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko"
 JOINED_CLIPS = 11
 MAX_BLOCK_SECONDS = 15.0
+# Whisper's first window ends at 30 s; the recording is built so that a sentence is under way there.
+WINDOW_SECONDS = 30.0
+# bench/longform.py's target is 2% of reference characters deleted (measured: 0% on this kind of recording); the
+# test leaves room for int8 kernels that differ between CPUs.
+MAX_DELETED_SHARE = 0.04
 
 pytestmark = [
     pytest.mark.real_model,
@@ -47,7 +55,67 @@ def joined_test_clips(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def across_a_window(tmp_path_factory) -> tuple[Path, list[str], float]:
+    """(recording, its sentences, its seconds): at least 60 s of real test clips joined end to end, starting at the
+    first clip that puts Whisper's 30 s window boundary well inside a sentence."""
+    from kowhisper.audio import SAMPLING_RATE, load_audio
+    from tests.test_inference import write_wav
+
+    with open(REAL_SPEECH / "ko" / "test.tsv", encoding="utf-8", newline="") as handle:
+        rows = [(REAL_SPEECH / "ko" / "clips" / row["path"], row["sentence"]) for row in csv.DictReader(handle, delimiter="\t")]
+    clips = [(load_audio(path), sentence) for path, sentence in rows[:40]]
+    for first in range(len(clips)):
+        chosen, seconds = [], 0.0
+        for audio, sentence in clips[first:]:
+            chosen.append((audio, sentence))
+            seconds += len(audio) / SAMPLING_RATE
+            if seconds >= 60:
+                break
+        ends = np.cumsum([len(audio) / SAMPLING_RATE for audio, _ in chosen])
+        inside = next(i for i, end in enumerate(ends) if end > WINDOW_SECONDS)
+        begins = ends[inside] - len(chosen[inside][0]) / SAMPLING_RATE
+        if seconds >= 60 and WINDOW_SECONDS - begins > 1.5 and ends[inside] - WINDOW_SECONDS > 1.5:
+            break
+    path = write_wav(tmp_path_factory.mktemp("across") / "across.wav", np.concatenate([audio for audio, _ in chosen]))
+    return path, [sentence for _, sentence in chosen], seconds
+
+
+def test_a_long_recording_comes_back_whole_in_every_format(make_workspace, real_model_dir, across_a_window, python_executable):
+    from bench.longform import score, sentence_coverage
+    from tests.test_inference import parse_srt
+
+    recording, sentences, seconds = across_a_window
+    workspace = make_workspace(real_model_dir, copy=False, data_path=str(REAL_SPEECH), max_samples=160)
+    outputs = {}
+    for output_format in ("txt", "srt", "json"):
+        result = subprocess.run([python_executable, "inference.py", f"workspace={workspace}", "adapter=base", str(recording),
+                                 f"output_format={output_format}"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "\ufffd" not in result.stdout
+        outputs[output_format] = result.stdout
+    document = json.loads(outputs["json"])
+    text = document["text"]
+    # One decode behind every format: the text, the subtitles and the JSON segments say the same.
+    assert outputs["txt"] == text + "\n"
+    assert [cue_text for *_, cue_text in parse_srt(outputs["srt"])] == [s["text"] for s in document["segments"]]
+
+    coverage = sentence_coverage(sentences, text)
+    scored = score(" ".join(sentences), text)
+    print(f"\n{seconds:.0f} s, {len(sentences)} sentences: no-space CER {100 * scored['cer_nospace']:.1f}%, deleted "
+          f"{scored['deleted']} of {scored['ref_chars']} characters; least complete sentence {min(coverage):.0%}")
+    assert min(coverage) >= 0.5, f"a sentence went missing: {list(zip(sentences, coverage))}"
+    assert scored["deleted"] <= MAX_DELETED_SHARE * scored["ref_chars"]
+    times = [(s["start"], s["end"]) for s in document["segments"]]
+    assert all(0 <= start <= end <= seconds + 0.01 for start, end in times)
+    assert all(a[1] <= b[0] for a, b in zip(times, times[1:]))
+
+
 def test_a_fine_tuned_adapter_keeps_sentence_sized_subtitles(make_workspace, real_model_dir, joined_test_clips, python_executable):
+    """The defaults train on fitted encoder windows: long audio then runs full 30 s windows and a fitted last one."""
+    from kowhisper.audio import SAMPLING_RATE, load_audio
+
+    seconds = len(load_audio(joined_test_clips)) / SAMPLING_RATE
     workspace = make_workspace(real_model_dir, copy=False, data_path=str(REAL_SPEECH), max_samples=160)
     # The defaults (timestamps on a share of the labels included), shortened: 40 steps of 4 clips.
     train = subprocess.run([python_executable, "train_offline.py", f"workspace={workspace}", "run_name=real", "max_steps=40",
@@ -60,6 +128,7 @@ def test_a_fine_tuned_adapter_keeps_sentence_sized_subtitles(make_workspace, rea
                                  str(joined_test_clips), "output_format=srt"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                                 timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
+        assert "\ufffd" not in result.stdout
         return srt_blocks(result.stdout)
 
     zero_shot, tuned = subtitles("base"), subtitles("real")
@@ -70,3 +139,4 @@ def test_a_fine_tuned_adapter_keeps_sentence_sized_subtitles(make_workspace, rea
     assert len(tuned) >= 0.7 * len(zero_shot), f"the adapter lost its timestamps: {len(tuned)} blocks against {len(zero_shot)}"
     assert longest <= MAX_BLOCK_SECONDS
     assert all(end > start for start, end in tuned) and [start for start, _ in tuned] == sorted(start for start, _ in tuned)
+    assert all(a[1] <= b[0] for a, b in zip(tuned, tuned[1:])) and tuned[-1][1] <= seconds + 0.01
