@@ -149,7 +149,7 @@ def main(argv=None) -> None:
         backend = load_recognizer(source if engine == "hf" else exported, dataclasses.replace(config, backend=engine))
 
         def run(batch):
-            results = transcribe_files(backend, batch, timestamps=False, batch_size=BATCH_SIZE, progress=False)
+            results = transcribe_files(backend, batch, batch_size=BATCH_SIZE, progress=False)
             return [transcript.text for _, transcript, _ in results]
 
         return backend.description, run
@@ -190,7 +190,7 @@ def main(argv=None) -> None:
         parameters = sum(p.numel() for p in recognizer.model.parameters())
 
         def run(batch):
-            results = transcribe_files(recognizer, batch, timestamps=False, batch_size=BATCH_SIZE, progress=False)
+            results = transcribe_files(recognizer, batch, batch_size=BATCH_SIZE, progress=False)
             return [transcript.text for _, transcript, _ in results]
 
         return f"{recognizer.description}, random wav2vec2-base ({parameters / 1e6:.0f}M parameters): speed only", run

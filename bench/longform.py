@@ -1,0 +1,244 @@
+"""Long-form transcription: does a long recording come back complete, beside faster-whisper on the same model?
+
+Recordings are real Korean read speech: test clips of `../shared/data/ko-real-speech` (read from there, never
+copied into the repository) decoded to 16 kHz and joined end to end in the test list's order (speaker, then
+sentence), written to bench/out/longform/:
+
+- `joined-11`: the first 11 test clips, the recording tests/test_real_speech.py uses (about 58 s);
+- `1min`, `5min`, `10min`: the clips that follow, until the recording reaches that length;
+- `gaps`: about 2 minutes of the next clips, with 2-4 s of digital silence or of room noise (pink noise at about
+  -50 dBFS) between some of them.
+
+Each transcriber gets every recording as a whole file. Scored per recording against its joined reference
+sentences, on the metric form (kowhisper.text) with all spaces removed: no-space CER of the whole transcript and
+the characters deleted (from the same alignment). Beside it, the short-form no-space CER of the same clips
+transcribed one by one (each clip is one window) by the same model: long-form should cost little over it.
+
+Transcribers, in the same run, on the same whisper-base weights:
+- `inference.py`: this project's long-form decoder (kowhisper.whisper.longform) as the CLI runs it: backend=auto
+  (CTranslate2 int8 on CPU), batch size per_device_eval_batch_size, one recording at a time;
+- `faster-whisper`: faster-whisper 1.2.1 on the same CTranslate2 int8 export, greedy (beam_size=1), its other
+  defaults (temperature fallback, condition_on_previous_text), language ko; with and without vad_filter, and
+  without conditioning on the previous window's text (`no-prev`), which avoids its loops on some recordings.
+Each for the zero-shot base and, with --adapter, for a fine-tuned adapter (faster-whisper gets the adapter's own
+CTranslate2 export, which is what `inference.py --export-ct2` writes for it).
+
+Speed: real-time factor (wall seconds of transcription / seconds of audio), model loading excluded. The CPU and
+the load average are printed with the results.
+
+    python -m bench.longform                                           # zero-shot base only
+    python -m bench.longform --workspace WS --adapter WS/runs/default  # and a fine-tuned run
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from utils import force_offline
+
+force_offline()
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko" / "ko"
+OUT_DIR = PROJECT_ROOT / "bench" / "out" / "longform"
+GAP_NOISE_DBFS = -50.0
+
+
+@dataclasses.dataclass
+class Recording:
+    name: str
+    path: Path
+    seconds: float
+    clips: list[np.ndarray]
+    sentences: list[str]
+
+
+def test_clips() -> list[tuple[Path, str]]:
+    with open(REAL_SPEECH / "test.tsv", encoding="utf-8", newline="") as handle:
+        return [(REAL_SPEECH / "clips" / row["path"], row["sentence"]) for row in csv.DictReader(handle, delimiter="\t")]
+
+
+def pink_noise(samples: int, rng: np.random.Generator, dbfs: float) -> np.ndarray:
+    """Pink (1/f) noise at `dbfs` RMS: a stand-in for a room's hum and hiss."""
+    spectrum = np.fft.rfft(rng.standard_normal(samples))
+    spectrum /= np.sqrt(np.maximum(np.arange(len(spectrum)), 1))
+    noise = np.fft.irfft(spectrum, samples)
+    return (noise / np.sqrt(np.mean(noise**2)) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def build_recordings() -> list[Recording]:
+    from kowhisper.audio import SAMPLING_RATE, load_audio
+    from tests.test_inference import write_wav
+
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    clips = [(load_audio(path), sentence) for path, sentence in test_clips()]
+    plan = [("joined-11", 11, None), ("1min", None, 60), ("5min", None, 300), ("10min", None, 600), ("gaps", None, 120)]
+    rng = np.random.default_rng(0)
+    recordings, next_clip = [], 0
+    for name, count, seconds in plan:
+        chosen = []
+        while next_clip < len(clips) and (len(chosen) < count if count else sum(len(a) for a, _ in chosen) < seconds * SAMPLING_RATE):
+            chosen.append(clips[next_clip])
+            next_clip += 1
+        pieces = []
+        for number, (audio, _) in enumerate(chosen):
+            pieces.append(audio)
+            if name == "gaps" and number % 2 == 0 and number < len(chosen) - 1:
+                gap = int(rng.uniform(2.0, 4.0) * SAMPLING_RATE)
+                quiet = number % 4 == 0
+                pieces.append(np.zeros(gap, np.float32) if quiet else pink_noise(gap, rng, GAP_NOISE_DBFS))
+        waveform = np.concatenate(pieces)
+        path = write_wav(OUT_DIR / f"{name}.wav", waveform)
+        recordings.append(Recording(name, path, len(waveform) / SAMPLING_RATE, [a for a, _ in chosen], [s for _, s in chosen]))
+    return recordings
+
+
+def metric_chars(text: str) -> str:
+    """The form transcripts are scored in: kowhisper.text's metric form with every space removed."""
+    from kowhisper.text import normalize_for_metric
+
+    return normalize_for_metric(text).replace(" ", "")
+
+
+def sentence_coverage(sentences: list[str], hypothesis: str) -> list[float]:
+    """Per reference sentence, the share of its characters that the whole-transcript alignment does not delete:
+    near 1 for a sentence that came back (even misspelt), near 0 for one that went missing."""
+    import jiwer
+
+    refs = [metric_chars(sentence) for sentence in sentences]
+    joined = "".join(refs)
+    deleted = np.zeros(len(joined), bool)
+    for chunk in jiwer.process_characters(joined, metric_chars(hypothesis)).alignments[0]:
+        if chunk.type == "delete":
+            deleted[chunk.ref_start_idx : chunk.ref_end_idx] = True
+    bounds = np.cumsum([0] + [len(ref) for ref in refs])
+    return [1.0 - float(deleted[a:b].mean()) if b > a else 1.0 for a, b in zip(bounds, bounds[1:])]
+
+
+def score(reference: str, hypothesis: str) -> dict:
+    """No-space CER of a whole transcript and its deleted, substituted and inserted characters."""
+    import jiwer
+
+    ref, hyp = metric_chars(reference), metric_chars(hypothesis)
+    out = jiwer.process_characters(ref, hyp)
+    return {"cer_nospace": (out.substitutions + out.deletions + out.insertions) / len(ref), "deleted": out.deletions,
+            "inserted": out.insertions, "substituted": out.substitutions, "ref_chars": len(ref)}
+
+
+def ours(source, config):
+    from kowhisper.modeling import load_recognizer
+    from kowhisper.transcribe import transcribe_files
+
+    recognizer = load_recognizer(source, config)
+
+    def run(path: Path) -> str:
+        [(_, transcript, problem)] = transcribe_files(recognizer, [path], batch_size=config.per_device_eval_batch_size, progress=False)
+        return transcript.text if transcript else ""
+
+    def short_form(clips: list[np.ndarray]) -> list[str]:
+        return [transcript.text for transcript in
+                recognizer.transcribe_waveforms(clips, batch_size=config.per_device_eval_batch_size)]
+
+    return recognizer.description, run, short_form
+
+
+def faster_whisper(ct2_dir: Path, vad: bool, previous_text: bool = True):
+    from faster_whisper import WhisperModel
+
+    from kowhisper.modeling import cpu_threads
+
+    model = WhisperModel(str(ct2_dir), device="cpu", compute_type="int8", cpu_threads=cpu_threads())
+
+    def run(path: Path) -> str:
+        segments, _ = model.transcribe(str(path), language="ko", task="transcribe", beam_size=1, vad_filter=vad,
+                                       condition_on_previous_text=previous_text)
+        return " ".join(segment.text.strip() for segment in segments)
+
+    options = ["vad_filter"] * vad + ["condition_on_previous_text=False"] * (not previous_text)
+    return f"faster-whisper int8, greedy{''.join(', ' + option for option in options)}", run, None
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspace", type=Path, help="a workspace whose base model and runs to use")
+    parser.add_argument("--adapter", help="a fine-tuned run or adapter (as adapter= takes it) to compare beside the base")
+    parser.add_argument("--only", nargs="*", help="recording names to run (default: all)")
+    parser.add_argument("--skip-faster-whisper", action="store_true")
+    args = parser.parse_args(argv)
+    if not (REAL_SPEECH / "test.tsv").is_file():
+        raise SystemExit(f"the real-speech set is not at {REAL_SPEECH}; this benchmark needs ../shared beside the project")
+
+    from bench.inference_speed import pypi_whisper_base
+    from config import load_config
+    from kowhisper.modeling import ModelSource, resolve_model
+    from kowhisper.whisper.ct2_export import export_ct2
+    from utils import cpu_has_native_bf16, cpu_model_name
+
+    recordings = [r for r in build_recordings() if not args.only or r.name in args.only]
+    config = load_config([f"workspace={args.workspace}"] if args.workspace else [])
+    models = {"base": resolve_model(args.workspace, "base") if args.workspace
+              else ModelSource("merged", pypi_whisper_base(), "whisper-base (PyPI)")}
+    if args.adapter:
+        models["tuned"] = resolve_model(args.workspace, args.adapter)
+    arms = {}
+    for label, source in models.items():
+        arms[f"inference.py {label}"] = lambda source=source: ours(source, config)
+        if not args.skip_faster_whisper:
+            ct2_dir = export_ct2(source, "int8", OUT_DIR / f"ct2-{label}")
+            arms[f"faster-whisper {label}"] = lambda ct2_dir=ct2_dir: faster_whisper(ct2_dir, vad=False)
+            arms[f"faster-whisper {label} vad"] = lambda ct2_dir=ct2_dir: faster_whisper(ct2_dir, vad=True)
+            arms[f"faster-whisper {label} no-prev"] = lambda ct2_dir=ct2_dir: faster_whisper(ct2_dir, vad=False, previous_text=False)
+
+    results = {"cpu": cpu_model_name(), "native_bf16": cpu_has_native_bf16(), "cores": len(os.sched_getaffinity(0)),
+               "recordings": {r.name: round(r.seconds, 1) for r in recordings}, "arms": {}}
+    for arm, make in arms.items():
+        description, run, short_form = make()
+        rows = {}
+        for recording in recordings:
+            load_before = os.getloadavg()[0]
+            started = time.perf_counter()
+            text = run(recording.path)
+            seconds = time.perf_counter() - started
+            row = score(" ".join(recording.sentences), text)
+            coverage = sentence_coverage(recording.sentences, text)
+            row.update(rtf=seconds / recording.seconds, load=round((load_before + os.getloadavg()[0]) / 2, 1), text=text,
+                       sentences_half_missing=sum(share < 0.5 for share in coverage))
+            if short_form:
+                clip_texts = short_form(recording.clips)
+                row["short_form_cer_nospace"] = score(" ".join(recording.sentences), " ".join(clip_texts))["cer_nospace"]
+            rows[recording.name] = row
+            print(f"{arm:32s} {recording.name:10s} CER {100 * row['cer_nospace']:5.2f}%  deleted {row['deleted']:4d}/"
+                  f"{row['ref_chars']:5d}  RTF {row['rtf']:.3f}  load {row['load']}"
+                  + (f"  short-form {100 * row['short_form_cer_nospace']:.2f}%" if short_form else ""), flush=True)
+        results["arms"][arm] = {"description": description, "recordings": rows}
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    (OUT_DIR / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(report(results))
+
+
+def report(results: dict) -> str:
+    """A Markdown table: per recording and arm, no-space CER, deletions (share of reference characters) and RTF."""
+    lines = [f"CPU: {results['cpu']} ({results['cores']} cores, native bf16: {results['native_bf16']})", "",
+             "| recording | length | transcriber | long-form CER (no space) | deleted | short-form CER | RTF | load |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for name, seconds in results["recordings"].items():
+        for arm, data in results["arms"].items():
+            row = data["recordings"].get(name)
+            if row is None:
+                continue
+            short = f"{100 * row['short_form_cer_nospace']:.2f}%" if "short_form_cer_nospace" in row else ""
+            lines.append(f"| {name} | {seconds:.0f} s | {arm} | {100 * row['cer_nospace']:.2f}% | {row['deleted']} "
+                         f"({100 * row['deleted'] / row['ref_chars']:.1f}%) | {short} | {row['rtf']:.3f} | {row['load']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
