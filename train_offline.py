@@ -87,7 +87,7 @@ def main(argv=None) -> int:
 
         # The same command again continues from the last checkpoint that was completely written.
         resume = resolve_resume_checkpoint(run_dir, config.resume_from_checkpoint, config.overwrite_output_dir, report=say)
-        training.check_resume_matches(resume, lora=family.trains_lora(config))
+        training.check_run_folder_mode(run_dir, resume, lora=family.trains_lora(config))
         for line in family.start_run(config, run_dir, resuming=resume is not None):
             say(line)
         try:

@@ -84,18 +84,22 @@ def resolve_run_defaults(config, family):
     return dataclasses.replace(config, **filled), notes
 
 
-def check_resume_matches(checkpoint: Path | None, lora: bool) -> None:
-    """Refuse to resume LoRA training from full weights or the other way round (a run folder reused with another
-    finetune): the Trainer would fail to load them, or load them into the wrong model."""
-    from kowhisper.modeling import is_adapter_dir
+def check_run_folder_mode(run_dir: Path, checkpoint: Path | None, lora: bool) -> None:
+    """Refuse to train LoRA into a run folder that holds full weights, or the other way round (a run folder reused with
+    another finetune): resuming, the Trainer would fail to load the checkpoint or load it into the wrong model; and a
+    final model of the other mode left beside the new one would be taken for it by evaluation and inference.
+    `checkpoint` is the one training resumes from, if any."""
+    from kowhisper.modeling import final_model_dir, is_adapter_dir
 
-    if checkpoint is None or is_adapter_dir(checkpoint) == lora:
+    held_by = checkpoint if checkpoint is not None else final_model_dir(run_dir)
+    if held_by is None or is_adapter_dir(held_by) == lora:
         return
     held, asked = ("full weights", "lora") if lora else ("a LoRA adapter", "full")
     other = "full" if lora else "lora"
+    advice = f"Resume with finetune={other}, or start" if checkpoint is not None else "Start"
     raise TrainingSetupError(
-        f"{checkpoint} holds {held}, but this command asks for finetune={asked}. Resume with finetune={other}, or start "
-        "a new run with another run_name (or overwrite_output_dir=true to replace this one)."
+        f"{held_by} holds {held}, but this command asks for finetune={asked}. {advice} a new run with another run_name "
+        "(or overwrite_output_dir=true to replace this one)."
     )
 
 
