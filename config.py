@@ -29,7 +29,7 @@ BACKENDS = ("auto", "hf", "ct2")
 METRICS = ("cer", "wer", "cer_nospace", "loss")
 ENCODER_WINDOWS = ("fit", "full")
 KEEP_OR_DROP = ("keep", "drop")
-CTC_FINETUNING = ("full", "lora")
+FINETUNING = ("lora", "full")
 SOURCE_NAME_PATTERN = re.compile(r"[a-z0-9_-]+")
 
 
@@ -157,8 +157,15 @@ class Config:
     wheelhouse_platform: str = _help("pip platform tag of the offline box (empty: this machine's).", "manylinux_2_28_x86_64")
     wheelhouse_requirements: str = _help("Requirements file whose wheels go into the wheelhouse.", str(PROJECT_ROOT / "requirements.txt"))
 
-    # ---- LoRA and precision (train_offline.py) -----------------------------------------------------------
-    lora_r: int = _help("LoRA rank.", 32)
+    # ---- fine-tuning mode, LoRA and precision (train_offline.py) -------------------------------------------
+    finetune: str | None = _help(
+        "What training changes. 'lora': LoRA adapters on target_modules of a frozen base (the base may be INT8 on "
+        "CUDA); the final model is <run>/adapter. 'full': every weight trains (in fp32, never INT8); the final model "
+        "is <run>/model, full weights that need no merge. Unset: the family's default, lora for Whisper, full for a "
+        "CTC model (seed 000's recipe; a CTC model under LoRA still trains its new output head in full).",
+        None,
+    )
+    lora_r: int = _help("LoRA rank (finetune=lora only, as the other lora_ keys and target_modules).", 32)
     lora_alpha: int = _help("LoRA alpha (scale is alpha / r).", 64)
     lora_dropout: float = _help("Dropout on the LoRA branch.", 0.05)
     # Any, because OmegaConf has no union of a list and a string; __post_init__ checks the value.
@@ -169,18 +176,22 @@ class Config:
         factory=lambda: ["q_proj", "v_proj"],
     )
     freeze_encoder: bool = _help(
-        "Train only the decoder: LoRA goes on the decoder's target_modules alone and the encoder stays as it is "
-        "(as the Hugging Face seq2seq example's freeze_encoder). Faster per step; the encoder cannot adapt to new voices.",
+        "Train only the decoder: LoRA goes on the decoder's target_modules alone (with finetune=full, only the decoder's "
+        "weights train) and the encoder stays as it is (as the Hugging Face seq2seq example's freeze_encoder). Faster per "
+        "step; the encoder cannot adapt to new voices.",
         False,
     )
     stages: list[TrainingStage] = _help(
         "Staged training within one run folder, in order: e.g. [{name: decoder, train: decoder, max_steps: 100}, "
         "{name: both, train: both, max_steps: 200, learning_rate: 1e-4}]. LoRA goes on target_modules in encoder and "
-        "decoder; each stage trains its part with its own learning rate (warm-up and lr_scheduler_type restart per stage). "
-        "The run's steps are the stages' sum. Empty: one stage training every LoRA layer.",
+        "decoder (with finetune=full every weight is a candidate); each stage trains its part with its own learning rate "
+        "(warm-up and lr_scheduler_type restart per stage). The run's steps are the stages' sum. Empty: one stage "
+        "training everything that trains.",
         factory=list,
     )
-    int8: bool | None = _help("Load the base in INT8 with bitsandbytes. Unset: on with CUDA, off on CPU.", None)
+    int8: bool | None = _help(
+        "Load the base in INT8 with bitsandbytes, under LoRA only (INT8 weights cannot be trained, so finetune=full "
+        "refuses it). Unset: on with CUDA for LoRA, off on CPU and for full fine-tuning.", None)
     fp16: bool | None = _help("fp16 mixed precision. Unset: on with CUDA when bf16 is not supported.", None)
     bf16: bool | None = _help("bf16 mixed precision. Unset: on where the device does bf16 natively.", None)
     cuda_visible_devices: str = _help("GPUs to use, as CUDA_VISIBLE_DEVICES; applied before CUDA starts.", "0")
@@ -228,10 +239,10 @@ class Config:
         "heard and metrics ignore them; 'keep' gives each its own token.",
         "drop",
     )
-    ctc_finetune: str = _help(
-        "How a CTC model trains: 'full' fine-tunes every weight (seed 000's recipe); 'lora' puts LoRA on "
-        "target_modules (for wav2vec2: [q_proj, k_proj, v_proj, out_proj]) and trains the CTC head in full.",
-        "full",
+    ctc_finetune: str | None = _help(
+        "Deprecated: the old name of finetune, read for CTC models only (a Whisper run ignores it). Still accepted; "
+        "set finetune instead. Both set to different values is an error.",
+        None,
     )
     ctc_freeze_feature_encoder: bool = _help(
         "Keep a CTC model's convolutional feature encoder frozen while the rest trains, as wav2vec2's fine-tuning recipe does.",
@@ -240,15 +251,19 @@ class Config:
 
     # ---- trainer (Seq2SeqTrainingArguments names) -------------------------------------------------------
     output_dir: str | None = _help("Run folder. Unset: <workspace>/runs/<run_name>.", None)
-    run_name: str = _help("Name of the run folder under <workspace>/runs.", "whisper-lora")
+    run_name: str | None = _help(
+        "Name of the run folder under <workspace>/runs. Unset: <family>-<finetune>, e.g. whisper-lora (the default "
+        "run), whisper-full, ctc-full.", None)
     overwrite_output_dir: bool = _help("Start fresh instead of resuming from the run folder's last checkpoint.", False)
     resume_from_checkpoint: str | None = _help("Resume from this checkpoint folder instead of the latest one.", None)
     per_device_train_batch_size: int = _help("Training batch size per device.", 8)
     per_device_eval_batch_size: int = _help("Evaluation and inference batch size per device.", 8)
     gradient_accumulation_steps: int = _help("Batches summed before each optimizer step (effective batch = batch x this x devices).", 1)
-    learning_rate: float = _help(
-        "Peak learning rate. Seed 001's 1e-3 made unseen real Korean sentences worse; 1e-4 improved them (README, "
-        "'Defaults and why').", 1e-4)
+    learning_rate: float | None = _help(
+        "Peak learning rate. Unset: the fine-tuning mode's default, which train_offline.py prints and the run records: "
+        "1e-4 for LoRA (seed 001's 1e-3 made unseen real Korean sentences worse, 1e-4 improved them; README, 'Defaults "
+        "and why') and for a CTC model in either mode (seed 000's rate); 1e-5 for Whisper's full fine-tuning, which "
+        "moves every weight (Hugging Face's Whisper fine-tuning rate; not yet measured here).", None)
     weight_decay: float = _help("AdamW weight decay.", 0.0)
     num_train_epochs: float = _help("Epochs to train; max_steps overrides it.", 1.0)
     max_steps: int = _help("Optimizer steps to train; -1: use num_train_epochs.", -1)
@@ -310,7 +325,9 @@ class Config:
     server_port: int = _help("Demo port.", 7860)
     share: bool = _help("Ask Gradio for a public share link (needs internet).", False)
     demo_max_audio_s: float = _help("Longest recording the demo accepts, in seconds; longer files go to inference.py.", 600.0)
-    merged_dir: str | None = _help("Where --merge writes the merged full model. Unset: <run>/merged.", None)
+    merged_dir: str | None = _help(
+        "Where --merge writes the merged full model. Unset: <run>/merged. A fully fine-tuned run needs no merge: --merge "
+        "names its model/ folder, or copies it here when this is set.", None)
     ct2_dir: str | None = _help("Where --export-ct2 writes the CTranslate2 model. Unset: <run>/ct2-<quantization>.", None)
     ct2_quantization: str = _help("CTranslate2 weight type: int8, int8_float16, float16 or float32.", "int8")
 
@@ -331,7 +348,15 @@ class Config:
         _check_choice("encoder_window", self.encoder_window, ENCODER_WINDOWS)
         _check_choice("ctc_latin_digits", self.ctc_latin_digits, KEEP_OR_DROP)
         _check_choice("ctc_punctuation", self.ctc_punctuation, KEEP_OR_DROP)
-        _check_choice("ctc_finetune", self.ctc_finetune, CTC_FINETUNING)
+        for key in ("finetune", "ctc_finetune"):
+            if getattr(self, key) is not None:
+                _check_choice(key, getattr(self, key), FINETUNING)
+        if self.finetune and self.ctc_finetune and self.finetune != self.ctc_finetune:
+            raise ConfigError(f"finetune={self.finetune} and ctc_finetune={self.ctc_finetune} disagree; ctc_finetune is the "
+                              "old name of finetune: set finetune alone")
+        if self.finetune == "full" and self.int8:
+            raise ConfigError("finetune=full trains every weight, and INT8 weights (int8=true) cannot be trained: INT8 is "
+                              "for LoRA on a frozen base. Leave int8 unset for full fine-tuning, or use finetune=lora")
         if self.encoder_window_tail_frames < 0 or self.encoder_window_round_frames < 2 or self.encoder_window_round_frames % 2:
             raise ConfigError(
                 f"encoder_window_tail_frames must be >= 0 (got {self.encoder_window_tail_frames}) and encoder_window_round_frames "
@@ -364,6 +389,8 @@ class Config:
     def run_dir(self) -> Path:
         if self.output_dir:
             return Path(self.output_dir).expanduser().resolve()
+        if self.run_name is None:
+            raise ConfigError("run_name is unset until train_offline.py knows the model family (kowhisper.training.resolve_run_defaults)")
         return self.workspace_dir / "runs" / self.run_name
 
 

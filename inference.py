@@ -3,13 +3,13 @@
     python inference.py workspace=./workspace talk.mp3 meetings/ list.txt      # files, folders, file lists
     python inference.py workspace=./workspace meetings/ output_format=srt transcripts_dir=subtitles/
     python inference.py workspace=./workspace --demo                           # http://127.0.0.1:7860
-    python inference.py workspace=./workspace --merge                          # <run>/merged, safetensors
+    python inference.py workspace=./workspace --merge                          # <run>/merged, safetensors (LoRA runs)
     python inference.py workspace=./workspace --export-ct2                     # <run>/ct2-int8, for faster-whisper
     python inference.py adapter=./workspace/runs/whisper-lora/merged talk.mp3  # a merged model or CTranslate2 export
 
-adapter= picks the model: unset, the latest run's final adapter (else the base); also a run name, an adapter or
-checkpoint folder, a merged model, a CTranslate2 export, or 'base'. Any audio FFmpeg reads works; audio over
-30 s is cut into windows at pauses and transcribed with timestamps (json, srt). backend=auto runs CTranslate2
+adapter= picks the model: unset, the latest run's final model (else the base); also a run name, an adapter or
+checkpoint folder, a merged or fully fine-tuned model, a CTranslate2 export, or 'base'. Any audio FFmpeg reads
+works; audio over 30 s is cut into windows at pauses and transcribed with timestamps (json, srt). backend=auto runs CTranslate2
 int8 on CPUs without native bf16 (the model is exported once, then reused) and transformers on CUDA or bf16 CPUs.
 """
 
@@ -29,7 +29,8 @@ EXIT_SETUP_ERROR = 2
 def main(argv=None) -> int:
     parser = build_parser(__doc__)
     parser.add_argument("--demo", action="store_true", help="Serve the Gradio demo on server_name:server_port.")
-    parser.add_argument("--merge", action="store_true", help="Save base + adapter as one safetensors model (merged_dir).")
+    parser.add_argument("--merge", action="store_true", help="Save base + adapter as one safetensors model (merged_dir). "
+                        "A fully fine-tuned run is full weights already: it is named, or copied to merged_dir when set.")
     parser.add_argument("--export-ct2", action="store_true", help="Export to CTranslate2 (ct2_dir, ct2_quantization).")
     config, args = parse_config(parser, argv)
     if not (args.paths or args.demo or args.merge or args.export_ct2):
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
     os.environ["CUDA_VISIBLE_DEVICES"] = config.cuda_visible_devices  # read once, when torch first touches CUDA
     setup_logging()
 
-    from kowhisper.export import merge_adapter
+    from kowhisper.export import merge_for_shipping
     from kowhisper.modeling import ModelError, load_recognizer, resolve_model
     from kowhisper.workspace import WorkspaceError, require_verified_workspace
 
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
         if source.kind in ("base", "adapter"):
             require_verified_workspace(config.workspace_dir, only=("model",))
         if args.merge:
-            print(f"merged model: {merge_adapter(source, config.merged_dir)}")
+            print(merge_for_shipping(source, config.merged_dir))
         if args.export_ct2:
             # Exported from the adapter itself (not the merged copy), so backend=auto recognises it as current.
             print(f"CTranslate2 model: {source.family.export_ct2(source, config.ct2_quantization, config.ct2_dir)}")

@@ -1,14 +1,16 @@
-"""Fine-tune the workspace's model (Whisper with LoRA, or a CTC model) on its Korean data, with no network at all.
+"""Fine-tune the workspace's model (Whisper with LoRA or in full, or a CTC model) on its Korean data, with no network.
 
     python train_offline.py workspace=./workspace
+    python train_offline.py workspace=./workspace finetune=full              # Whisper: every weight, lr 1e-5
     python train_offline.py workspace=./workspace quick_test=true            # end-to-end check in minutes
     python train_offline.py workspace=./workspace per_device_train_batch_size=4 gradient_accumulation_steps=4
     torchrun --nproc_per_node 2 train_offline.py workspace=./workspace       # DDP, one process per GPU
 
 Rerunning the same command resumes from the run's last complete checkpoint (also after kill -9);
 resume_from_checkpoint=PATH picks one, overwrite_output_dir=true starts fresh. The run folder
-(<workspace>/runs/<run_name> unless output_dir is set) gets checkpoint-N/, adapter/ (LoRA) or model/ (full fine-tuning), metrics.json,
-train_log.jsonl, training_curves.png, tensorboard/ and a model card README.md.
+(<workspace>/runs/<run_name> unless output_dir is set; run_name defaults to whisper-lora, whisper-full, ctc-full, ...)
+gets checkpoint-N/, adapter/ (LoRA) or model/ (full fine-tuning), metrics.json, train_log.jsonl, training_curves.png,
+tensorboard/ and a model card README.md.
 """
 
 from utils import force_offline
@@ -55,10 +57,15 @@ def main(argv=None) -> int:
         config, quick_test_notes = training.apply_quick_test(config)
         for note in quick_test_notes:
             say(note)
-        workspace, run_dir = config.workspace_dir, config.run_dir
+        workspace = config.workspace_dir
 
-        # What kind of model (Whisper or CTC) follows from the base model's own config.
+        # What kind of model (Whisper or CTC) follows from the base model's own config; LoRA or full fine-tuning,
+        # the learning rate and the run's name default per family and mode.
         family = family_of(model_dir(workspace))
+        config, default_notes = training.resolve_run_defaults(config, family)
+        for note in default_notes:
+            say(note)
+        run_dir = config.run_dir
         # Device and precision: INT8 on CUDA under LoRA; fp32, or bf16 where the CPU does it natively, on CPU.
         precision = training.choose_precision(config, lora=family.trains_lora(config))
         say(precision.notice())
@@ -80,6 +87,7 @@ def main(argv=None) -> int:
 
         # The same command again continues from the last checkpoint that was completely written.
         resume = resolve_resume_checkpoint(run_dir, config.resume_from_checkpoint, config.overwrite_output_dir, report=say)
+        training.check_run_folder_mode(run_dir, resume, lora=family.trains_lora(config))
         for line in family.start_run(config, run_dir, resuming=resume is not None):
             say(line)
         try:

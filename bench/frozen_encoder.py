@@ -34,8 +34,9 @@ def measure(workspace: Path, window: str, batches: int, batch_size: int) -> dict
 
     config = load_config([f"workspace={workspace}", "freeze_encoder=true", f"encoder_window={window}", "eval_strategy=no",
                           "report_to=[]", f"per_device_train_batch_size={batch_size}", "timestamped_label_share=0"])
-    precision = training.choose_precision(config)
     family = family_of(model_dir(workspace))
+    config, _ = training.resolve_run_defaults(config, family)  # LoRA at its default learning rate
+    precision = training.choose_precision(config)
     processor = family.load_processor(workspace, config)
     model = family.load_trainable_model(workspace, config, precision)
     data = training.load_splits(workspace, config)

@@ -81,11 +81,11 @@ def train_ours(workspace: Path, out_dir: Path, steps: int, window: str) -> dict:
     from kowhisper.modeling import family_of
     from kowhisper.workspace import model_dir
 
-    config = arm_config(workspace, out_dir, steps, window)
+    family = family_of(model_dir(workspace))
+    config, _ = training.resolve_run_defaults(arm_config(workspace, out_dir, steps, window), family)
     precision = training.choose_precision(config)
     data = training.load_splits(workspace, config)
     data.dev = None  # scored later, on equal terms with the other arms
-    family = family_of(model_dir(workspace))
     processor = family.load_processor(workspace, config)
     model = family.load_trainable_model(workspace, config, precision)
     args = training.build_training_arguments(config, precision, out_dir, family)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from kowhisper.modeling import FINAL_ADAPTER_DIR, FINAL_FULL_DIR
 from utils import atomic_write_json, read_json
 
 COMPLETE_MARKER = "checkpoint_complete.json"
@@ -82,7 +83,8 @@ def resolve_resume_checkpoint(run_dir: Path, resume_from_checkpoint: str | None,
     """Where training continues from: an explicit checkpoint, else the run's last complete one, else None.
 
     overwrite_output_dir removes the old run's checkpoints, because a fresh run saving checkpoint-N beside
-    an older run's checkpoint-M > N would make a later rerun resume from the wrong run.
+    an older run's checkpoint-M > N would make a later rerun resume from the wrong run; and its final model
+    (adapter/ or model/), which evaluation and inference would otherwise take for the new run's until it ends.
     """
     if resume_from_checkpoint:
         checkpoint = Path(resume_from_checkpoint).expanduser().resolve()
@@ -92,10 +94,12 @@ def resolve_resume_checkpoint(run_dir: Path, resume_from_checkpoint: str | None,
         return checkpoint
     if overwrite_output_dir:
         old = list_checkpoints(run_dir)
-        if old:
-            report(f"overwrite_output_dir=true: removing {len(old)} checkpoint(s) of the previous run in {run_dir}")
-            for checkpoint in old:
-                shutil.rmtree(checkpoint)
+        finals = [Path(run_dir) / name for name in (FINAL_ADAPTER_DIR, FINAL_FULL_DIR) if (Path(run_dir) / name).is_dir()]
+        if old or finals:
+            report(f"overwrite_output_dir=true: removing {len(old)} checkpoint(s) and the final model of the previous run in {run_dir}"
+                   if finals else f"overwrite_output_dir=true: removing {len(old)} checkpoint(s) of the previous run in {run_dir}")
+            for folder in old + finals:
+                shutil.rmtree(folder)
         return None
     return last_complete_checkpoint(run_dir, report)
 

@@ -33,6 +33,9 @@ CT2_WEIGHTS = "model.bin"
 # Where a run keeps its final model: a LoRA adapter in <run>/adapter, fully fine-tuned weights in <run>/model.
 FINAL_ADAPTER_DIR = "adapter"
 FINAL_FULL_DIR = "model"
+# learning_rate unset: what a mode starts from unless its family says otherwise. 1e-4 for LoRA was measured on real
+# Korean speech (README, "Defaults and why"); it is also seed 000's rate for a CTC model's full fine-tuning.
+DEFAULT_LEARNING_RATE = 1e-4
 
 
 class ModelError(RuntimeError):
@@ -283,9 +286,20 @@ class ModelFamily(ABC):
         """The final model, with what inference needs to run it as trained, in <run>/adapter (LoRA) or <run>/model
         (full weights); returns the folder."""
 
+    # What `finetune` means when it is unset: "lora" or "full".
+    default_finetune: str = "lora"
+
+    def finetune_mode(self, config) -> str:
+        """'lora' (adapters on a frozen base) or 'full' (every weight): config.finetune, else the family's default."""
+        return config.finetune or self.default_finetune
+
     def trains_lora(self, config) -> bool:
         """Whether training puts LoRA on a frozen base (which may then be INT8), rather than training full weights."""
-        return True
+        return self.finetune_mode(config) == "lora"
+
+    def default_learning_rate(self, finetune: str) -> float:
+        """The peak learning rate when learning_rate is unset, for finetune 'lora' or 'full'."""
+        return DEFAULT_LEARNING_RATE
 
     @abstractmethod
     def model_card_intro(self, run_name: str, base_model: str, train_clips, config) -> list[str]:

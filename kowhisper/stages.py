@@ -1,8 +1,8 @@
-"""Staged training within one run: which LoRA weights learn at which step, at what learning rate.
+"""Staged training within one run: which weights (LoRA, or full weights) learn at which step, at what learning rate.
 
 One Trainer, one optimizer and one sequence of checkpoints carry the whole run, so resume after kill -9 works
 as for any run and lands inside the right stage: the stage follows from the global step. The optimizer holds
-every LoRA weight from the start; a stage freezes the others by `requires_grad=False`, which leaves their
+every trained weight from the start; a stage freezes the others by `requires_grad=False`, which leaves their
 gradients None, so AdamW neither moves nor decays them. The learning rate follows the run's schedule type
 within each stage, warm-up included, scaled to the stage's own peak rate.
 """
@@ -72,12 +72,13 @@ def part_of(parameter_name: str) -> str:
     return "encoder" if ".encoder." in parameter_name else "decoder"
 
 
-def set_trainable_part(model, train: str) -> int:
-    """Let the LoRA weights of `train` (decoder, encoder or both) learn and freeze the rest; returns how many
-    weights are trainable now."""
+def set_trainable_part(model, train: str, candidates: set[str]) -> int:
+    """Of the weights named in `candidates` (what the run trains: its LoRA weights, or every weight the model left
+    trainable under full fine-tuning), let those of `train` (decoder, encoder or both) learn and freeze the rest;
+    returns how many weights are trainable now. Weights outside `candidates` are never touched."""
     count = 0
     for name, parameter in model.named_parameters():
-        if "lora_" not in name:
+        if name not in candidates:
             continue
         parameter.requires_grad_(train == "both" or part_of(name) == train)
         count += parameter.numel() if parameter.requires_grad else 0
@@ -92,6 +93,10 @@ class StageCallback(TrainerCallback):
     def __init__(self, plan: StagePlan, model, report=print, write_record=None):
         self.plan = plan
         self.model = model
+        # What the run trains, taken before any stage freezes part of it: the LoRA weights (peft froze the base), or
+        # under full fine-tuning every weight the model itself left trainable (not Whisper's fixed encoder positions).
+        self.candidates = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+        self.what = "LoRA" if any("lora_" in name for name in self.candidates) else "weights"
         self.report = report
         self.write_record = write_record
         self.current: PlannedStage | None = None
@@ -101,12 +106,12 @@ class StageCallback(TrainerCallback):
         if stage is self.current:
             return
         self.current = stage
-        trainable = set_trainable_part(self.model, stage.train)
+        trainable = set_trainable_part(self.model, stage.train, self.candidates)
         if not state.is_world_process_zero:
             return
         part = "encoder and decoder" if stage.train == "both" else stage.train
         self.report(f"Stage {stage.index + 1}/{len(self.plan.stages)} '{stage.name}' (steps {stage.first_step + 1}-"
-                    f"{stage.first_step + stage.steps}): trains the {part} LoRA, {trainable:,} trainable parameters, "
+                    f"{stage.first_step + stage.steps}): trains the {part} {self.what}, {trainable:,} trainable parameters, "
                     f"learning rate {stage.learning_rate:g}")
         if self.write_record is not None:
             self.write_record({"step": stage.first_step, "stage": stage.name, "stage_train": stage.train,

@@ -64,6 +64,45 @@ def apply_quick_test(config):
     return dataclasses.replace(config, **changed), notes
 
 
+def resolve_run_defaults(config, family):
+    """The config with what depends on the model family filled in: finetune (the family's default mode, or what the
+    deprecated ctc_finetune says for a CTC model), learning_rate (that mode's default) and run_name (<family>-<finetune>),
+    and a line per value filled in, for the log. The run records the resolved values in its config.yaml."""
+    mode = family.finetune_mode(config)
+    # ctc_finetune has been read into finetune where it applies; the run records only the current key.
+    filled = {"finetune": mode, "ctc_finetune": None}
+    notes = []
+    if config.ctc_finetune is not None:
+        notes.append(f"ctc_finetune is deprecated (finetune's old name, read for CTC models only): write finetune={config.ctc_finetune}")
+    if config.finetune is None:
+        notes.append(f"finetune unset: {mode}, the {family.name} family's default")
+    if config.learning_rate is None:
+        filled["learning_rate"] = family.default_learning_rate(mode)
+        notes.append(f"learning_rate unset: {filled['learning_rate']:g}, the default for {family.name} with finetune={mode}")
+    if config.run_name is None:
+        filled["run_name"] = f"{family.name}-{mode}"
+    return dataclasses.replace(config, **filled), notes
+
+
+def check_run_folder_mode(run_dir: Path, checkpoint: Path | None, lora: bool) -> None:
+    """Refuse to train LoRA into a run folder that holds full weights, or the other way round (a run folder reused with
+    another finetune): resuming, the Trainer would fail to load the checkpoint or load it into the wrong model; and a
+    final model of the other mode left beside the new one would be taken for it by evaluation and inference.
+    `checkpoint` is the one training resumes from, if any."""
+    from kowhisper.modeling import final_model_dir, is_adapter_dir
+
+    held_by = checkpoint if checkpoint is not None else final_model_dir(run_dir)
+    if held_by is None or is_adapter_dir(held_by) == lora:
+        return
+    held, asked = ("full weights", "lora") if lora else ("a LoRA adapter", "full")
+    other = "full" if lora else "lora"
+    advice = f"Resume with finetune={other}, or start" if checkpoint is not None else "Start"
+    raise TrainingSetupError(
+        f"{held_by} holds {held}, but this command asks for finetune={asked}. {advice} a new run with another run_name "
+        "(or overwrite_output_dir=true to replace this one)."
+    )
+
+
 def quick_test_train_rows(config) -> int:
     """quick_test trains on exactly the clips its capped steps consume, so one epoch is the whole test."""
     return config.max_steps * config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size()
@@ -100,8 +139,8 @@ def choose_precision(config, lora: bool = True) -> Precision:
     import torch
 
     if config.int8 and not lora:
-        raise TrainingSetupError("int8=true quantizes a frozen base under LoRA, but this run trains every weight; "
-                                 "leave int8 unset, or train LoRA (ctc_finetune=lora for a CTC model)")
+        raise TrainingSetupError("int8=true quantizes a frozen base under LoRA, but this run trains every weight "
+                                 "(finetune=full, or a CTC model's default); leave int8 unset, or set finetune=lora")
 
     if torch.cuda.is_available():
         if world_size() > torch.cuda.device_count():
@@ -561,10 +600,10 @@ def zero_shot_dev_metrics(trainer, run_dir: Path, dev, settings: dict, report=pr
     """Dev metrics of the base model, measured before the first step as the base runs (a Whisper base at its full
     window), so the log and the curves start from what fine-tuning has to beat.
 
-    LoRA starts as a no-op (its B matrices are zero), so the model before training is the base. The result goes
-    to <run>/zero_shot.json and to a cache under <workspace>/runs/.zero_shot, keyed by `settings` (base weights,
-    precision, generation length, batch size) and the dev clips, so the next run of the same workspace, or
-    this one resumed, does not generate it again.
+    LoRA starts as a no-op (its B matrices are zero) and full fine-tuning from the base's own weights, so the model
+    before training is the base. The result goes to <run>/zero_shot.json and to a cache under
+    <workspace>/runs/.zero_shot, keyed by `settings` (base weights, precision, generation length, batch size) and the
+    dev clips, so the next run of the same workspace, or this one resumed, does not generate it again.
     """
     # The labels count too: the dev loss is computed against them.
     dev_rows = [[str(row_id), [int(token) for token in labels]] for row_id, labels in zip(dev["id"], dev["labels"])]

@@ -89,8 +89,11 @@ class CTCFamily(ModelFamily):
 
         return save_trained(model, processor, run_dir, config)
 
-    def trains_lora(self, config) -> bool:
-        return config.ctc_finetune == "lora"
+    default_finetune = "full"
+
+    def finetune_mode(self, config) -> str:
+        # ctc_finetune is finetune's old name, still read for CTC models.
+        return config.finetune or config.ctc_finetune or self.default_finetune
 
     def start_run(self, config, run_dir: Path, resuming: bool) -> list[str]:
         from kowhisper.training import TrainingSetupError
@@ -101,7 +104,7 @@ class CTCFamily(ModelFamily):
         return []
 
     def model_card_intro(self, run_name: str, base_model: str, train_clips, config) -> list[str]:
-        lora = config.ctc_finetune == "lora"
+        lora = self.trains_lora(config)
         load = (["from peft import PeftModel", "from transformers import AutoModelForCTC, AutoProcessor", "",
                  "processor = AutoProcessor.from_pretrained('adapter')",
                  "base = AutoModelForCTC.from_pretrained('<workspace>/model', vocab_size=len(processor.tokenizer), "
@@ -131,7 +134,7 @@ class CTCFamily(ModelFamily):
 
     def run_summary(self, config) -> dict:
         return {
-            "fine-tuning": "LoRA, CTC head trained in full" if config.ctc_finetune == "lora" else "full",
+            "fine-tuning": "LoRA, CTC head trained in full" if self.trains_lora(config) else "full",
             "feature encoder": "frozen" if config.ctc_freeze_feature_encoder else "trained",
             "vocabulary": f"Hangul syllables, Latin and digits {config.ctc_latin_digits}, punctuation {config.ctc_punctuation}",
         }

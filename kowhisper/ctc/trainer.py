@@ -1,7 +1,7 @@
 """Training a CTC model: the model with its (new) character head, batches run through the feature extractor, and
 a Trainer that scores dev by greedy CTC decoding.
 
-Full fine-tuning is the default, as seed 000 trained; ctc_finetune=lora puts LoRA on target_modules and trains
+Full fine-tuning is the default, as seed 000 trained; finetune=lora puts LoRA on target_modules and trains
 the output head in full (it is new whenever the vocabulary was built from text). The convolutional feature encoder
 stays frozen by default (ctc_freeze_feature_encoder), as in wav2vec2's own fine-tuning recipe.
 """
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from kowhisper.audio import SAMPLING_RATE
+from kowhisper.ctc import CTC
 from kowhisper.ctc.storage import FrameGeometry, from_int16
 from kowhisper.ctc.vocabulary import WORD_DELIMITER
 from kowhisper.modeling import FINAL_ADAPTER_DIR, FINAL_FULL_DIR
@@ -96,7 +97,7 @@ def load_trainable_model(workspace: Path, config, precision):
         model = AutoModelForCTC.from_pretrained(folder, dtype=torch.float32, **common)
     if config.ctc_freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
         model.freeze_feature_encoder()
-    if config.ctc_finetune == "lora":
+    if CTC.trains_lora(config):
         return apply_lora(model, config, modules_to_save=[HEAD])
     return model
 
@@ -176,7 +177,7 @@ def build_trainer(model, processor, args, data, config, callbacks: list, stages,
 def save_trained(model, processor, run_dir: Path, config) -> Path:
     """LoRA: the adapter (with the trained head) in <run>/adapter. Full: the whole model in <run>/model. Either way
     with the processor, so the folder transcribes on its own (a full model) or on the workspace's base (an adapter)."""
-    folder = Path(run_dir) / (FINAL_ADAPTER_DIR if config.ctc_finetune == "lora" else FINAL_FULL_DIR)
+    folder = Path(run_dir) / (FINAL_ADAPTER_DIR if CTC.trains_lora(config) else FINAL_FULL_DIR)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder

@@ -1,9 +1,10 @@
-"""The Whisper family: OpenAI Whisper of any size, fine-tuned with LoRA, served by transformers or CTranslate2.
+"""The Whisper family: OpenAI Whisper of any size, fine-tuned with LoRA (the default) or in full, served by
+transformers or CTranslate2.
 
 Its parts: features (log-mel storage, labels, batches), encoder_window (training and decoding without 30 s of
 padding), engines (greedy decoding in transformers and CTranslate2), recognizer (evaluation rows and long audio
-with timestamps), trainer (LoRA model and Seq2SeqTrainer), ct2_import / ct2_export (faster-whisper models in
-and out).
+with timestamps), trainer (the LoRA or fully trainable model and its Seq2SeqTrainer), ct2_import / ct2_export
+(faster-whisper models in and out).
 """
 
 from __future__ import annotations
@@ -103,7 +104,34 @@ class WhisperFamily(ModelFamily):
         warning = stale_label_warning(train, processor.tokenizer)
         return [warning] if warning else []
 
+    def default_learning_rate(self, finetune: str) -> float:
+        from kowhisper.whisper.trainer import FULL_FINETUNE_LEARNING_RATE
+
+        return FULL_FINETUNE_LEARNING_RATE if finetune == "full" else super().default_learning_rate(finetune)
+
     def model_card_intro(self, run_name: str, base_model: str, train_clips, config) -> list[str]:
+        if not self.trains_lora(config):
+            return [
+                "---",
+                "library_name: transformers",
+                f"base_model: {base_model}",
+                "language: [ko]",
+                "pipeline_tag: automatic-speech-recognition",
+                "tags: [whisper, korean]",
+                "---",
+                "",
+                f"# {run_name}: Whisper fully fine-tuned for Korean",
+                "",
+                f"Every weight of `{base_model}` fine-tuned (no LoRA), offline with `train_offline.py` on {train_clips} Korean "
+                "clips. `model/` holds the full weights; no merge is needed.",
+                "",
+                "```python",
+                "from transformers import WhisperForConditionalGeneration, WhisperProcessor",
+                "",
+                "model = WhisperForConditionalGeneration.from_pretrained('model')",
+                "processor = WhisperProcessor.from_pretrained('model')",
+                "```",
+            ]
         return [
             "---",
             "library_name: peft",
@@ -130,7 +158,14 @@ class WhisperFamily(ModelFamily):
     def run_summary(self, config) -> dict:
         from kowhisper.whisper.encoder_window import EncoderWindow
 
-        return {"encoder window": EncoderWindow.from_config(config).describe()}
+        if self.trains_lora(config):
+            targets = config.target_modules if isinstance(config.target_modules, str) else ", ".join(config.target_modules)
+            mode = f"LoRA (r {config.lora_r}, alpha {config.lora_alpha} on {targets})"
+        else:
+            mode = "full (every weight)"
+        if config.freeze_encoder:
+            mode += ", encoder frozen"
+        return {"fine-tuning": mode, "encoder window": EncoderWindow.from_config(config).describe()}
 
 
 WHISPER = register_family(WhisperFamily())

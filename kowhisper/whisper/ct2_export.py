@@ -13,7 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from kowhisper.export import EXPORT_MARKER, adapter_home, merge_adapter, read_marker, replace_folder, source_fingerprint, staging_dir
-from kowhisper.modeling import ModelError, ModelSource, is_ct2_model_dir
+from kowhisper.modeling import FINAL_FULL_DIR, ModelError, ModelSource, is_ct2_model_dir
 from kowhisper.whisper.engines import load_processor, trained_window
 from utils import atomic_write_json
 
@@ -31,6 +31,8 @@ def default_ct2_dir(source: ModelSource, quantization: str) -> Path:
     if source.kind == "base":
         # <workspace>/model is vouched for by the manifest, so nothing is written inside it.
         return source.path.parent / "exports" / f"base-ct2-{quantization}"
+    if source.path.name == FINAL_FULL_DIR and source.run_dir is not None:
+        return source.run_dir / f"ct2-{quantization}"  # a fully fine-tuned run's, beside its model/ as an adapter run's
     return source.path.parent / f"{source.path.name}-ct2-{quantization}"
 
 
@@ -42,7 +44,8 @@ def ct2_fingerprint(source: ModelSource, quantization: str) -> dict:
 
 
 def export_ct2(source: ModelSource, quantization: str = "int8", out_dir: Path | None = None) -> Path:
-    """CTranslate2 export of a base, adapter (merged first, in a scratch folder) or merged model."""
+    """CTranslate2 export of a base, adapter (merged first, in a scratch folder) or full-weights model (merged or
+    fully fine-tuned, converted as it is)."""
     from ctranslate2.converters import TransformersConverter
 
     if quantization not in CT2_QUANTIZATIONS:

@@ -1,10 +1,10 @@
-"""Training Whisper: the model with its LoRA, the Seq2SeqTrainer that scores dev by generating, and what a run
-records beside its adapter.
+"""Training Whisper: the model with its LoRA (or every weight trainable, finetune=full), the Seq2SeqTrainer that
+scores dev by generating, and what a run records beside its final model.
 
-CUDA loads the base in INT8 through bitsandbytes (prepare_model_for_kbit_training); the CPU keeps it in fp32
-(kowhisper.training.choose_precision decides). The encoder takes windows fitted to each batch when
-encoder_window=fit (kowhisper.whisper.encoder_window), and a share of labels carries timestamps
-(kowhisper.whisper.features.TimestampedLabels).
+Under LoRA, CUDA loads the base in INT8 through bitsandbytes (prepare_model_for_kbit_training); the CPU keeps it in
+fp32 (kowhisper.training.choose_precision decides). Full fine-tuning always trains fp32 weights. The encoder takes
+windows fitted to each batch when encoder_window=fit (kowhisper.whisper.encoder_window), and a share of labels
+carries timestamps (kowhisper.whisper.features.TimestampedLabels).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from kowhisper.modeling import FINAL_ADAPTER_DIR, FINAL_FULL_DIR
 from kowhisper.training import KowhisperTrainerMixin, TrainingSetupError, apply_lora
 from kowhisper.whisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
 from kowhisper.whisper.engines import Decoding, load_processor
@@ -22,6 +23,10 @@ from kowhisper.workspace import model_dir
 
 # peft matches a string as a regex against full module names; Whisper's encoder modules are model.encoder.*.
 ENCODER_MODULES = r".*\.encoder\..*"
+# learning_rate unset under finetune=full: every weight moves, so a tenth of the LoRA rate. 1e-5 is the rate of Hugging
+# Face's Whisper fine-tuning guide, which Korean full fine-tunes of whisper-base and -small commonly keep. Not yet
+# measured here on real speech (issue 16's learning curves are to choose it).
+FULL_FINETUNE_LEARNING_RATE = 1e-5
 
 
 def training_processor(workspace: Path, config):
@@ -31,8 +36,14 @@ def training_processor(workspace: Path, config):
     return processor
 
 
+def trains_full(config) -> bool:
+    """finetune=full; unset means LoRA for Whisper."""
+    return config.finetune == "full"
+
+
 def load_trainable_model(workspace: Path, config, precision):
-    """The workspace's Whisper, INT8 or full precision per `precision`, with LoRA adapters from config."""
+    """The workspace's Whisper, INT8 or full precision per `precision`, with LoRA adapters from config; or, with
+    finetune=full, the fp32 model itself with every weight trainable (the encoder's frozen with freeze_encoder)."""
     from peft import prepare_model_for_kbit_training
     from transformers import BitsAndBytesConfig, WhisperForConditionalGeneration
 
@@ -60,6 +71,13 @@ def load_trainable_model(workspace: Path, config, precision):
     model.generation_config.language = config.language_abbr
     model.generation_config.task = config.task
     model.generation_config.forced_decoder_ids = None
+    if trains_full(config):
+        # Whisper's encoder positions are fixed sinusoids (OpenAI's model keeps them as a buffer; transformers PR 26032
+        # freezes them in WhisperEncoder.__init__), but from_pretrained in transformers 5 hands them back trainable.
+        model.model.encoder.embed_positions.requires_grad_(False)
+        if config.freeze_encoder:
+            model.freeze_encoder()  # transformers' own: requires_grad off for every encoder weight
+        return model
     # freeze_encoder: no LoRA in the encoder at all, so no step computes its gradients.
     return apply_lora(model, config, exclude_modules=ENCODER_MODULES if config.freeze_encoder else None)
 
@@ -145,7 +163,7 @@ def start_run(config, run_dir: Path, resuming: bool) -> list[str]:
     """Write the run's encoder window into the run folder, where its checkpoints find it. A run resumed with
     another window would leave checkpoints that claim a window they were not trained with, so it is refused."""
     window = EncoderWindow.from_config(config)
-    recorded = EncoderWindow.of_model(Path(run_dir) / "adapter") if (Path(run_dir) / WINDOW_FILE).is_file() else None
+    recorded = EncoderWindow.of_model(Path(run_dir)) if (Path(run_dir) / WINDOW_FILE).is_file() else None
     if resuming and recorded is not None and recorded != window:
         raise TrainingSetupError(
             f"{run_dir} was trained with encoder window {recorded.describe()}, but this command asks for {window.describe()}. "
@@ -157,13 +175,17 @@ def start_run(config, run_dir: Path, resuming: bool) -> list[str]:
 
 
 def save_trained(model, processor, run_dir: Path, config) -> Path:
-    """The final LoRA adapter, the processor and the encoder window it was trained with, in <run>/adapter,
-    loadable with PeftModel.from_pretrained."""
-    adapter_dir = Path(run_dir) / "adapter"
-    model.save_pretrained(adapter_dir)
-    processor.save_pretrained(adapter_dir)
-    EncoderWindow.from_config(config).save(adapter_dir)
-    return adapter_dir
+    """The final model with its processor and the encoder window it was trained with: the LoRA adapter in
+    <run>/adapter (PeftModel.from_pretrained), or full weights in <run>/model (WhisperForConditionalGeneration.
+    from_pretrained, and what the CTranslate2 converter and other runtimes read, preprocessor_config.json included)."""
+    folder = Path(run_dir) / (FINAL_FULL_DIR if trains_full(config) else FINAL_ADAPTER_DIR)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    if trains_full(config):
+        # transformers 5 keeps the feature settings inside processor_config.json; other runtimes read this file.
+        processor.feature_extractor.save_pretrained(folder)
+    EncoderWindow.from_config(config).save(folder)
+    return folder
 
 
 def stale_label_warning(train, tokenizer) -> str | None:
