@@ -23,8 +23,10 @@ Transcribers, in the same run, on the same whisper-base weights:
 Each for the zero-shot base and, with --adapter, for a fine-tuned adapter (faster-whisper gets the adapter's own
 CTranslate2 export, which is what `inference.py --export-ct2` writes for it).
 
-Speed: real-time factor (wall seconds of transcription / seconds of audio), model loading excluded. The CPU and
-the load average are printed with the results.
+Speed: real-time factor (wall seconds of transcription / seconds of audio), model loading excluded, and CPU
+seconds per second of audio (this process's CPU time: on a machine shared with other jobs it does not count their
+turns). The CPU and the load average are printed with the results. The last rows pool every recording: errors
+and deletions summed over all reference characters, audio and time summed.
 
     python -m bench.longform                                           # zero-shot base only
     python -m bench.longform --workspace WS --adapter WS/runs/default  # and a fine-tuned run
@@ -204,19 +206,20 @@ def main(argv=None) -> None:
         rows = {}
         for recording in recordings:
             load_before = os.getloadavg()[0]
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             text = run(recording.path)
-            seconds = time.perf_counter() - started
+            seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
             row = score(" ".join(recording.sentences), text)
             coverage = sentence_coverage(recording.sentences, text)
-            row.update(rtf=seconds / recording.seconds, load=round((load_before + os.getloadavg()[0]) / 2, 1), text=text,
+            load = round((load_before + os.getloadavg()[0]) / 2, 1)
+            row.update(rtf=seconds / recording.seconds, cpu_per_audio_s=cpu_seconds / recording.seconds, load=load, text=text,
                        sentences_half_missing=sum(share < 0.5 for share in coverage))
             if short_form:
                 clip_texts = short_form(recording.clips)
                 row["short_form_cer_nospace"] = score(" ".join(recording.sentences), " ".join(clip_texts))["cer_nospace"]
             rows[recording.name] = row
             print(f"{arm:32s} {recording.name:10s} CER {100 * row['cer_nospace']:5.2f}%  deleted {row['deleted']:4d}/"
-                  f"{row['ref_chars']:5d}  RTF {row['rtf']:.3f}  load {row['load']}"
+                  f"{row['ref_chars']:5d}  RTF {row['rtf']:.3f}  CPU/s {row['cpu_per_audio_s']:.3f}  load {row['load']}"
                   + (f"  short-form {100 * row['short_form_cer_nospace']:.2f}%" if short_form else ""), flush=True)
         results["arms"][arm] = {"description": description, "recordings": rows}
     OUT_DIR.mkdir(parents=True, exist_ok=True)
@@ -227,17 +230,34 @@ def main(argv=None) -> None:
 def report(results: dict) -> str:
     """A Markdown table: per recording and arm, no-space CER, deletions (share of reference characters) and RTF."""
     lines = [f"CPU: {results['cpu']} ({results['cores']} cores, native bf16: {results['native_bf16']})", "",
-             "| recording | length | transcriber | long-form CER (no space) | deleted | short-form CER | RTF | load |",
-             "|---|---:|---|---:|---:|---:|---:|---:|"]
-    for name, seconds in results["recordings"].items():
+             "| recording | length | transcriber | long-form CER (no space) | deleted | short-form CER | RTF | CPU s / audio s | load |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for name, seconds in [*results["recordings"].items(), ("all", sum(results["recordings"].values()))]:
         for arm, data in results["arms"].items():
-            row = data["recordings"].get(name)
+            row = data["recordings"].get(name) if name != "all" else pooled(data["recordings"], results["recordings"])
             if row is None:
                 continue
             short = f"{100 * row['short_form_cer_nospace']:.2f}%" if "short_form_cer_nospace" in row else ""
             lines.append(f"| {name} | {seconds:.0f} s | {arm} | {100 * row['cer_nospace']:.2f}% | {row['deleted']} "
-                         f"({100 * row['deleted'] / row['ref_chars']:.1f}%) | {short} | {row['rtf']:.3f} | {row['load']} |")
+                         f"({100 * row['deleted'] / row['ref_chars']:.1f}%) | {short} | {row['rtf']:.3f} | "
+                         f"{row['cpu_per_audio_s']:.3f} | {row['load']} |")
     return "\n".join(lines)
+
+
+def pooled(rows: dict, seconds: dict) -> dict | None:
+    """Every recording of one arm as one: character counts and times summed (short-form CER weighted by length)."""
+    if set(rows) != set(seconds):
+        return None
+    chars = sum(row["ref_chars"] for row in rows.values())
+    audio = sum(seconds.values())
+    out = {"cer_nospace": sum(row["cer_nospace"] * row["ref_chars"] for row in rows.values()) / chars, "ref_chars": chars,
+           "deleted": sum(row["deleted"] for row in rows.values()),
+           "rtf": sum(row["rtf"] * seconds[name] for name, row in rows.items()) / audio,
+           "cpu_per_audio_s": sum(row.get("cpu_per_audio_s", float("nan")) * seconds[name] for name, row in rows.items()) / audio,
+           "load": round(sum(row["load"] for row in rows.values()) / len(rows), 1)}
+    if all("short_form_cer_nospace" in row for row in rows.values()):
+        out["short_form_cer_nospace"] = sum(row["short_form_cer_nospace"] * row["ref_chars"] for row in rows.values()) / chars
+    return out
 
 
 if __name__ == "__main__":
