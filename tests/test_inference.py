@@ -152,8 +152,10 @@ def test_default_path_transcribes_korean_clips(workspace, default_recognizer):
     results = list(transcribe_files(default_recognizer, [clip for clip, _ in expected], batch_size=8, progress=False))
     assert [problem for *_, problem in results] == [None] * len(expected)
     assert [transcript.text for _, transcript, _ in results] == [text for _, text in expected]
-    assert [transcript.segments[0].end for _, transcript, _ in results] == pytest.approx(
-        [len(load_audio(clip)) / SAMPLING_RATE for clip, _ in expected], abs=0.01)
+    # Decoded with timestamps, as every file is: one segment per clip, ending where the model heard the speech end.
+    for (_, transcript, _), (clip, _) in zip(results, expected):
+        [segment] = transcript.segments
+        assert 0 <= segment.start < segment.end <= len(load_audio(clip)) / SAMPLING_RATE + 0.01
 
 
 @pytest.mark.real_model
@@ -195,8 +197,11 @@ def test_long_recording_is_sought_through_with_increasing_timestamps(base_recogn
     starts, ends = [start for _, start, _, _ in cues], [end for _, _, end, _ in cues]
     assert all(start <= end for start, end in zip(starts, ends))
     assert all(a <= b for a, b in zip(ends, starts[1:])), "cues overlap or go back in time"
-    assert starts[0] < 1.0 and duration - 10 < ends[-1] <= duration + 0.01
-    assert any(start >= 30 for start in starts) and any(start >= 60 for start in starts), "some window was dropped"
+    # Zero-shot whisper-base cannot read espeak Korean: it may take a whole window of it for no speech (P(no speech)
+    # 0.85 and mean log-probability -1.29 on the first 30 s here, openai/whisper's rule) and skip it. What follows
+    # must still be sought through to the end.
+    assert duration - 10 < ends[-1] <= duration + 0.01
+    assert any(30 <= start < 60 for start in starts) and any(start >= 60 for start in starts), "some window was dropped"
     assert sum(bool(HANGUL.search(text)) for *_, text in cues) >= len(cues) / 2
 
     document = json.loads((tmp_path / "long.json").read_text(encoding="utf-8"))
@@ -401,7 +406,7 @@ def test_cli_explains_what_is_wrong(tmp_path, capsys):
 
 
 def test_a_repetition_loop_is_told_from_korean_speech_by_its_compression_ratio():
-    from kowhisper.whisper.recognizer import LOOP_COMPRESSION_RATIO, compression_ratio
+    from kowhisper.whisper.longform import LOOP_COMPRESSION_RATIO, compression_ratio
 
     assert compression_ratio("새 " * 60) > LOOP_COMPRESSION_RATIO
     assert compression_ratio("그 눈가 흐는 " * 12) > LOOP_COMPRESSION_RATIO
