@@ -1,20 +1,25 @@
 """The online phase as one call: model, data, wheelhouse, a copy of this toolkit, and the manifest.
 
 The model comes first because the data step tokenizes labels with the model's own processor.
+
+Every step writes under a temporary name and renames into place (utils.PARTIAL_SUFFIX), so a setup killed at any
+point leaves only whole files under their final names; the next run removes the temporaries first, and the manifest,
+written last, lists only final files.
 """
 
 from __future__ import annotations
 
 import filecmp
 import logging
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from config import PROJECT_ROOT, config_to_dict
-from kowhisper.workspace import WORKSPACE_FORMAT_VERSION, wheelhouse_dir, write_manifest
-from utils import human_size
+from kowhisper.workspace import WORKSPACE_FORMAT_VERSION, remove_leftover, remove_leftovers, wheelhouse_dir, write_manifest
+from utils import atomic_copy, human_size, partial_path
 
 log = logging.getLogger(__name__)
 TOOLKIT_DIR_NAME = "toolkit"
@@ -33,6 +38,7 @@ def build_workspace(config) -> dict:
 
     workspace = config.workspace_dir
     workspace.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(workspace)
     prepare_model(config)
     prepared = prepare_data(config)
     if config.wheelhouse:
@@ -52,25 +58,51 @@ def build_workspace(config) -> dict:
 
 
 def build_wheelhouse(config) -> Path:
-    """pip download of the requirements for the offline box's Python and platform. pip skips wheels it
-    already has, so a re-run only fetches what is missing."""
+    """pip download of the requirements for the offline box's Python and platform, a re-run fetching only what is missing.
+
+    pip copies each wheel straight into its download folder and later trusts any file of the right name there, so a
+    wheel cut short by a kill would stay broken. It therefore downloads into a staging folder beside the wheelhouse,
+    which starts with (hard links to) the wheels already there, and each new wheel is renamed into the wheelhouse only
+    once pip has finished."""
     target = wheelhouse_dir(config.workspace_dir)
-    target.mkdir(parents=True, exist_ok=True)
     requirements = Path(config.wheelhouse_requirements)
     if not requirements.is_file():
         raise WheelhouseError(f"wheelhouse_requirements file not found: {requirements}")
-    command = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q",
-               "-r", str(requirements), "-d", str(target), "--only-binary=:all:"]
-    if config.wheelhouse_python_version:
-        command += ["--python-version", config.wheelhouse_python_version]
-    if config.wheelhouse_platform:
-        command += ["--platform", config.wheelhouse_platform]
-    log.info("wheelhouse: %s", " ".join(command))
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise WheelhouseError(f"pip download failed (exit {result.returncode}):\n{result.stderr.strip()[-2000:]}")
-    shutil.copyfile(requirements, target / "requirements.txt")
+    staging = partial_path(target)
+    if staging.exists():
+        remove_leftover(staging, staging.name)
+    target.mkdir(parents=True, exist_ok=True)
+    staging.mkdir()
+    try:
+        for wheel in target.iterdir():
+            if wheel.is_file() and wheel.name != "requirements.txt":
+                _link_or_copy(wheel, staging / wheel.name)
+        command = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q",
+                   "-r", str(requirements), "-d", str(staging), "--only-binary=:all:"]
+        if config.wheelhouse_python_version:
+            command += ["--python-version", config.wheelhouse_python_version]
+        if config.wheelhouse_platform:
+            command += ["--platform", config.wheelhouse_platform]
+        log.info("wheelhouse: %s", " ".join(command))
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise WheelhouseError(f"pip download failed (exit {result.returncode}):\n{result.stderr.strip()[-2000:]}")
+        for wheel in sorted(staging.iterdir()):
+            kept = target / wheel.name
+            if not (kept.is_file() and filecmp.cmp(wheel, kept)):  # a hard link, or a copy of an unchanged wheel
+                os.replace(wheel, kept)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if not ((target / "requirements.txt").is_file() and filecmp.cmp(requirements, target / "requirements.txt", shallow=False)):
+        atomic_copy(requirements, target / "requirements.txt")
     return target
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links (FAT32, exFAT on a USB disk)
+        shutil.copy2(source, target)
 
 
 def copy_toolkit(target: Path) -> Path:
@@ -81,10 +113,8 @@ def copy_toolkit(target: Path) -> Path:
         stale.unlink()
     for relative, source in sorted(wanted.items()):
         destination = target / relative
-        if destination.is_file() and filecmp.cmp(source, destination, shallow=False):
-            continue
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, destination)
+        if not (destination.is_file() and filecmp.cmp(source, destination, shallow=False)):
+            atomic_copy(source, destination)
     return target
 
 

@@ -1,7 +1,7 @@
 """Source rows -> the workspace's prepared splits: decoded, checked, featurised and saved with datasets.
 
 Every source of the config (config.dataset_sources) is prepared on its own into data/<name>/. Each split is
-built in a hidden sibling folder and renamed into place only when complete, with a stamp (`.complete.json`)
+built in a hidden sibling folder (.<split>.partial) and renamed into place only when complete, with a stamp (`.complete.json`)
 holding a fingerprint of everything that decides its content and the digest of every file. A later run skips
 a split whose stamp matches and whose files are intact; anything else is rebuilt. So a second run rewrites
 nothing, and adding a source to a finished workspace prepares only that source. Bad rows never stop a run:
@@ -40,8 +40,8 @@ from kowhisper.modeling import ModelError, StorageError, family_of
 from kowhisper.sources import DataError, SourceRows, load_source
 from kowhisper.split_writer import SplitWriter
 from kowhisper.text import normalize_transcript
-from kowhisper.workspace import SPLITS, data_dir, model_dir, source_dir, source_report_path
-from utils import atomic_write_json, read_json, sha256_file
+from kowhisper.workspace import SPLITS, data_dir, model_dir, remove_leftovers, source_dir, source_report_path
+from utils import atomic_write_json, partial_path, read_json, sha256_file
 
 # Bump when the same inputs would now give different stored rows, so old splits are rebuilt, not trusted.
 # 2: labels start with a space, as Whisper's own transcripts do (features.label_ids).
@@ -100,6 +100,8 @@ def prepare_data(config) -> PreparedData:
     Raises DataError when a source is missing or unusable, or when a split ends up with no rows (after writing
     the reports, so the reasons can be read): every split of a trained source, the test split of a held-out one."""
     workspace = config.workspace_dir
+    # What a killed run left half-written is never trusted.
+    remove_leftovers(workspace, under=data_dir(workspace).name)
     sources = dataset_sources(config)
     loaded = {source.name: _load(source, workspace, config.language_abbr) for source in sources}
     # The model family stores a clip its own way; its encoder may need the training text (a CTC vocabulary).
@@ -138,7 +140,6 @@ def _prepare_source(workspace: Path, source, rows: SourceRows, pipeline: RowPipe
         print(f"note: {source.name}: {note}")
 
     folder = source_dir(workspace, source.name)
-    _remove_leftover_temporaries(folder)
     stamps = {}
     for split in SPLITS:
         label = f"{source.name}/{split}"
@@ -357,7 +358,7 @@ def _file_size(path: str) -> int:
 
 
 def _build_split(folder: Path, split: str, label: str, rows, pipeline: RowPipeline, workers: Workers, fingerprint: str) -> dict:
-    staging = folder / f".{split}.tmp"
+    staging = partial_path(folder / split)
     writer = SplitWriter(staging, pipeline.features(), fingerprint)
     kept, seconds, counts = 0, 0.0, Counter()
     # Dropped rows go to their file as they come: a source whose every row is missing (a wrong audio folder,
@@ -411,14 +412,6 @@ def _completed_stamp(folder: Path, fingerprint: str, label: str) -> dict | None:
             print(f"{label}: {name} is missing or altered, rebuilding")
             return None
     return stamp
-
-
-def _remove_leftover_temporaries(folder: Path) -> None:
-    """What a killed run left half-written is never trusted."""
-    for split in SPLITS:
-        staging = folder / f".{split}.tmp"
-        if staging.is_dir():
-            shutil.rmtree(staging)
 
 
 def _write_json_if_changed(path: Path, data) -> None:

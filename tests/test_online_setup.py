@@ -113,3 +113,60 @@ def test_real_model_workspace_is_hub_free(make_workspace, real_model_dir):
             f"WhisperForConditionalGeneration.from_pretrained(r'{workspace / 'model'}')")
     result = subprocess.run(["unshare", "-n", sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# ---- faults and bad input (issue 17) ---------------------------------------------------------------------------
+
+
+def setup_command(workspace, model_dir, *overrides):
+    return [sys.executable, str(PROJECT_ROOT / "run_online_setup.py"), f"workspace={workspace}", f"model_name_or_path={model_dir}",
+            "wheelhouse=false", *overrides]
+
+
+def private_cache(tmp_path) -> dict:
+    """The environment of a setup whose default cache folder ($XDG_CACHE_HOME/kowhisper) is the test's own."""
+    return {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")}
+
+
+def files_on_disk(workspace) -> set[str]:
+    return {path.relative_to(workspace).as_posix() for path in workspace.rglob("*") if path.is_file()}
+
+
+def test_a_kill_9_while_the_model_is_written_leaves_nothing_behind(tiny_model_dir, tmp_path):
+    """The setup is killed while it writes the model (the real save of the tiny Whisper); the rerun finishes, removes what
+    the killed one left, and the workspace holds exactly the files its manifest lists. A stray file is named by --verify."""
+    import signal
+    import time
+
+    workspace = tmp_path / "ws"
+    command = setup_command(workspace, tiny_model_dir)
+    with open(tmp_path / "killed.log", "w") as log:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=private_cache(tmp_path))
+    deadline = time.monotonic() + 300
+    staged = []
+    while not staged:
+        assert process.poll() is None, f"the setup ended before it wrote the model:\n{(tmp_path / 'killed.log').read_text()[-3000:]}"
+        assert time.monotonic() < deadline, "no model write within 5 minutes"
+        try:  # weights on their way: anywhere but in their final place
+            staged = [path for path in workspace.rglob("model.safetensors") if path.parent != workspace / "model"]
+        except OSError:  # a folder went away while it was listed
+            staged = []
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (workspace / "manifest.json").exists()
+
+    rerun = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, env=private_cache(tmp_path))
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    manifest = load_manifest(workspace)
+    outside = sorted(name for name in manifest["files"] if name.split("/", 1)[0] not in ("data", "model", "toolkit"))
+    assert outside == [], "the manifest vouches for files of the killed run"
+    on_disk = {name for name in files_on_disk(workspace) if not name.startswith(".cache/")}
+    assert on_disk - {"manifest.json"} == set(manifest["files"]), "files on disk that the manifest does not list"
+    assert "left by an interrupted setup" in rerun.stdout
+    verified = run_setup("--verify", f"workspace={workspace}")
+    assert verified.returncode == 0 and "not part of the bundle" not in verified.stdout, verified.stdout
+
+    (workspace / "model" / "notes.txt").write_text("mine", encoding="utf-8")
+    verified = run_setup("--verify", f"workspace={workspace}")
+    assert "not part of the bundle: model/notes.txt" in verified.stdout, verified.stdout
