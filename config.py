@@ -10,6 +10,7 @@ message that names it. Field names are flat and, where Hugging Face has a name f
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from dataclasses import dataclass, field, fields
@@ -156,6 +157,13 @@ class Config:
     wheelhouse_python_version: str = _help("Python version of the offline box, for pip download --python-version.", "3.11")
     wheelhouse_platform: str = _help("pip platform tag of the offline box (empty: this machine's).", "manylinux_2_28_x86_64")
     wheelhouse_requirements: str = _help("Requirements file whose wheels go into the wheelhouse.", str(PROJECT_ROOT / "requirements.txt"))
+    cache_dir: str | None = _help(
+        "Where the online setup keeps what it downloads and extracts (Common Voice tarballs extracted, Mozilla Data "
+        "Collective downloads, Hub datasets) and its scratch files: outside the workspace, so the workspace holds only "
+        "what is copied to the offline box. Kept between runs, so a rerun does not extract or download again; delete it "
+        "to free the space. Unset: $XDG_CACHE_HOME/kowhisper, else ~/.cache/kowhisper.",
+        None,
+    )
 
     # ---- LoRA and precision (train_offline.py) -----------------------------------------------------------
     lora_r: int = _help("LoRA rank.", 32)
@@ -361,6 +369,12 @@ class Config:
         return Path(self.workspace).expanduser().resolve()
 
     @property
+    def cache_path(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser().resolve()
+        return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser().resolve() / "kowhisper"
+
+    @property
     def run_dir(self) -> Path:
         if self.output_dir:
             return Path(self.output_dir).expanduser().resolve()
@@ -466,7 +480,7 @@ def config_to_yaml(config: Config) -> str:
 # Keys only the online phase reads: what data and wheels to fetch. A training run's record leaves them out, since the
 # workspace, not these keys, decides what it trained on (its manifest names the sources).
 ONLINE_ONLY_KEYS = (*SOURCE_KEYS, "datasets", "data_source", "wheelhouse", "wheelhouse_python_version", "wheelhouse_platform",
-                    "wheelhouse_requirements", "num_proc", "max_duration_s", "max_label_tokens")
+                    "wheelhouse_requirements", "cache_dir", "num_proc", "max_duration_s", "max_label_tokens")
 
 
 def training_settings_yaml(config: Config) -> str:

@@ -18,7 +18,14 @@ import sys
 from pathlib import Path
 
 from config import PROJECT_ROOT, config_to_dict
-from kowhisper.workspace import WORKSPACE_FORMAT_VERSION, remove_leftover, remove_leftovers, wheelhouse_dir, write_manifest
+from kowhisper.workspace import (
+    OLD_CACHE_NAME,
+    WORKSPACE_FORMAT_VERSION,
+    remove_leftover,
+    remove_leftovers,
+    wheelhouse_dir,
+    write_manifest,
+)
 from utils import atomic_copy, human_size, partial_path
 
 log = logging.getLogger(__name__)
@@ -38,6 +45,11 @@ def build_workspace(config) -> dict:
 
     workspace = config.workspace_dir
     workspace.mkdir(parents=True, exist_ok=True)
+    old_cache = workspace / OLD_CACHE_NAME
+    if old_cache.is_dir():
+        print(f"removing {old_cache} ({human_size(disk_usage(old_cache)[2])}): downloads and extractions now live in "
+              f"cache_dir ({config.cache_path}), outside the folder that is copied")
+        shutil.rmtree(old_cache)
     remove_leftovers(workspace)
     prepare_model(config)
     prepared = prepare_data(config)
@@ -45,8 +57,8 @@ def build_workspace(config) -> dict:
         build_wheelhouse(config)
     copy_toolkit(workspace / TOOLKIT_DIR_NAME)
     # The manifest is written last: its presence means every step above finished. The folder is meant to
-    # move, so its own path on this machine is not recorded.
-    recorded_config = {**config_to_dict(config), "workspace": "."}
+    # move, so its own path on this machine is not recorded, nor the cache folder, which decides nothing in it.
+    recorded_config = {key: value for key, value in config_to_dict(config).items() if key != "cache_dir"} | {"workspace": "."}
     return write_manifest(
         workspace,
         config=recorded_config,
@@ -124,13 +136,10 @@ def summary_text(manifest: dict, workspace: Path) -> str:
 
     lines = [f"Workspace {workspace} (format {WORKSPACE_FORMAT_VERSION})", "", format_summary(manifest["sources"]),
              "", format_leakage(manifest["leakage"])]
-    sizes: dict[str, int] = {}
-    for name, entry in manifest["files"].items():
-        top = name.split("/", 1)[0] if "/" in name else "(top)"
-        sizes[top] = sizes.get(top, 0) + entry["size"]
+    sizes, files, total = disk_usage(workspace)
     lines.append("")
-    lines.append("sizes: " + ", ".join(f"{top} {human_size(size)}" for top, size in sorted(sizes.items()))
-                 + f"; total {human_size(sum(sizes.values()))} in {len(manifest['files'])} files")
+    lines.append("size on disk: " + ", ".join(f"{top} {human_size(size)}" for top, size in sorted(sizes.items()))
+                 + f"; total {human_size(total)} on disk in {files} files")
     if "wheelhouse" in sizes:
         install = ["  pip install --no-index --find-links ../wheelhouse -r requirements.txt"]
     else:
@@ -140,10 +149,35 @@ def summary_text(manifest: dict, workspace: Path) -> str:
         ]
     lines += [
         "",
-        "Copy the whole folder to the offline box, then there:",
+        f"Copy the whole folder ({human_size(total)}) to the offline box, e.g. onto a disk mounted at /media/usb:",
+        f"  cp -r {workspace} /media/usb/",
+        "then there:",
         f"  cd {workspace.name}/{TOOLKIT_DIR_NAME}",
         *install,
         "  python run_online_setup.py --verify workspace=..",
         "  python train_offline.py workspace=..",
     ]
     return "\n".join(lines)
+
+
+def disk_usage(folder: Path) -> tuple[dict[str, int], int, int]:
+    """What `du` says `folder` takes: (bytes on disk per top-level entry, number of files, total bytes on disk with the
+    folders themselves). Allocated blocks, not file sizes, and a hard-linked file once, as du counts them."""
+    folder = Path(folder)
+    sizes: dict[str, int] = {}
+    seen: set[tuple[int, int]] = set()
+    files = 0
+    total = folder.lstat().st_blocks * 512
+    for root, folders, names in os.walk(folder):
+        for name in folders + names:
+            path = Path(root, name)
+            stat = path.lstat()
+            if (stat.st_dev, stat.st_ino) in seen:
+                continue
+            seen.add((stat.st_dev, stat.st_ino))
+            files += path.is_file() and not path.is_symlink()
+            top = path.relative_to(folder).parts[0]
+            sizes[top] = sizes.get(top, 0) + stat.st_blocks * 512
+            total += stat.st_blocks * 512
+    return sizes, files, total
+

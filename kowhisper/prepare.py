@@ -37,7 +37,7 @@ from config import SOURCE_KEYS, dataset_sources
 from kowhisper.audio import SAMPLING_RATE, AudioError, load_audio
 from kowhisper.leakage import count_leakage
 from kowhisper.modeling import ModelError, StorageError, family_of
-from kowhisper.sources import DataError, SourceRows, load_source
+from kowhisper.sources import DataError, SourceRows, load_source, rows_dir
 from kowhisper.split_writer import SplitWriter
 from kowhisper.text import normalize_transcript
 from kowhisper.workspace import SPLITS, data_dir, model_dir, remove_leftovers, source_dir, source_report_path
@@ -57,7 +57,8 @@ CHUNK_ROWS = 16
 # Rows each worker process handles before a fresh fork replaces it (see Workers).
 WORKER_RECYCLE_ROWS = 5_000
 
-__all__ = ["DROP_REASONS", "DataError", "PreparedData", "PreparedSource", "base_model_folder", "format_summary", "prepare_data"]
+__all__ = ["DROP_REASONS", "DataError", "PreparedData", "PreparedSource", "base_model_folder", "format_summary", "load_sources",
+           "prepare_data"]
 
 
 @dataclass
@@ -93,17 +94,30 @@ class PreparedData:
         return totals
 
 
-def prepare_data(config) -> PreparedData:
+def prepare_data(config, loaded: dict[str, SourceRows] | None = None) -> PreparedData:
     """Prepare every source of the config into data/<name>/ of config.workspace, with its drop report, and count
-    test sentences that leak into train splits.
+    test sentences that leak into train splits. `loaded`: the sources' rows if load_sources has read them already.
 
     Raises DataError when a source is missing or unusable, or when a split ends up with no rows (after writing
     the reports, so the reasons can be read): every split of a trained source, the test split of a held-out one."""
+    try:
+        return _prepare(config, loaded if loaded is not None else load_sources(config))
+    finally:
+        # The row files are scratch: what the workspace keeps is now in the prepared splits.
+        shutil.rmtree(rows_dir(config), ignore_errors=True)
+
+
+def load_sources(config) -> dict[str, SourceRows]:
+    """Every configured source's rows by name: the data read, downloaded or extracted as needed (into
+    config.cache_path), its columns and splits checked. Needs no model."""
+    return {source.name: _load(source, config) for source in dataset_sources(config)}
+
+
+def _prepare(config, loaded: dict[str, SourceRows]) -> PreparedData:
     workspace = config.workspace_dir
     # What a killed run left half-written is never trusted.
     remove_leftovers(workspace, under=data_dir(workspace).name)
     sources = dataset_sources(config)
-    loaded = {source.name: _load(source, workspace, config.language_abbr) for source in sources}
     # The model family stores a clip its own way; its encoder may need the training text (a CTC vocabulary).
     model_folder = base_model_folder(config)
     train_texts = (text for source in sources for text in loaded[source.name].splits["train"]["text"])
@@ -127,9 +141,9 @@ def prepare_data(config) -> PreparedData:
     return PreparedData(prepared, leakage, left_alone)
 
 
-def _load(source, workspace: Path, language_abbr: str) -> SourceRows:
+def _load(source, config) -> SourceRows:
     try:
-        return load_source(source, workspace, language_abbr)
+        return load_source(source, config)
     except DataError as error:
         raise DataError(f"source {source.name!r}: {error}") from None
 

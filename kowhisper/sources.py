@@ -3,8 +3,11 @@
 A split's rows are a `datasets.Dataset` with the columns id, text and audio. Audio is a file path (Common
 Voice, manifests) or datasets' undecoded audio `{"bytes", "path"}` (hf). Rows stay in Arrow rather than in
 Python lists so that a 50-hour parquet dataset can be split and sliced without holding its audio in memory;
-TSV and manifest rows are written to Arrow files in the workspace cache as they are read, so a 620k-row
-KsponSpeech list is not held in memory either.
+TSV and manifest rows are written to Arrow files in the cache folder (config.cache_dir) as they are read, so a
+620k-row KsponSpeech list is not held in memory either.
+
+Downloads, extracted tarballs and those row files live in the cache folder, never in the workspace: the workspace
+holds only what is copied to the offline box.
 
 Input that cannot be read (a tarball cut short by an interrupted download, a damaged parquet file, a TSV or
 manifest that is not UTF-8 text or not well-formed, a path that climbs out of its folder) stops with a
@@ -19,8 +22,8 @@ DataError naming the file and what to do, never a traceback.
 from __future__ import annotations
 
 import csv
-import filecmp
 import gzip
+import hashlib
 import itertools
 import json
 import lzma
@@ -37,8 +40,8 @@ from datasets import Audio, Dataset, DatasetDict, Features, Value, concatenate_d
 from datasets.arrow_writer import ArrowWriter
 
 from kowhisper.workspace import SPLITS
+from utils import PARTIAL_SUFFIX, partial_path
 
-CACHE_DIR_NAME = ".cache"
 _EXTRACTED_MARKER = ".extracted"
 _TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _CV_SPLIT_FILES = ("train", "dev", "test")
@@ -69,16 +72,22 @@ class _Loaded:
     identity: str = ""
 
 
-def cache_dir(workspace: Path) -> Path:
-    """Downloads and extracted tarballs: inside the workspace, but not part of what its manifest vouches for."""
-    return Path(workspace) / CACHE_DIR_NAME
+def rows_dir(config) -> Path:
+    """The row files of the sources being prepared for config.workspace: scratch, one folder per workspace, so two
+    workspaces set up from one cache folder do not meet."""
+    key = hashlib.sha256(str(config.workspace_dir).encode()).hexdigest()[:16]
+    return config.cache_path / "rows" / key
 
 
-def load_source(source, workspace: Path, language_abbr: str) -> SourceRows:
-    """The rows of one config.DatasetSource. `workspace` holds the cache of downloads and row files;
-    `language_abbr` picks the language folder of a Common Voice release."""
+def load_source(source, config) -> SourceRows:
+    """The rows of one config.DatasetSource. The config gives the cache folder (config.cache_path) for downloads,
+    extractions and row files, and `language_abbr`, which picks the language folder of a Common Voice release."""
+    cache = config.cache_path
+    if cache == config.workspace_dir or config.workspace_dir in cache.parents:
+        raise DataError(f"cache_dir {cache} lies inside the workspace {config.workspace_dir}, which must hold only what is "
+                        "copied to the offline box; choose a cache_dir outside it")
     loaders = {"cv": _load_cv, "mdc": _load_mdc, "hf": _load_hf, "manifest": _load_manifest}
-    loaded = loaders[source.data_source](source, _SourceContext(cache_dir(workspace), language_abbr))
+    loaded = loaders[source.data_source](source, _SourceContext(cache, rows_dir(config), config.language_abbr))
     splits, notes = assign_splits(loaded, source)
     splits = {name: cap_rows(rows, source.max_samples, source.split_seed) for name, rows in splits.items()}
     return SourceRows(splits=splits, description=loaded.description, identity=loaded.identity, notes=notes)
@@ -86,7 +95,8 @@ def load_source(source, workspace: Path, language_abbr: str) -> SourceRows:
 
 @dataclass
 class _SourceContext:
-    cache: Path  # the workspace's cache_dir
+    cache: Path  # config.cache_path
+    rows: Path  # rows_dir(config)
     language_abbr: str
 
 
@@ -145,9 +155,8 @@ def _concatenate(parts: list[Dataset]) -> Dataset:
 class _RowFiles:
     """Rows of a source, one Arrow file per source split, written as they are read and memory-mapped back.
 
-    A file whose rows are the same as the last run's is left as it was, so a re-run changes nothing in the
-    workspace, not even here. A changed one is renamed over the old, so a dataset still mapping the old file
-    (an earlier load in the same process) keeps reading it intact."""
+    Each file is written under a temporary name and renamed over the old one, so a dataset still mapping the old
+    file (an earlier load in the same process) keeps reading it intact."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -156,7 +165,7 @@ class _RowFiles:
     def open(self, split: str) -> ArrowWriter:
         if split not in self.writers:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self.writers[split] = ArrowWriter(features=ROW_FEATURES, path=str(self._path(split, ".tmp")))
+            self.writers[split] = ArrowWriter(features=ROW_FEATURES, path=str(self._path(split, PARTIAL_SUFFIX)))
         return self.writers[split]
 
     def add(self, split: str, row_id: str, text: str, audio: str) -> None:
@@ -166,12 +175,8 @@ class _RowFiles:
         splits = {}
         for split, writer in self.writers.items():
             writer.finalize()
-            fresh, path = self._path(split, ".tmp"), self._path(split)
-            if path.is_file() and filecmp.cmp(fresh, path, shallow=False):
-                fresh.unlink()
-            else:
-                os.replace(fresh, path)
-            splits[split] = Dataset.from_file(str(path))
+            os.replace(self._path(split, PARTIAL_SUFFIX), self._path(split))
+            splits[split] = Dataset.from_file(str(self._path(split)))
         for stale in set(self.folder.glob("*.arrow")) - {self._path(split) for split in self.writers}:
             stale.unlink()
         return splits
@@ -182,7 +187,7 @@ class _RowFiles:
 
 
 def _row_files(source, context: _SourceContext) -> _RowFiles:
-    return _RowFiles(context.cache / "rows" / source.name)
+    return _RowFiles(context.rows / source.name)
 
 
 def _inside(folder: Path, relative: str, where: str) -> Path:
@@ -274,29 +279,33 @@ def _read_cv_tsv(release: Path, name: str, rows: _RowFiles) -> None:
 
 
 def extract_tarball(tarball: Path, cache: Path) -> Path:
-    """Extract once into `cache`, keyed by the tarball's name and size; a marker written last tells a complete
-    extraction from one a killed process left behind, which is removed and redone."""
+    """Extract once into `cache`, keyed by the tarball's name and size, so other workspaces made from the same tarball
+    reuse it. The extraction goes into a temporary folder renamed into place when complete; one a killed process left
+    is removed and redone."""
     stat = tarball.stat()
     target = cache / f"{tarball.name}-{stat.st_size}"
     if (target / _EXTRACTED_MARKER).is_file():
         return target
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
+    staging = partial_path(target)
+    for leftover in (target, staging):  # the target without its marker: an older version's interrupted extraction
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    staging.mkdir(parents=True)
     print(f"extracting {tarball} into {target}")
     try:
         with tarfile.open(tarball, "r:*") as archive:
-            archive.extractall(target, filter=_safe_member)
+            archive.extractall(staging, filter=_safe_member)
     except tarfile.FilterError as error:
-        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise DataError(f"cannot extract {tarball}: {error}") from None
     except (*_DAMAGED_ARCHIVE_ERRORS, OSError) as error:
-        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         if isinstance(error, OSError) and error.errno is not None:  # the disk, not the archive: full, read-only, ...
             raise DataError(f"cannot extract {tarball} into {target}: {error.strerror}") from None
         raise DataError(f"{tarball} is damaged or incomplete ({type(error).__name__}: {error}), as an interrupted "
                         "download leaves it: download it again") from None
-    (target / _EXTRACTED_MARKER).write_text(tarball.name + "\n", encoding="utf-8")
+    (staging / _EXTRACTED_MARKER).write_text(tarball.name + "\n", encoding="utf-8")
+    staging.rename(target)
     return target
 
 

@@ -32,7 +32,9 @@ MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "dev", "test")
 # Training runs are made on the offline box: they are not what the online phase vouches for, and the manifest cannot
 # list itself.
-UNMANIFESTED_TOP_LEVEL = ("runs", ".cache", MANIFEST_NAME)
+UNMANIFESTED_TOP_LEVEL = ("runs", MANIFEST_NAME)
+# Where older versions kept downloads and extractions, inside the workspace; they now live in config.cache_dir.
+OLD_CACHE_NAME = ".cache"
 # Temporary names older versions of the setup used, which a killed setup may have left: the model's staging folder
 # (tempfile.mkdtemp(prefix=".model-")) and a split's (data/<source>/.<split>.tmp).
 _OLD_TEMPORARY_NAMES = re.compile(r"\.model-[a-z0-9_]{8}|\.(train|dev|test)\.tmp")

@@ -132,6 +132,14 @@ def files_on_disk(workspace) -> set[str]:
     return {path.relative_to(workspace).as_posix() for path in workspace.rglob("*") if path.is_file()}
 
 
+def cv_tarball(path):
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as archive:
+        archive.add(PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample", arcname="cv-corpus-ko-sample")
+    return path
+
+
 def test_a_kill_9_while_the_model_is_written_leaves_nothing_behind(tiny_model_dir, tmp_path):
     """The setup is killed while it writes the model (the real save of the tiny Whisper); the rerun finishes, removes what
     the killed one left, and the workspace holds exactly the files its manifest lists. A stray file is named by --verify."""
@@ -161,8 +169,7 @@ def test_a_kill_9_while_the_model_is_written_leaves_nothing_behind(tiny_model_di
     manifest = load_manifest(workspace)
     outside = sorted(name for name in manifest["files"] if name.split("/", 1)[0] not in ("data", "model", "toolkit"))
     assert outside == [], "the manifest vouches for files of the killed run"
-    on_disk = {name for name in files_on_disk(workspace) if not name.startswith(".cache/")}
-    assert on_disk - {"manifest.json"} == set(manifest["files"]), "files on disk that the manifest does not list"
+    assert files_on_disk(workspace) - {"manifest.json"} == set(manifest["files"]), "files on disk that the manifest does not list"
     assert "left by an interrupted setup" in rerun.stdout
     verified = run_setup("--verify", f"workspace={workspace}")
     assert verified.returncode == 0 and "not part of the bundle" not in verified.stdout, verified.stdout
@@ -170,3 +177,24 @@ def test_a_kill_9_while_the_model_is_written_leaves_nothing_behind(tiny_model_di
     (workspace / "model" / "notes.txt").write_text("mine", encoding="utf-8")
     verified = run_setup("--verify", f"workspace={workspace}")
     assert "not part of the bundle: model/notes.txt" in verified.stdout, verified.stdout
+
+
+def test_the_workspace_is_what_is_copied_and_the_size_line_is_its_size_on_disk(tiny_model_dir, tmp_path):
+    """A Common Voice tarball is extracted into the user's cache folder, not into the workspace; the size the setup prints
+    is what `du` says the folder takes, and the README's copy command copies that folder."""
+    from utils import human_size
+
+    workspace = tmp_path / "ws"
+    result = subprocess.run(setup_command(workspace, tiny_model_dir, f"data_path={cv_tarball(tmp_path / 'cv-corpus-ko.tar.gz')}"),
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, env=private_cache(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(path.name for path in workspace.iterdir()) == ["data", "manifest.json", "model", "toolkit"]
+    assert files_on_disk(workspace) - {"manifest.json"} == set(load_manifest(workspace)["files"])
+    assert list((tmp_path / "xdg-cache" / "kowhisper").rglob("cv-corpus-ko-sample/ko/train.tsv")), "the extraction is cached"
+
+    du = subprocess.run(["du", "-s", "--block-size=1", str(workspace)], capture_output=True, text=True, check=True)
+    on_disk = human_size(int(du.stdout.split()[0]))
+    assert f"total {on_disk} on disk in {len(files_on_disk(workspace))} files" in result.stdout, result.stdout[-1500:]
+    copy_line = next(line.strip() for line in result.stdout.splitlines() if line.strip().startswith("cp -r "))
+    assert copy_line == f"cp -r {workspace} /media/usb/"
+    assert "cp -r workspace /media/usb/" in (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
