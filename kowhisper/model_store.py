@@ -55,6 +55,18 @@ def prepare_model(config) -> Path:
     return target
 
 
+def check_model_source(config) -> None:
+    """That the base model can be found and is of a family this toolkit trains, from its config.json alone (a small
+    download for a Hub id), unless the workspace already holds it: the online setup's check before anything large."""
+    source = str(config.model_name_or_path)
+    if _is_complete(model_dir(config.workspace_dir), source):
+        return
+    try:
+        family_for_base_source(source)
+    except ModelError as error:
+        raise ModelSourceError(str(error)) from None
+
+
 def _is_complete(target: Path, source: str) -> bool:
     stamp = target / STAMP_NAME
     # A large model is saved in shards (model.safetensors.index.json), so any whole weight form counts.

@@ -39,9 +39,14 @@ class WheelhouseError(RuntimeError):
 
 
 def build_workspace(config) -> dict:
-    """Run every online step into config.workspace and return the manifest written last."""
-    from kowhisper.model_store import prepare_model
-    from kowhisper.prepare import prepare_data
+    """Run every online step into config.workspace and return the manifest written last.
+
+    Whatever can be checked without the model is checked before the model is downloaded or converted (several GB for
+    a large Whisper): the wheelhouse's requirements file, every source's input (paths, a tarball's first header, a
+    local dataset's files), then that the model exists and is of a trained family (its config.json), and then every
+    source is read (tarballs extracted in full, lists and columns checked)."""
+    from kowhisper.model_store import check_model_source, prepare_model
+    from kowhisper.prepare import check_sources, load_sources, prepare_data
 
     workspace = config.workspace_dir
     workspace.mkdir(parents=True, exist_ok=True)
@@ -51,8 +56,13 @@ def build_workspace(config) -> dict:
               f"cache_dir ({config.cache_path}), outside the folder that is copied")
         shutil.rmtree(old_cache)
     remove_leftovers(workspace)
+    if config.wheelhouse:
+        check_requirements_file(config)
+    check_sources(config)
+    check_model_source(config)
+    loaded = load_sources(config)
     prepare_model(config)
-    prepared = prepare_data(config)
+    prepared = prepare_data(config, loaded)
     if config.wheelhouse:
         build_wheelhouse(config)
     copy_toolkit(workspace / TOOLKIT_DIR_NAME)
@@ -77,9 +87,7 @@ def build_wheelhouse(config) -> Path:
     which starts with (hard links to) the wheels already there, and each new wheel is renamed into the wheelhouse only
     once pip has finished."""
     target = wheelhouse_dir(config.workspace_dir)
-    requirements = Path(config.wheelhouse_requirements)
-    if not requirements.is_file():
-        raise WheelhouseError(f"wheelhouse_requirements file not found: {requirements}")
+    requirements = check_requirements_file(config)
     staging = partial_path(target)
     if staging.exists():
         remove_leftover(staging, staging.name)
@@ -108,6 +116,13 @@ def build_wheelhouse(config) -> Path:
     if not ((target / "requirements.txt").is_file() and filecmp.cmp(requirements, target / "requirements.txt", shallow=False)):
         atomic_copy(requirements, target / "requirements.txt")
     return target
+
+
+def check_requirements_file(config) -> Path:
+    requirements = Path(config.wheelhouse_requirements)
+    if not requirements.is_file():
+        raise WheelhouseError(f"wheelhouse_requirements file not found: {requirements} (or set wheelhouse=false to build no wheelhouse)")
+    return requirements
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

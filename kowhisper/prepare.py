@@ -37,7 +37,7 @@ from config import SOURCE_KEYS, dataset_sources
 from kowhisper.audio import SAMPLING_RATE, AudioError, load_audio
 from kowhisper.leakage import count_leakage
 from kowhisper.modeling import ModelError, StorageError, family_of
-from kowhisper.sources import DataError, SourceRows, load_source, rows_dir
+from kowhisper.sources import DataError, SourceRows, check_source, load_source, rows_dir
 from kowhisper.split_writer import SplitWriter
 from kowhisper.text import normalize_transcript
 from kowhisper.workspace import SPLITS, data_dir, model_dir, remove_leftovers, source_dir, source_report_path
@@ -57,8 +57,8 @@ CHUNK_ROWS = 16
 # Rows each worker process handles before a fresh fork replaces it (see Workers).
 WORKER_RECYCLE_ROWS = 5_000
 
-__all__ = ["DROP_REASONS", "DataError", "PreparedData", "PreparedSource", "base_model_folder", "format_summary", "load_sources",
-           "prepare_data"]
+__all__ = ["DROP_REASONS", "DataError", "PreparedData", "PreparedSource", "base_model_folder", "check_sources", "format_summary",
+           "load_sources", "prepare_data"]
 
 
 @dataclass
@@ -107,9 +107,19 @@ def prepare_data(config, loaded: dict[str, SourceRows] | None = None) -> Prepare
         shutil.rmtree(rows_dir(config), ignore_errors=True)
 
 
+def check_sources(config) -> None:
+    """The quick checks of every configured source's input (kowhisper.sources.check_source), before any is read."""
+    for source in dataset_sources(config):
+        try:
+            check_source(source)
+        except DataError as error:
+            raise DataError(f"source {source.name!r}: {error}") from None
+
+
 def load_sources(config) -> dict[str, SourceRows]:
     """Every configured source's rows by name: the data read, downloaded or extracted as needed (into
     config.cache_path), its columns and splits checked. Needs no model."""
+    check_sources(config)
     return {source.name: _load(source, config) for source in dataset_sources(config)}
 
 

@@ -72,6 +72,21 @@ class _Loaded:
     identity: str = ""
 
 
+def check_source(source) -> None:
+    """What can be told about one config.DatasetSource's input without reading all of it: its path exists and is of a
+    kind its data_source takes, a tarball opens as one, the files of a local dataset are whole, an API key is set.
+    Raises DataError. load_source checks the same; the online setup calls this first for every source, so a wrong
+    path stops it before anything is downloaded or converted."""
+    {"cv": _check_cv_input, "mdc": _check_mdc_key, "hf": _check_hf_input, "manifest": _check_manifest_input}[source.data_source](source)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name longer than the file system allows, say: no such file either
+        return False
+
+
 def rows_dir(config) -> Path:
     """The row files of the sources being prepared for config.workspace: scratch, one folder per workspace, so two
     workspaces set up from one cache folder do not meet."""
@@ -226,13 +241,20 @@ def _table_records(path: Path, delimiter: str, quoting: int, kind: str, required
 # ---- cv: Common Voice release --------------------------------------------------------------------------------
 
 
-def _load_cv(source, context: _SourceContext) -> _Loaded:
+def _check_cv_input(source) -> Path:
     path = Path(source.data_path).expanduser()
-    if not path.exists():
+    if not _exists(path):
         raise DataError(f"Common Voice release not found: {path} (data_path). Give the release directory or its .tar.gz.")
     if path.is_file():
         if not path.name.endswith(_TARBALL_SUFFIXES):
             raise DataError(f"{path} (data_path) is a file but not a .tar.gz/.tgz/.tar Common Voice release")
+        check_tarball_opens(path)
+    return path
+
+
+def _load_cv(source, context: _SourceContext) -> _Loaded:
+    path = _check_cv_input(source)
+    if path.is_file():
         return _load_cv_release(extract_tarball(path, context.cache / "cv"), source, context, f"tarball {path}")
     return _load_cv_release(path, source, context, str(path.resolve()))
 
@@ -276,6 +298,22 @@ def _read_cv_tsv(release: Path, name: str, rows: _RowFiles) -> None:
                             "download the release again")
         audio = _inside(clips, record["path"], f"{tsv} line {line}")
         rows.add(name, PurePosixPath(record["path"]).stem, record["sentence"], str(audio))
+
+
+def check_tarball_opens(tarball: Path) -> None:
+    """The quick check: the archive opens and its first member header reads. It catches a file that is not a tarball
+    (or not gzip, bzip2 or xz) at once; a tarball cut short further on is found when it is extracted, which the
+    online setup also does before the model step."""
+    try:
+        with tarfile.open(tarball, "r:*") as archive:
+            if archive.next() is None:
+                raise DataError(f"{tarball} (data_path) is an empty tarball: download the release again")
+    except _DAMAGED_ARCHIVE_ERRORS as error:
+        first_line = (str(error).splitlines() or [""])[0].rstrip(":")  # tarfile lists every compression it tried
+        raise DataError(f"{tarball} is damaged or incomplete, or not a tarball ({type(error).__name__}: {first_line}): "
+                        "download it again") from None
+    except OSError as error:
+        raise DataError(f"cannot read {tarball}: {error.strerror or error}") from None
 
 
 def extract_tarball(tarball: Path, cache: Path) -> Path:
@@ -322,13 +360,17 @@ def _safe_member(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
 MDC_KEY_VARIABLE = "MDC_API_KEY"
 
 
-def _load_mdc(source, context: _SourceContext) -> _Loaded:
+def _check_mdc_key(source) -> None:
     if not os.environ.get(MDC_KEY_VARIABLE):
         raise DataError(
             f"data_source=mdc needs a Mozilla Data Collective API key in the environment variable {MDC_KEY_VARIABLE} "
             "(create one in your account on datacollective.mozillafoundation.org), e.g. "
             f"{MDC_KEY_VARIABLE}=... python download_data.py data_source=mdc data_path=<dataset id>"
         )
+
+
+def _load_mdc(source, context: _SourceContext) -> _Loaded:
+    _check_mdc_key(source)
     from datacollective import download_dataset
 
     downloads = context.cache / "mdc"
@@ -345,20 +387,27 @@ def _load_mdc(source, context: _SourceContext) -> _Loaded:
 # ---- hf: a datasets dataset ----------------------------------------------------------------------------------
 
 
+def _check_hf_input(source) -> Path | None:
+    """The local dataset folder, its files checked; None for a Hub id."""
+    path = Path(source.data_path).expanduser()
+    if not _exists(path):
+        return None
+    if not path.is_dir():
+        raise DataError(f"{path} (data_path) is a file; data_source=hf takes a directory or a Hub dataset id")
+    check_data_files(path)
+    return path
+
+
 def _load_hf(source, context: _SourceContext) -> _Loaded:
     import datasets
 
-    path = Path(source.data_path).expanduser()
+    path = _check_hf_input(source)
     hf_cache = str(context.cache / "hf")
     try:
-        if path.is_dir() and any((path / name).is_file() for name in ("dataset_dict.json", "state.json")):
-            check_data_files(path)
+        if path is not None and any((path / name).is_file() for name in ("dataset_dict.json", "state.json")):
             loaded = datasets.load_from_disk(str(path))
-        elif path.is_dir():
-            check_data_files(path)
+        elif path is not None:
             loaded = datasets.load_dataset(_file_format(path), data_dir=str(path), cache_dir=hf_cache)
-        elif path.exists():
-            raise DataError(f"{path} (data_path) is a file; data_source=hf takes a directory or a Hub dataset id")
         else:
             loaded = datasets.load_dataset(source.data_path, source.hf_config_name, cache_dir=hf_cache)
     except DataError:
@@ -435,10 +484,17 @@ def _hf_rows(rows: Dataset, source, split: str) -> Dataset:
 # ---- manifest: CSV / TSV / JSONL -----------------------------------------------------------------------------
 
 
-def _load_manifest(source, context: _SourceContext) -> _Loaded:
+def _check_manifest_input(source) -> Path:
     manifest = Path(source.data_path).expanduser()
-    if not manifest.is_file():
+    if not (_exists(manifest) and manifest.is_file()):
         raise DataError(f"manifest not found: {manifest} (data_path)")
+    if manifest.suffix.lower() not in (".jsonl", ".tsv", ".tab", ".csv"):
+        raise DataError(f"manifest {manifest} must end in .csv, .tsv or .jsonl")
+    return manifest
+
+
+def _load_manifest(source, context: _SourceContext) -> _Loaded:
+    manifest = _check_manifest_input(source)
     records = _manifest_records(manifest)
     first = next(records, None)
     if first is None:
@@ -477,16 +533,14 @@ def _load_manifest(source, context: _SourceContext) -> _Loaded:
 
 
 def _manifest_records(manifest: Path):
-    """(line number, record) of a CSV, TSV or JSONL manifest."""
+    """(line number, record) of a CSV, TSV or JSONL manifest (its suffix checked by _check_manifest_input)."""
     suffix = manifest.suffix.lower()
     if suffix == ".jsonl":
         return _jsonl_records(manifest)
-    if suffix in (".tsv", ".tab"):
-        # Like Common Voice: transcripts may hold quote characters that are not CSV quoting.
-        return _table_records(manifest, "\t", csv.QUOTE_NONE, "TSV manifest")
     if suffix == ".csv":
         return _table_records(manifest, ",", csv.QUOTE_MINIMAL, "CSV manifest")
-    raise DataError(f"manifest {manifest} must end in .csv, .tsv or .jsonl")
+    # Like Common Voice: transcripts may hold quote characters that are not CSV quoting.
+    return _table_records(manifest, "\t", csv.QUOTE_NONE, "TSV manifest")
 
 
 def _jsonl_records(manifest: Path):

@@ -198,3 +198,20 @@ def test_the_workspace_is_what_is_copied_and_the_size_line_is_its_size_on_disk(t
     copy_line = next(line.strip() for line in result.stdout.splitlines() if line.strip().startswith("cp -r "))
     assert copy_line == f"cp -r {workspace} /media/usb/"
     assert "cp -r workspace /media/usb/" in (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_missing_or_damaged_data_path_stops_the_setup_before_the_model_step(damage, tiny_model_dir, tmp_path):
+    tarball = tmp_path / "cv-corpus-ko.tar.gz"
+    if damage == "truncated":
+        cv_tarball(tarball)
+        tarball.write_bytes(tarball.read_bytes()[: tarball.stat().st_size // 2])
+    workspace = tmp_path / "ws"
+    result = subprocess.run(setup_command(workspace, tiny_model_dir, f"data_path={tarball}"), cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=600, env=private_cache(tmp_path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    expected = f"Common Voice release not found: {tarball}" if damage == "missing" else f"{tarball} is damaged or incomplete"
+    assert expected in result.stderr, result.stderr[-2000:]
+    written = sorted(path.relative_to(workspace).as_posix() for path in workspace.rglob("*")) if workspace.exists() else []
+    assert written == [], "the model step ran before the data was checked"
