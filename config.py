@@ -362,6 +362,7 @@ class Config:
             raise ConfigError("freeze_encoder=true leaves the encoder without LoRA, so no stage can train 'encoder' or 'both'")
         if not 0 <= self.timestamped_label_share <= 1:
             raise ConfigError(f"timestamped_label_share is a share in [0, 1], got {self.timestamped_label_share}")
+        _check_file_names(self)
 
     # Derived paths live here, not as fields, so a saved config stays valid when the folder is copied elsewhere.
     @property
@@ -398,6 +399,62 @@ def _check_source_keys(keys, where: str = "") -> None:
         raise ConfigError(f"{where}split_ratios must be three non-negative numbers (train, dev, test), got {ratios}")
     if keys.max_samples is not None and keys.max_samples < 1:
         raise ConfigError(f"{where}max_samples must be at least 1 or unset, got {keys.max_samples}")
+
+
+# Bytes the toolkit may add below a folder it is given: <run>/checkpoint-<step>/tensorboard/events.out.tfevents.<time>.
+# <host>.<pid>.<n>, say. Checked against the file system's own path limit, so a run fails now, not at its first save.
+PATH_HEADROOM_BYTES = 256
+# Keys naming folders the toolkit creates or writes into.
+FOLDER_KEYS = ("workspace", "output_dir", "cache_dir", "transcripts_dir", "merged_dir", "ct2_dir")
+
+
+def _check_file_names(config) -> None:
+    """Every value that becomes a file or folder name fits the file system: each name at most NAME_MAX bytes (255 on
+    ext4, XFS, NTFS, FAT), the whole path with room to spare below PATH_MAX. Checked here, so a 300-character run_name
+    stops every script at once instead of ending a training run, after the model has loaded, in "File name too long"."""
+    if "/" in config.run_name or config.run_name in ("", ".", ".."):
+        raise ConfigError(f"run_name={config.run_name!r} must be one folder name (under <workspace>/runs); to write the run "
+                          "elsewhere, set output_dir")
+    _check_name("run_name", config.run_name, config.workspace_dir / "runs")
+    for source in config.datasets:
+        _check_name("datasets: name", source.name, config.workspace_dir / "data")
+    for key in FOLDER_KEYS:
+        if getattr(config, key):
+            path = Path(getattr(config, key)).expanduser()
+            for part in path.parts:
+                _check_name(key, part, path)
+            _check_path_length(key, path)
+    if not config.output_dir:
+        _check_path_length("run_name", config.workspace_dir / "runs" / config.run_name)
+
+
+def _file_system_limit(path: Path, name: str, default: int) -> int:
+    """os.pathconf of the nearest folder of `path` that exists (its file system sets the limit)."""
+    for folder in [path, *path.parents]:
+        try:
+            if folder.is_dir():
+                return os.pathconf(folder, name)
+        except (OSError, ValueError):
+            break
+    return default
+
+
+def _check_name(key: str, name: str, parent: Path) -> None:
+    limit = _file_system_limit(Path(parent), "PC_NAME_MAX", 255)
+    size = len(name.encode("utf-8"))
+    if size > limit:
+        shown = repr(name[:40]) + ("..." if len(name) > 40 else "")
+        raise ConfigError(f"{key}={shown} is {size} bytes long, but a file or folder name may have at most {limit} bytes here "
+                          "(a Hangul syllable takes 3); choose a shorter one")
+
+
+def _check_path_length(key: str, path: Path) -> None:
+    absolute = Path(os.path.abspath(path))
+    limit = _file_system_limit(absolute, "PC_PATH_MAX", 4096)
+    size = len(str(absolute).encode("utf-8"))
+    if size + PATH_HEADROOM_BYTES > limit:
+        raise ConfigError(f"{key}: the path {str(absolute)[:60]!r}... is {size} bytes long; with the files the toolkit puts "
+                          f"below it, it would pass the file system's limit of {limit} bytes. Choose a shorter one")
 
 
 def _checked_target_modules(value):

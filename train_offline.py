@@ -20,6 +20,7 @@ import sys  # noqa: E402
 
 from config import build_parser, parse_config, training_settings_yaml  # noqa: E402
 from kowhisper.workspace import WorkspaceError, require_verified_workspace  # noqa: E402
+from utils import describe_os_error  # noqa: E402
 
 EXIT_SETUP_ERROR = 2
 EXIT_OUT_OF_MEMORY = 3
@@ -130,6 +131,9 @@ def main(argv=None) -> int:
         return 0
     except (training.TrainingSetupError, CheckpointError, ModelError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_SETUP_ERROR
+    except OSError as error:  # a folder that cannot be made or written, a full disk: said plainly, not as a traceback
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
         return EXIT_SETUP_ERROR
 
 

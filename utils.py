@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -136,6 +137,26 @@ def atomic_copy(source: Path, target: Path) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+# What to do about the OSErrors a user can fix, by errno.
+_OS_ERROR_ADVICE = {
+    errno.ENOSPC: "free space on that disk, or point workspace, output_dir or cache_dir at another one",
+    errno.EDQUOT: "free space within your quota, or point workspace, output_dir or cache_dir at another disk",
+    errno.EACCES: "choose a folder you may write to, or fix its permissions",
+    errno.EPERM: "choose a folder you may write to, or fix its permissions",
+    errno.EROFS: "that disk is read-only: choose a folder on a writable one",
+    errno.ENAMETOOLONG: "choose a shorter name or path",
+    errno.ENOTDIR: "a part of that path is a file, not a folder: choose another path",
+    errno.ENOENT: "check the path",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """An OSError from any library, as one line in the user's terms with what to do, instead of a traceback."""
+    where = f": {error.filename}" if error.filename else ""
+    advice = _OS_ERROR_ADVICE.get(error.errno)
+    return f"{error.strerror or error}{where}" + (f"; {advice}" if advice else "")
 
 
 def read_json(path: Path):

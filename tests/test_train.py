@@ -546,6 +546,36 @@ def test_out_of_memory_advice_halves_the_batch_and_keeps_the_effective_batch():
     assert "per_device_train_batch_size=" not in out_of_memory_advice(Config(per_device_train_batch_size=1)).split("\n", 1)[1]
 
 
+# ---- faults and bad input (issue 17) ---------------------------------------------------------------------------
+
+# A quick_test run that leaves every step key to quick_test (TINY_RUN sets several of them explicitly).
+QUICK_TEST_RUN = ("quick_test=true", "per_device_train_batch_size=4", "per_device_eval_batch_size=4", "generation_max_length=24",
+                  "eval_strategy=no", "report_to=[]")
+
+
+def quick_test_command(python: str, workspace: Path, run_dir: Path, *overrides: str) -> list[str]:
+    return [python, str(TRAIN_SCRIPT), f"workspace={workspace}", f"output_dir={run_dir}", *QUICK_TEST_RUN, *overrides]
+
+
+def test_a_run_name_longer_than_a_file_name_is_refused_before_anything_loads(make_workspace, tiny_model_dir, python_executable):
+    workspace = make_workspace(tiny_model_dir)
+    long_name = "r" * 300
+    for command in ([python_executable, str(TRAIN_SCRIPT), f"workspace={workspace}", f"run_name={long_name}", "max_steps=1"],
+                    [python_executable, str(TRAIN_SCRIPT), "--print-config", f"run_name={long_name}"]):
+        result = run(command)
+        assert_refused(result, "run_name", "300 bytes", "at most 255")
+        assert "Traceback" not in result.stderr
+        assert "Parameters:" not in result.stdout, "the model was loaded before the name was checked"
+    assert not (workspace / "runs").exists()
+
+    # What the config cannot know: the run folder's parent is a file. The library's OSError becomes a message.
+    blocker = workspace.parent / "not-a-folder"
+    blocker.write_text("", encoding="utf-8")
+    result = run([python_executable, str(TRAIN_SCRIPT), f"workspace={workspace}", f"output_dir={blocker / 'run'}", "max_steps=1"])
+    assert_refused(result, f"Not a directory: {blocker / 'run'}", "a part of that path is a file")
+    assert "Traceback" not in result.stderr
+
+
 # ---- the real model learns -------------------------------------------------------------------------------------
 
 # Measured here: batch 2 x 20 steps at a constant 1e-3 (one pass over the 40 clips) takes dev CER from 1.03
