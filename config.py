@@ -358,6 +358,10 @@ class Config:
                 raise ConfigError(f"stages[{stage.name}].max_steps must be at least 1, got {stage.max_steps}")
         if len({stage.name for stage in self.stages}) != len(self.stages):
             raise ConfigError(f"stage names must differ: {[stage.name for stage in self.stages]}")
+        stage_steps = sum(stage.max_steps for stage in self.stages)
+        if self.stages and self.max_steps > 0 and self.max_steps != stage_steps:
+            raise ConfigError(f"max_steps={self.max_steps} but the stages add up to {stage_steps} steps; a staged run's length is "
+                              "its stages' max_steps, so leave max_steps unset (-1)")
         if self.stages and self.freeze_encoder and any(stage.train != "decoder" for stage in self.stages):
             raise ConfigError("freeze_encoder=true leaves the encoder without LoRA, so no stage can train 'encoder' or 'both'")
         if not 0 <= self.timestamped_label_share <= 1:

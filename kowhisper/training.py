@@ -370,11 +370,6 @@ def stage_plan(config) -> StagePlan | None:
     """The run's stages on the global step axis, or None for an ordinary one-stage run."""
     if not config.stages:
         return None
-    if config.max_steps > 0 and config.max_steps != sum(stage.max_steps for stage in config.stages):
-        raise TrainingSetupError(
-            f"max_steps={config.max_steps} but the stages add up to {sum(stage.max_steps for stage in config.stages)} steps; "
-            "a staged run's length is its stages' max_steps, so leave max_steps unset (-1)"
-        )
     try:
         return StagePlan(config.stages, config.learning_rate, config.warmup_steps, config.lr_scheduler_type)
     except ValueError as error:

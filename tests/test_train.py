@@ -576,6 +576,14 @@ def test_a_run_name_longer_than_a_file_name_is_refused_before_anything_loads(mak
     assert "Traceback" not in result.stderr
 
 
+def test_stages_that_disagree_with_max_steps_are_refused_before_the_model_loads(tiny_workspace, tmp_path, python_executable):
+    result = run(train_command(python_executable, tiny_workspace, tmp_path / "run", TWO_STAGES, "max_steps=5"))
+    assert_refused(result, "max_steps=5", "the stages add up to 6 steps")
+    assert "Traceback" not in result.stderr
+    assert "Parameters:" not in result.stdout, "the model was loaded before the stages were checked"
+    assert not (tmp_path / "run").exists()
+
+
 # ---- the real model learns -------------------------------------------------------------------------------------
 
 # Measured here: batch 2 x 20 steps at a constant 1e-3 (one pass over the 40 clips) takes dev CER from 1.03
