@@ -46,27 +46,46 @@ def world_size() -> int:
 
 
 def apply_quick_test(config):
-    """The config with quick_test's caps applied, and a line per changed value; unchanged if quick_test is off."""
+    """The config with quick_test's caps applied, and a line per changed value; unchanged if quick_test is off.
+
+    A staged run keeps its stages, each shortened in proportion so together they take at most QUICK_TEST_MAX_STEPS
+    (at least one step each); its max_steps stays their sum."""
     if not config.quick_test:
         return config, []
-    max_steps = QUICK_TEST_MAX_STEPS if config.max_steps <= 0 else min(config.max_steps, QUICK_TEST_MAX_STEPS)
-    eval_every = min(QUICK_TEST_EVAL_EVERY, max_steps)
-    caps = {
-        "max_steps": max_steps,
+    caps, notes = {}, []
+    if config.stages:
+        total = sum(stage.max_steps for stage in config.stages)
+        if total > QUICK_TEST_MAX_STEPS:
+            caps["stages"] = [dataclasses.replace(stage, max_steps=max(1, stage.max_steps * QUICK_TEST_MAX_STEPS // total))
+                              for stage in config.stages]
+            notes.append("quick_test: stages " + ", ".join(f"{old.name} {old.max_steps} -> {new.max_steps} steps"
+                                                           for old, new in zip(config.stages, caps["stages"])))
+        steps = sum(stage.max_steps for stage in caps.get("stages", config.stages))
+        if config.max_steps > 0:  # set to the stages' sum, which it must stay
+            caps["max_steps"] = steps
+    else:
+        steps = caps["max_steps"] = QUICK_TEST_MAX_STEPS if config.max_steps <= 0 else min(config.max_steps, QUICK_TEST_MAX_STEPS)
+    eval_every = min(QUICK_TEST_EVAL_EVERY, steps)
+    caps.update({
         "eval_steps": eval_every,
         "save_steps": eval_every,
         "logging_steps": 1,
-        "warmup_steps": min(config.warmup_steps, max_steps // 5),
+        "warmup_steps": min(config.warmup_steps, steps // 5),
         "max_eval_samples": min(config.max_eval_samples or QUICK_TEST_EVAL_SAMPLES, QUICK_TEST_EVAL_SAMPLES),
-    }
+    })
     changed = {key: value for key, value in caps.items() if getattr(config, key) != value}
-    notes = [f"quick_test: {key}={getattr(config, key)} -> {value}" for key, value in changed.items()]
+    notes += [f"quick_test: {key}={getattr(config, key)} -> {value}" for key, value in changed.items() if key != "stages"]
     return dataclasses.replace(config, **changed), notes
+
+
+def planned_steps(config) -> int:
+    """The optimizer steps the run is set to take, when it is set in steps: its stages' sum, else max_steps."""
+    return sum(stage.max_steps for stage in config.stages) if config.stages else config.max_steps
 
 
 def quick_test_train_rows(config) -> int:
     """quick_test trains on exactly the clips its capped steps consume, so one epoch is the whole test."""
-    return config.max_steps * config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size()
+    return planned_steps(config) * config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size()
 
 
 # ---- device and precision -----------------------------------------------------------------------------------

@@ -576,6 +576,19 @@ def test_a_run_name_longer_than_a_file_name_is_refused_before_anything_loads(mak
     assert "Traceback" not in result.stderr
 
 
+def test_quick_test_shortens_the_stages_instead_of_refusing_them(tiny_workspace, tmp_path, python_executable):
+    run_dir = tmp_path / "run"
+    stages = "stages=[{name: decoder, train: decoder, max_steps: 30}, {name: both, train: both, max_steps: 30}]"
+    result = run(quick_test_command(python_executable, tiny_workspace, run_dir, stages))
+    assert_succeeded(result)
+    assert "quick_test: stages decoder 30 -> 5 steps, both 30 -> 5 steps" in result.stdout
+    assert "quick_test: max_steps" not in result.stdout, "a staged run's length is its stages'"
+    assert "Stage 2/2 'both' (steps 6-10)" in result.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == 10
+    assert [(stage["name"], stage["first_step"]) for stage in metrics["stages"]] == [("decoder", 0), ("both", 5)]
+
+
 def test_stages_that_disagree_with_max_steps_are_refused_before_the_model_loads(tiny_workspace, tmp_path, python_executable):
     result = run(train_command(python_executable, tiny_workspace, tmp_path / "run", TWO_STAGES, "max_steps=5"))
     assert_refused(result, "max_steps=5", "the stages add up to 6 steps")
