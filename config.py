@@ -293,7 +293,9 @@ class Config:
     early_stopping_patience: int = _help("Stop after this many evaluations without improvement; 0: never.", 0)
     early_stopping_threshold: float = _help("Smallest change of the metric that counts as improvement.", 0.0)
     generation_max_length: int = _help("Maximum generated tokens when evaluating and transcribing.", 225)
-    quick_test: bool = _help("End-to-end check in minutes: caps samples, steps and evaluation (seed 003).", False)
+    quick_test: bool = _help(
+        "End-to-end check in minutes (seed 003): caps samples, steps and evaluation, except keys set on the command line or "
+        "in the --config file; stages are kept, shortened to 10 steps together. Prints what it changed.", False)
 
     # ---- evaluation (evaluate_model.py) ------------------------------------------------------------------
     eval_split: str = _help("Workspace split to evaluate, or a path to a prepared dataset.", "test")
@@ -532,6 +534,17 @@ def load_config(overrides: list[str] | None = None, config_file: Path | None = N
         raise ConfigError(f"config error{f' at {key!r}' if key else ''}: {first_line}{hint}") from None
 
 
+def explicit_keys(overrides: list[str] | None = None, config_file: Path | None = None) -> frozenset[str]:
+    """The top-level keys the user set, in the YAML file or as key=value, whatever the value: what a convenience switch
+    such as quick_test must leave as it is."""
+    from omegaconf import OmegaConf
+
+    keys = {item.split("=", 1)[0].split(".", 1)[0].split("[", 1)[0] for item in overrides or []}
+    if config_file is not None:
+        keys |= set(OmegaConf.load(config_file).keys())
+    return frozenset(keys)
+
+
 def config_to_yaml(config: Config) -> str:
     from omegaconf import OmegaConf
 
@@ -561,7 +574,8 @@ def config_to_dict(config: Config) -> dict:
 def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     """Parse flags, split `key=value` overrides from positional arguments, merge the config, honour --print-config.
 
-    Positional arguments without '=' stay in `args.paths` (inference.py uses them as audio files).
+    Positional arguments without '=' stay in `args.paths` (inference.py uses them as audio files); `args.explicit_keys`
+    holds the keys set in the file or on the command line.
     """
     # Intermixed, so flags may come after key=value items too: `inference.py workspace=DIR --demo server_port=8000`.
     args = parser.parse_intermixed_args(argv)
@@ -578,4 +592,5 @@ def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None = None)
     if args.print_config:
         print(config_to_yaml(config), end="")
         sys.exit(0)
+    args.explicit_keys = explicit_keys(overrides, args.config)
     return config, args

@@ -27,7 +27,7 @@ EXIT_OUT_OF_MEMORY = 3
 
 
 def main(argv=None) -> int:
-    config, _ = parse_config(build_parser(__doc__), argv)
+    config, cli = parse_config(build_parser(__doc__), argv)
     from tqdm.auto import tqdm
 
     # Only rank 0 talks under torchrun; every rank runs the same steps. tqdm.write keeps progress bars intact.
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     from kowhisper.workspace import model_dir, source_origins
 
     try:
-        config, quick_test_notes = training.apply_quick_test(config)
+        config, quick_test_notes = training.apply_quick_test(config, cli.explicit_keys)
         for note in quick_test_notes:
             say(note)
         workspace, run_dir = config.workspace_dir, config.run_dir

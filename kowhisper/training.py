@@ -45,13 +45,17 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def apply_quick_test(config):
-    """The config with quick_test's caps applied, and a line per changed value; unchanged if quick_test is off.
+def apply_quick_test(config, explicit: frozenset[str] = frozenset()):
+    """The config with quick_test's caps applied, and a line per value changed or kept; unchanged if quick_test is off.
 
-    A staged run keeps its stages, each shortened in proportion so together they take at most QUICK_TEST_MAX_STEPS
-    (at least one step each); its max_steps stays their sum."""
+    A key in `explicit` (set by the user: config.explicit_keys) keeps the user's value, and the line says so. A staged
+    run keeps its stages, each shortened in proportion so that together they take at most QUICK_TEST_MAX_STEPS (at
+    least one step each); its max_steps stays their sum. When the user set one of eval_steps and save_steps, the other
+    follows it, so checkpoints still land on evaluations (load_best_model_at_end needs that)."""
     if not config.quick_test:
         return config, []
+    kept = [key for key in ("max_steps", "eval_steps", "save_steps", "logging_steps", "warmup_steps", "max_eval_samples")
+            if key in explicit and not (key == "max_steps" and (config.stages or config.max_steps <= 0))]
     caps, notes = {}, []
     if config.stages:
         total = sum(stage.max_steps for stage in config.stages)
@@ -63,18 +67,21 @@ def apply_quick_test(config):
         steps = sum(stage.max_steps for stage in caps.get("stages", config.stages))
         if config.max_steps > 0:  # set to the stages' sum, which it must stay
             caps["max_steps"] = steps
+    elif "max_steps" in kept:
+        steps = config.max_steps
     else:
         steps = caps["max_steps"] = QUICK_TEST_MAX_STEPS if config.max_steps <= 0 else min(config.max_steps, QUICK_TEST_MAX_STEPS)
-    eval_every = min(QUICK_TEST_EVAL_EVERY, steps)
+    cadence = next((getattr(config, key) for key in ("save_steps", "eval_steps") if key in kept), min(QUICK_TEST_EVAL_EVERY, steps))
     caps.update({
-        "eval_steps": eval_every,
-        "save_steps": eval_every,
+        "eval_steps": cadence,
+        "save_steps": cadence,
         "logging_steps": 1,
         "warmup_steps": min(config.warmup_steps, steps // 5),
         "max_eval_samples": min(config.max_eval_samples or QUICK_TEST_EVAL_SAMPLES, QUICK_TEST_EVAL_SAMPLES),
     })
-    changed = {key: value for key, value in caps.items() if getattr(config, key) != value}
+    changed = {key: value for key, value in caps.items() if key not in kept and getattr(config, key) != value}
     notes += [f"quick_test: {key}={getattr(config, key)} -> {value}" for key, value in changed.items() if key != "stages"]
+    notes += [f"quick_test: keeps {key}={getattr(config, key)} (set explicitly)" for key in kept]
     return dataclasses.replace(config, **changed), notes
 
 

@@ -589,6 +589,18 @@ def test_quick_test_shortens_the_stages_instead_of_refusing_them(tiny_workspace,
     assert [(stage["name"], stage["first_step"]) for stage in metrics["stages"]] == [("decoder", 0), ("both", 5)]
 
 
+def test_quick_test_keeps_the_keys_the_user_set(tiny_workspace, tmp_path, python_executable):
+    from kowhisper.checkpoints import checkpoint_step, list_checkpoints
+
+    run_dir = tmp_path / "run"
+    result = run(quick_test_command(python_executable, tiny_workspace, run_dir, "save_steps=2", "save_total_limit=null"))
+    assert_succeeded(result)
+    assert [checkpoint_step(checkpoint) for checkpoint in list_checkpoints(run_dir)] == [2, 4, 6, 8, 10]
+    assert "save_steps=2 ->" not in result.stdout
+    assert "quick_test: keeps save_steps=2 (set explicitly)" in result.stdout
+    assert "quick_test: max_steps=-1 -> 10" in result.stdout
+
+
 def test_stages_that_disagree_with_max_steps_are_refused_before_the_model_loads(tiny_workspace, tmp_path, python_executable):
     result = run(train_command(python_executable, tiny_workspace, tmp_path / "run", TWO_STAGES, "max_steps=5"))
     assert_refused(result, "max_steps=5", "the stages add up to 6 steps")
