@@ -414,6 +414,33 @@ def test_cli_explains_what_is_wrong(tmp_path, capsys):
     assert "nothing to do" in capsys.readouterr().err
 
 
+# ---- faults and bad input (issue 17): the file is refused before any model runs, so the tiny model serves -----------
+
+
+@pytest.fixture(scope="module")
+def tiny_workspace(make_workspace, tiny_model_dir) -> Path:
+    return make_workspace(tiny_model_dir, copy=False)
+
+
+def run_inference(python: str, workspace: Path, *items: str) -> subprocess.CompletedProcess:
+    return subprocess.run([python, "inference.py", f"workspace={workspace}", "backend=hf", *items], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_undecodable_audio_is_reported_in_the_users_terms(tiny_workspace, python_executable, tmp_path):
+    not_audio = tmp_path / "minutes.wav"
+    not_audio.write_text("meeting minutes, not a recording", encoding="utf-8")
+    video = tmp_path / "screen.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=black:s=32x32:d=1", str(video)], check=True)
+    result = run_inference(python_executable, tiny_workspace, str(not_audio), str(video))
+    assert result.returncode == 1
+    assert re.search(rf"skipped {re.escape(str(not_audio))}: undecodable audio: FFmpeg cannot read it \(Invalid data found when "
+                     r"processing input\)", result.stderr), result.stderr
+    assert re.search(rf"skipped {re.escape(str(video))}: undecodable audio: it holds no audio stream", result.stderr), result.stderr
+    for internal in ("SingleStreamDecoder", ".cpp", "/__w/", "RuntimeError", "ValueError", "github.com"):
+        assert internal not in result.stderr, internal
+
+
 def test_a_repetition_loop_is_told_from_korean_speech_by_its_compression_ratio():
     from kowhisper.whisper.recognizer import LOOP_COMPRESSION_RATIO, compression_ratio
 
