@@ -235,12 +235,12 @@ def test_bad_files_are_reported_and_the_rest_transcribed(workspace, default_reco
     status = transcribe_to_outputs(default_recognizer, items, output_format="txt", transcripts_dir=None, batch_size=8, progress=False)
     out, err = capsys.readouterr()
     assert status == 1
-    assert f"==> {clip} <==\n{sentence}\n" == out
+    assert f"==> {clip} <==\n{sentence}\n==> {silent} <==\n\n" == out, "silence is a valid recording with an empty transcript"
     assert f"skipped {not_audio}: undecodable audio" in err
-    assert f"skipped {silent}: silent" in err
+    assert f"{silent}: silent" in err and f"skipped {silent}" not in err
     assert "missing.flac: no such file" in err
     assert f"skipped {empty}: empty audio file" in err
-    assert "1 transcribed, 4 skipped" in err
+    assert "2 transcribed (1 silent), 3 skipped" in err
 
 
 @pytest.mark.real_model
@@ -425,6 +425,23 @@ def tiny_workspace(make_workspace, tiny_model_dir) -> Path:
 def run_inference(python: str, workspace: Path, *items: str) -> subprocess.CompletedProcess:
     return subprocess.run([python, "inference.py", f"workspace={workspace}", "backend=hf", *items], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=600)
+
+
+def test_a_silent_recording_gives_an_empty_transcript_and_exit_0(tiny_workspace, python_executable, tmp_path):
+    silent = write_wav(tmp_path / "silence.wav", np.zeros(SAMPLING_RATE * 3, dtype=np.float32))
+    result = run_inference(python_executable, tiny_workspace, str(silent), "output_format=json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout) == {"source": str(silent), "duration": 3.0, "text": "", "segments": []}
+    assert f"{silent}: silent" in result.stderr and "empty transcript" in result.stderr
+
+    # A file that could not be read still makes the exit status 1; the silent one still gets its (empty) transcript.
+    not_audio = tmp_path / "minutes.wav"
+    not_audio.write_text("meeting minutes, not a recording", encoding="utf-8")
+    out = tmp_path / "out"
+    result = run_inference(python_executable, tiny_workspace, str(silent), str(not_audio), f"transcripts_dir={out}")
+    assert result.returncode == 1
+    assert (out / "silence.txt").read_text(encoding="utf-8") == "\n"
+    assert "1 transcribed (1 silent), 1 skipped" in result.stderr
 
 
 def test_undecodable_audio_is_reported_in_the_users_terms(tiny_workspace, python_executable, tmp_path):
