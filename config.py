@@ -10,6 +10,7 @@ message that names it. Field names are flat and, where Hugging Face has a name f
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from dataclasses import dataclass, field, fields
@@ -156,6 +157,13 @@ class Config:
     wheelhouse_python_version: str = _help("Python version of the offline box, for pip download --python-version.", "3.11")
     wheelhouse_platform: str = _help("pip platform tag of the offline box (empty: this machine's).", "manylinux_2_28_x86_64")
     wheelhouse_requirements: str = _help("Requirements file whose wheels go into the wheelhouse.", str(PROJECT_ROOT / "requirements.txt"))
+    cache_dir: str | None = _help(
+        "Where the online setup keeps what it downloads and extracts (Common Voice tarballs extracted, Mozilla Data "
+        "Collective downloads, Hub datasets) and its scratch files: outside the workspace, so the workspace holds only "
+        "what is copied to the offline box. Kept between runs, so a rerun does not extract or download again; delete it "
+        "to free the space. Unset: $XDG_CACHE_HOME/kowhisper, else ~/.cache/kowhisper.",
+        None,
+    )
 
     # ---- fine-tuning mode, LoRA and precision (train_offline.py) -------------------------------------------
     finetune: str | None = _help(
@@ -300,7 +308,9 @@ class Config:
     early_stopping_patience: int = _help("Stop after this many evaluations without improvement; 0: never.", 0)
     early_stopping_threshold: float = _help("Smallest change of the metric that counts as improvement.", 0.0)
     generation_max_length: int = _help("Maximum generated tokens when evaluating and transcribing.", 225)
-    quick_test: bool = _help("End-to-end check in minutes: caps samples, steps and evaluation (seed 003).", False)
+    quick_test: bool = _help(
+        "End-to-end check in minutes (seed 003): caps samples, steps and evaluation, except keys set on the command line or "
+        "in the --config file; stages are kept, shortened to 10 steps together. Prints what it changed.", False)
 
     # ---- evaluation (evaluate_model.py) ------------------------------------------------------------------
     eval_split: str = _help("Workspace split to evaluate, or a path to a prepared dataset.", "test")
@@ -375,15 +385,26 @@ class Config:
                 raise ConfigError(f"stages[{stage.name}].max_steps must be at least 1, got {stage.max_steps}")
         if len({stage.name for stage in self.stages}) != len(self.stages):
             raise ConfigError(f"stage names must differ: {[stage.name for stage in self.stages]}")
+        stage_steps = sum(stage.max_steps for stage in self.stages)
+        if self.stages and self.max_steps > 0 and self.max_steps != stage_steps:
+            raise ConfigError(f"max_steps={self.max_steps} but the stages add up to {stage_steps} steps; a staged run's length is "
+                              "its stages' max_steps, so leave max_steps unset (-1)")
         if self.stages and self.freeze_encoder and any(stage.train != "decoder" for stage in self.stages):
             raise ConfigError("freeze_encoder=true leaves the encoder without LoRA, so no stage can train 'encoder' or 'both'")
         if not 0 <= self.timestamped_label_share <= 1:
             raise ConfigError(f"timestamped_label_share is a share in [0, 1], got {self.timestamped_label_share}")
+        _check_file_names(self)
 
     # Derived paths live here, not as fields, so a saved config stays valid when the folder is copied elsewhere.
     @property
     def workspace_dir(self) -> Path:
         return Path(self.workspace).expanduser().resolve()
+
+    @property
+    def cache_path(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser().resolve()
+        return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser().resolve() / "kowhisper"
 
     @property
     def run_dir(self) -> Path:
@@ -411,6 +432,62 @@ def _check_source_keys(keys, where: str = "") -> None:
         raise ConfigError(f"{where}split_ratios must be three non-negative numbers (train, dev, test), got {ratios}")
     if keys.max_samples is not None and keys.max_samples < 1:
         raise ConfigError(f"{where}max_samples must be at least 1 or unset, got {keys.max_samples}")
+
+
+# Bytes the toolkit may add below a folder it is given: <run>/checkpoint-<step>/tensorboard/events.out.tfevents.<time>.
+# <host>.<pid>.<n>, say. Checked against the file system's own path limit, so a run fails now, not at its first save.
+PATH_HEADROOM_BYTES = 256
+# Keys naming folders the toolkit creates or writes into.
+FOLDER_KEYS = ("workspace", "output_dir", "cache_dir", "transcripts_dir", "merged_dir", "ct2_dir")
+
+
+def _check_file_names(config) -> None:
+    """Every value that becomes a file or folder name fits the file system: each name at most NAME_MAX bytes (255 on
+    ext4, XFS, NTFS, FAT), the whole path with room to spare below PATH_MAX. Checked here, so a 300-character run_name
+    stops every script at once instead of ending a training run, after the model has loaded, in "File name too long"."""
+    if "/" in config.run_name or config.run_name in ("", ".", ".."):
+        raise ConfigError(f"run_name={config.run_name!r} must be one folder name (under <workspace>/runs); to write the run "
+                          "elsewhere, set output_dir")
+    _check_name("run_name", config.run_name, config.workspace_dir / "runs")
+    for source in config.datasets:
+        _check_name("datasets: name", source.name, config.workspace_dir / "data")
+    for key in FOLDER_KEYS:
+        if getattr(config, key):
+            path = Path(getattr(config, key)).expanduser()
+            for part in path.parts:
+                _check_name(key, part, path)
+            _check_path_length(key, path)
+    if not config.output_dir:
+        _check_path_length("run_name", config.workspace_dir / "runs" / config.run_name)
+
+
+def _file_system_limit(path: Path, name: str, default: int) -> int:
+    """os.pathconf of the nearest folder of `path` that exists (its file system sets the limit)."""
+    for folder in [path, *path.parents]:
+        try:
+            if folder.is_dir():
+                return os.pathconf(folder, name)
+        except (OSError, ValueError):
+            break
+    return default
+
+
+def _check_name(key: str, name: str, parent: Path) -> None:
+    limit = _file_system_limit(Path(parent), "PC_NAME_MAX", 255)
+    size = len(name.encode("utf-8"))
+    if size > limit:
+        shown = repr(name[:40]) + ("..." if len(name) > 40 else "")
+        raise ConfigError(f"{key}={shown} is {size} bytes long, but a file or folder name may have at most {limit} bytes here "
+                          "(a Hangul syllable takes 3); choose a shorter one")
+
+
+def _check_path_length(key: str, path: Path) -> None:
+    absolute = Path(os.path.abspath(path))
+    limit = _file_system_limit(absolute, "PC_PATH_MAX", 4096)
+    size = len(str(absolute).encode("utf-8"))
+    if size + PATH_HEADROOM_BYTES > limit:
+        raise ConfigError(f"{key}: the path {str(absolute)[:60]!r}... is {size} bytes long; with the files the toolkit puts "
+                          f"below it, it would pass the file system's limit of {limit} bytes. Choose a shorter one")
 
 
 def _checked_target_modules(value):
@@ -484,6 +561,17 @@ def load_config(overrides: list[str] | None = None, config_file: Path | None = N
         raise ConfigError(f"config error{f' at {key!r}' if key else ''}: {first_line}{hint}") from None
 
 
+def explicit_keys(overrides: list[str] | None = None, config_file: Path | None = None) -> frozenset[str]:
+    """The top-level keys the user set, in the YAML file or as key=value, whatever the value: what a convenience switch
+    such as quick_test must leave as it is."""
+    from omegaconf import OmegaConf
+
+    keys = {item.split("=", 1)[0].split(".", 1)[0].split("[", 1)[0] for item in overrides or []}
+    if config_file is not None:
+        keys |= set(OmegaConf.load(config_file).keys())
+    return frozenset(keys)
+
+
 def config_to_yaml(config: Config) -> str:
     from omegaconf import OmegaConf
 
@@ -493,7 +581,7 @@ def config_to_yaml(config: Config) -> str:
 # Keys only the online phase reads: what data and wheels to fetch. A training run's record leaves them out, since the
 # workspace, not these keys, decides what it trained on (its manifest names the sources).
 ONLINE_ONLY_KEYS = (*SOURCE_KEYS, "datasets", "data_source", "wheelhouse", "wheelhouse_python_version", "wheelhouse_platform",
-                    "wheelhouse_requirements", "num_proc", "max_duration_s", "max_label_tokens")
+                    "wheelhouse_requirements", "cache_dir", "num_proc", "max_duration_s", "max_label_tokens")
 
 
 def training_settings_yaml(config: Config) -> str:
@@ -513,7 +601,8 @@ def config_to_dict(config: Config) -> dict:
 def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     """Parse flags, split `key=value` overrides from positional arguments, merge the config, honour --print-config.
 
-    Positional arguments without '=' stay in `args.paths` (inference.py uses them as audio files).
+    Positional arguments without '=' stay in `args.paths` (inference.py uses them as audio files); `args.explicit_keys`
+    holds the keys set in the file or on the command line.
     """
     # Intermixed, so flags may come after key=value items too: `inference.py workspace=DIR --demo server_port=8000`.
     args = parser.parse_intermixed_args(argv)
@@ -530,4 +619,5 @@ def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None = None)
     if args.print_config:
         print(config_to_yaml(config), end="")
         sys.exit(0)
+    args.explicit_keys = explicit_keys(overrides, args.config)
     return config, args

@@ -14,7 +14,7 @@ and listed in each split's dropped.jsonl; a re-run skips splits that are already
 import sys
 
 from config import build_parser, parse_config
-from utils import quiet_telemetry
+from utils import describe_os_error, quiet_telemetry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         prepared = prepare_data(config)
     except DataError as error:
         print(f"download_data.py: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a full or read-only disk, ...
+        print(f"download_data.py: {describe_os_error(error)}", file=sys.stderr)
         return 1
     print()
     print(format_summary([source.manifest_entry() for source in prepared.sources]))

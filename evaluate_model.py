@@ -20,7 +20,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 
 from config import ConfigError, build_parser, parse_config  # noqa: E402
-from utils import setup_logging  # noqa: E402
+from utils import describe_os_error, setup_logging  # noqa: E402
 
 EXIT_SETUP_ERROR = 2
 
@@ -44,6 +44,9 @@ def main(argv=None) -> int:
         summary, table = run_evaluation(config, workspace)
     except (ConfigError, ModelError, WorkspaceError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_SETUP_ERROR
+    except OSError as error:  # a folder that cannot be written, a full disk: said plainly, not as a traceback
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
         return EXIT_SETUP_ERROR
     print()
     print(f"{summary['utterances']} utterances of {summary['dataset']}")

@@ -21,7 +21,7 @@ import os  # noqa: E402
 import sys  # noqa: E402
 
 from config import ConfigError, build_parser, parse_config  # noqa: E402
-from utils import setup_logging  # noqa: E402
+from utils import describe_os_error, setup_logging  # noqa: E402
 
 EXIT_SETUP_ERROR = 2
 
@@ -57,6 +57,9 @@ def main(argv=None) -> int:
         recognizer = load_recognizer(source, config, one_clip_at_a_time=args.demo)
     except (ConfigError, ModelError, WorkspaceError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_SETUP_ERROR
+    except OSError as error:  # an export folder that cannot be written, a full disk: said plainly, not as a traceback
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
         return EXIT_SETUP_ERROR
 
     if args.demo:

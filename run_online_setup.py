@@ -11,7 +11,7 @@ Run inside a copied workspace folder, it checks that folder.
 import sys
 from pathlib import Path
 
-from utils import quiet_telemetry, setup_logging
+from utils import describe_os_error, quiet_telemetry, setup_logging
 
 quiet_telemetry()
 
@@ -46,8 +46,11 @@ def main(argv=None) -> int:
 
     try:
         manifest = build_workspace(config)
-    except (DataError, ModelSourceError, WheelhouseError, FileNotFoundError) as error:
+    except (DataError, ModelSourceError, WheelhouseError) as error:
         print(f"run_online_setup.py: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # a missing PyPI model package, a full or read-only disk, ...
+        print(f"run_online_setup.py: {describe_os_error(error)}", file=sys.stderr)
         return 1
     print()
     print(summary_text(manifest, config.workspace_dir))

@@ -22,13 +22,14 @@ import sys  # noqa: E402
 
 from config import build_parser, parse_config, training_settings_yaml  # noqa: E402
 from kowhisper.workspace import WorkspaceError, require_verified_workspace  # noqa: E402
+from utils import describe_os_error  # noqa: E402
 
 EXIT_SETUP_ERROR = 2
 EXIT_OUT_OF_MEMORY = 3
 
 
 def main(argv=None) -> int:
-    config, _ = parse_config(build_parser(__doc__), argv)
+    config, cli = parse_config(build_parser(__doc__), argv)
     from tqdm.auto import tqdm
 
     # Only rank 0 talks under torchrun; every rank runs the same steps. tqdm.write keeps progress bars intact.
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     from kowhisper.workspace import model_dir, source_origins
 
     try:
-        config, quick_test_notes = training.apply_quick_test(config)
+        config, quick_test_notes = training.apply_quick_test(config, cli.explicit_keys)
         for note in quick_test_notes:
             say(note)
         workspace = config.workspace_dir
@@ -138,6 +139,9 @@ def main(argv=None) -> int:
         return 0
     except (training.TrainingSetupError, CheckpointError, ModelError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_SETUP_ERROR
+    except OSError as error:  # a folder that cannot be made or written, a full disk: said plainly, not as a traceback
+        print(f"error: {describe_os_error(error)}", file=sys.stderr)
         return EXIT_SETUP_ERROR
 
 

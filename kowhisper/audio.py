@@ -8,6 +8,7 @@ resampled with soxr, the resampler datasets itself uses.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ def load_audio(source: str | Path | bytes, sampling_rate: int = SAMPLING_RATE) -
     try:
         samples = AudioDecoder(source, sample_rate=sampling_rate, num_channels=1).get_all_samples()
     except Exception as error:  # torchcodec raises RuntimeError/ValueError subclasses depending on the failure
-        raise AudioError("undecodable", f"undecodable audio ({type(error).__name__}: {_first_line(error)})") from None
+        raise AudioError("undecodable", f"undecodable audio: {_in_users_terms(error, source)}") from None
     waveform = samples.data.numpy()[0].astype(np.float32, copy=False)
     if waveform.size == 0:
         raise AudioError("empty_audio", "audio decodes to zero samples")
@@ -68,6 +69,22 @@ def duration_seconds(waveform: np.ndarray, sampling_rate: int = SAMPLING_RATE) -
     return len(waveform) / sampling_rate
 
 
-def _first_line(error: BaseException) -> str:
+# torchcodec starts its errors with the C++ class, source file and line that raised them ("SingleStreamDecoder,
+# /__w/torchcodec/.../SingleStreamDecoder.cpp:52, "): nothing a user can act on.
+_INTERNAL_LOCATION = re.compile(r"^\w+, \S+:\d+, ")
+_OPEN_FAILURES = ("Could not open input file: ", "Failed to open input buffer: ")
+
+
+def _in_users_terms(error: BaseException, source) -> str:
+    """Why torchcodec could not decode `source`, in the user's terms: FFmpeg's own reason, without torchcodec's
+    internals, and what the file probably is."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else "no detail"
+    if "best audio stream is unknown" in text:  # torchcodec's wording when the file has no audio stream at all
+        return "it holds no audio stream (a picture, or a video without sound?)"
+    text = _INTERNAL_LOCATION.sub("", text.splitlines()[0] if text else "")
+    for failure in _OPEN_FAILURES:
+        if text.startswith(failure):
+            reason = text.removeprefix(failure)
+            reason = reason.removeprefix(source).strip() if isinstance(source, str) else reason
+            return f"FFmpeg cannot read it ({reason or 'no reason given'}): the file is damaged, cut short or not a recording"
+    return text or "no reason given"

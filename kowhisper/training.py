@@ -45,22 +45,43 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def apply_quick_test(config):
-    """The config with quick_test's caps applied, and a line per changed value; unchanged if quick_test is off."""
+def apply_quick_test(config, explicit: frozenset[str] = frozenset()):
+    """The config with quick_test's caps applied, and a line per value changed or kept; unchanged if quick_test is off.
+
+    A key in `explicit` (set by the user: config.explicit_keys) keeps the user's value, and the line says so. A staged
+    run keeps its stages, each shortened in proportion so that together they take at most QUICK_TEST_MAX_STEPS (at
+    least one step each); its max_steps stays their sum. When the user set one of eval_steps and save_steps, the other
+    follows it, so checkpoints still land on evaluations (load_best_model_at_end needs that)."""
     if not config.quick_test:
         return config, []
-    max_steps = QUICK_TEST_MAX_STEPS if config.max_steps <= 0 else min(config.max_steps, QUICK_TEST_MAX_STEPS)
-    eval_every = min(QUICK_TEST_EVAL_EVERY, max_steps)
-    caps = {
-        "max_steps": max_steps,
-        "eval_steps": eval_every,
-        "save_steps": eval_every,
+    kept = [key for key in ("max_steps", "eval_steps", "save_steps", "logging_steps", "warmup_steps", "max_eval_samples")
+            if key in explicit and not (key == "max_steps" and (config.stages or config.max_steps <= 0))]
+    caps, notes = {}, []
+    if config.stages:
+        total = sum(stage.max_steps for stage in config.stages)
+        if total > QUICK_TEST_MAX_STEPS:
+            caps["stages"] = [dataclasses.replace(stage, max_steps=max(1, stage.max_steps * QUICK_TEST_MAX_STEPS // total))
+                              for stage in config.stages]
+            notes.append("quick_test: stages " + ", ".join(f"{old.name} {old.max_steps} -> {new.max_steps} steps"
+                                                           for old, new in zip(config.stages, caps["stages"])))
+        steps = sum(stage.max_steps for stage in caps.get("stages", config.stages))
+        if config.max_steps > 0:  # set to the stages' sum, which it must stay
+            caps["max_steps"] = steps
+    elif "max_steps" in kept:
+        steps = config.max_steps
+    else:
+        steps = caps["max_steps"] = QUICK_TEST_MAX_STEPS if config.max_steps <= 0 else min(config.max_steps, QUICK_TEST_MAX_STEPS)
+    cadence = next((getattr(config, key) for key in ("save_steps", "eval_steps") if key in kept), min(QUICK_TEST_EVAL_EVERY, steps))
+    caps.update({
+        "eval_steps": cadence,
+        "save_steps": cadence,
         "logging_steps": 1,
-        "warmup_steps": min(config.warmup_steps, max_steps // 5),
+        "warmup_steps": min(config.warmup_steps, steps // 5),
         "max_eval_samples": min(config.max_eval_samples or QUICK_TEST_EVAL_SAMPLES, QUICK_TEST_EVAL_SAMPLES),
-    }
-    changed = {key: value for key, value in caps.items() if getattr(config, key) != value}
-    notes = [f"quick_test: {key}={getattr(config, key)} -> {value}" for key, value in changed.items()]
+    })
+    changed = {key: value for key, value in caps.items() if key not in kept and getattr(config, key) != value}
+    notes += [f"quick_test: {key}={getattr(config, key)} -> {value}" for key, value in changed.items() if key != "stages"]
+    notes += [f"quick_test: keeps {key}={getattr(config, key)} (set explicitly)" for key in kept]
     return dataclasses.replace(config, **changed), notes
 
 
@@ -103,9 +124,14 @@ def check_run_folder_mode(run_dir: Path, checkpoint: Path | None, lora: bool) ->
     )
 
 
+def planned_steps(config) -> int:
+    """The optimizer steps the run is set to take, when it is set in steps: its stages' sum, else max_steps."""
+    return sum(stage.max_steps for stage in config.stages) if config.stages else config.max_steps
+
+
 def quick_test_train_rows(config) -> int:
     """quick_test trains on exactly the clips its capped steps consume, so one epoch is the whole test."""
-    return config.max_steps * config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size()
+    return planned_steps(config) * config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size()
 
 
 # ---- device and precision -----------------------------------------------------------------------------------
@@ -409,11 +435,6 @@ def stage_plan(config) -> StagePlan | None:
     """The run's stages on the global step axis, or None for an ordinary one-stage run."""
     if not config.stages:
         return None
-    if config.max_steps > 0 and config.max_steps != sum(stage.max_steps for stage in config.stages):
-        raise TrainingSetupError(
-            f"max_steps={config.max_steps} but the stages add up to {sum(stage.max_steps for stage in config.stages)} steps; "
-            "a staged run's length is its stages' max_steps, so leave max_steps unset (-1)"
-        )
     try:
         return StagePlan(config.stages, config.learning_rate, config.warmup_steps, config.lr_scheduler_type)
     except ValueError as error:

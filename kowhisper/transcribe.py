@@ -2,8 +2,9 @@
 
 Files, folders and lists are collected, read and held a batch at a time; the family's `Recognizer` decides how
 audio longer than its model's window is decoded and how segment times are found. Every output format comes from
-the same decode: txt is the segments' text, json and srt add their times. A file that cannot be read or holds
-only silence is reported and skipped, and the others are still transcribed.
+the same decode: txt is the segments' text, json and srt add their times. A file that cannot be read is reported
+and skipped, and the others are still transcribed; a file that holds only silence gets an empty transcript, without
+running the model, and the reason is reported.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kowhisper.audio import CHUNK_SAMPLES, AudioError, load_audio
+from kowhisper.audio import CHUNK_SAMPLES, SAMPLING_RATE, AudioError, load_audio
 from kowhisper.modeling import Recognizer
 from kowhisper.transcript import Transcript, is_silent
 
@@ -54,19 +55,21 @@ def collect_audio_paths(items: Iterable[str]) -> tuple[list[Path], list[str]]:
 
 def transcribe_files(recognizer: Recognizer, paths: list[Path], *, batch_size: int,
                      progress: bool = True) -> Iterator[tuple[Path, Transcript | None, str | None]]:
-    """(path, transcript, None) or (path, None, problem) per file, in order. A file that cannot be read or
-    holds only silence is reported and skipped; the others are still transcribed."""
+    """Per file, in order: (path, transcript, None); (path, None, problem) for a file that cannot be read, which is
+    skipped; or (path, empty transcript, note) for a file that holds only silence, which the model never sees (it
+    would only make up words). A silent recording is a valid recording, so it gets its transcript."""
     from tqdm.auto import tqdm
 
-    held: list[tuple[Path, np.ndarray | None, str | None]] = []
+    # (path, waveform to transcribe or None, problem or note, transcript known without the model or None)
+    held: list[tuple[Path, np.ndarray | None, str | None, Transcript | None]] = []
 
     def flush():
-        readable = [i for i, (_, waveform, _) in enumerate(held) if waveform is not None]
+        readable = [i for i, (_, waveform, _, _) in enumerate(held) if waveform is not None]
         transcripts = recognizer.transcribe_waveforms([held[i][1] for i in readable], batch_size=batch_size,
                                                    sources=[str(held[i][0]) for i in readable], bar=bar)
         by_index = dict(zip(readable, transcripts))
-        for i, (path, _, problem) in enumerate(held):
-            yield path, by_index.get(i), problem
+        for i, (path, _, problem, known) in enumerate(held):
+            yield path, by_index.get(i, known), problem
         held.clear()
 
     with tqdm(total=0, desc="transcribing", unit="s", disable=not progress, file=sys.stderr) as bar:
@@ -74,10 +77,14 @@ def transcribe_files(recognizer: Recognizer, paths: list[Path], *, batch_size: i
             try:
                 waveform = load_audio(path)
             except AudioError as error:
-                held.append((path, None, str(error)))
+                held.append((path, None, str(error), None))
                 continue
-            held.append((path, None, "silent: no speech to transcribe") if is_silent(waveform) else (path, waveform, None))
-            if sum(len(w) for _, w, _ in held if w is not None) >= SAMPLES_IN_FLIGHT:
+            if is_silent(waveform):
+                empty = Transcript(str(path), round(len(waveform) / SAMPLING_RATE, 3), "")
+                held.append((path, None, "silent (its loudest sample is below -60 dBFS): no speech to transcribe", empty))
+            else:
+                held.append((path, waveform, None, None))
+            if sum(len(w) for _, w, _, _ in held if w is not None) >= SAMPLES_IN_FLIGHT:
                 yield from flush()
         yield from flush()
 
@@ -124,7 +131,8 @@ def output_path(directory: Path, audio: Path, output_format: str, taken: set[Pat
 def transcribe_to_outputs(recognizer: Recognizer, items: list[str], *, output_format: str, transcripts_dir: str | None,
                           batch_size: int, progress: bool = True) -> int:
     """The CLI: transcribe what `items` name, print or write each transcript as soon as it is done, report
-    skipped files on stderr. Returns the exit status: 0 if every file was transcribed, 1 otherwise."""
+    skipped files and silent ones (whose transcript is empty) on stderr. Returns the exit status: 0 if every file was
+    transcribed, silent ones included, 1 if any could not be read."""
     from utils import atomic_write_text
 
     paths, problems = collect_audio_paths(items)
@@ -135,7 +143,7 @@ def transcribe_to_outputs(recognizer: Recognizer, items: list[str], *, output_fo
         return 1
     directory = Path(transcripts_dir).expanduser() if transcripts_dir else None
     taken: set[Path] = set()
-    done, skipped = 0, len(problems)
+    done, silent, skipped = 0, 0, len(problems)
     # JSON goes out one object per line, so several files still make valid JSON Lines; text gets headers.
     headers = directory is None and len(paths) > 1 and output_format != "json"
     for path, transcript, problem in transcribe_files(recognizer, paths, batch_size=batch_size, progress=progress):
@@ -143,6 +151,9 @@ def transcribe_to_outputs(recognizer: Recognizer, items: list[str], *, output_fo
             print(f"skipped {path}: {problem}", file=sys.stderr)
             skipped += 1
             continue
+        if problem is not None:
+            print(f"{path}: {problem}; empty transcript", file=sys.stderr)
+            silent += 1
         rendered = render(transcript, output_format)
         if directory is not None:
             target = output_path(directory, path, output_format, taken)
@@ -151,5 +162,6 @@ def transcribe_to_outputs(recognizer: Recognizer, items: list[str], *, output_fo
         else:
             print(f"==> {path} <==\n{rendered}" if headers else rendered, end="", flush=True)
         done += 1
-    print(f"{done} transcribed, {skipped} skipped ({recognizer.description})", file=sys.stderr)
+    print(f"{done} transcribed{f' ({silent} silent)' if silent else ''}, {skipped} skipped ({recognizer.description})",
+          file=sys.stderr)
     return 0 if skipped == 0 else 1

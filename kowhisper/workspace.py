@@ -18,19 +18,26 @@ Offline code finds the splits through `workspace_sources`, which reads either fo
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from utils import atomic_write_json, package_versions, sha256_file
+from utils import PARTIAL_SUFFIX, atomic_write_json, human_size, package_versions, sha256_file
 
 # Bump when the stored data or model layout changes in a way older code cannot read.
 WORKSPACE_FORMAT_VERSION = 2
 READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "dev", "test")
-# Training runs are made on the offline box and .cache holds extracted downloads: neither is what the online
-# phase vouches for, and the manifest cannot list itself.
-UNMANIFESTED_TOP_LEVEL = ("runs", ".cache", MANIFEST_NAME)
+# Training runs are made on the offline box: they are not what the online phase vouches for, and the manifest cannot
+# list itself.
+UNMANIFESTED_TOP_LEVEL = ("runs", MANIFEST_NAME)
+# Where older versions kept downloads and extractions, inside the workspace; they now live in config.cache_dir.
+OLD_CACHE_NAME = ".cache"
+# Temporary names older versions of the setup used, which a killed setup may have left: the model's staging folder
+# (tempfile.mkdtemp(prefix=".model-")) and a split's (data/<source>/.<split>.tmp).
+_OLD_TEMPORARY_NAMES = re.compile(r"\.model-[a-z0-9_]{8}|\.(train|dev|test)\.tmp")
 
 
 def data_dir(workspace: Path) -> Path:
@@ -72,18 +79,52 @@ class WorkspaceError(RuntimeError):
     """The workspace cannot be used as it is; the message names what is wrong and what to do."""
 
 
-def _manifested_files(workspace: Path, left_out: tuple[str, ...] = ()):
+def is_temporary(name: str) -> bool:
+    """Whether a workspace-relative path is, or lies inside, something a setup was still writing (utils.PARTIAL_SUFFIX,
+    or an older version's temporary names)."""
+    return any(part.endswith(PARTIAL_SUFFIX) or _OLD_TEMPORARY_NAMES.fullmatch(part) for part in PurePosixPath(name).parts)
+
+
+def _files_on_disk(workspace: Path):
+    """(relative name, path) of every file of the workspace but the training runs and the manifest itself."""
     for path in sorted(Path(workspace).rglob("*")):
         relative = path.relative_to(workspace)
-        if relative.parts[0] in UNMANIFESTED_TOP_LEVEL or not path.is_file():
-            continue
-        # Temporary files of an interrupted atomic write are not content.
-        if path.name.startswith(".") and ".tmp" in path.name:
-            continue
-        name = relative.as_posix()
-        if any(name == folder or name.startswith(folder + "/") for folder in left_out):
+        if relative.parts[0] not in UNMANIFESTED_TOP_LEVEL and path.is_file():
+            yield relative.as_posix(), path
+
+
+def _manifested_files(workspace: Path, left_out: tuple[str, ...] = ()):
+    for name, path in _files_on_disk(workspace):
+        if is_temporary(name) or any(name == folder or name.startswith(folder + "/") for folder in left_out):
             continue
         yield name, path
+
+
+def remove_leftovers(workspace: Path, under: str = "") -> list[str]:
+    """Delete what an interrupted setup left half-written in the workspace (or in its folder `under`), and say so.
+    Such files are never trusted: the step that wrote them starts over. Training runs are not touched."""
+    workspace = Path(workspace)
+    removed = []
+    for path in sorted((workspace / under).rglob("*")):
+        relative = path.relative_to(workspace).as_posix()
+        # An earlier removal may have taken the path with its folder.
+        if relative.split("/", 1)[0] != "runs" and is_temporary(path.name) and path.exists():
+            removed.append(remove_leftover(path, relative))
+    return removed
+
+
+def remove_leftover(path: Path, shown: str) -> str:
+    """Delete one file or folder an interrupted setup left, saying so; `shown` is how the message names it."""
+    path = Path(path)
+    if path.is_dir():
+        size = sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+        shutil.rmtree(path)
+        shown += "/"
+    else:
+        size = path.stat().st_size
+        path.unlink()
+    print(f"removed {shown} ({human_size(size)}), left by an interrupted setup")
+    return shown
 
 
 def write_manifest(workspace: Path, config: dict, splits: dict, sources: list[dict], extra: dict | None = None,
@@ -123,7 +164,7 @@ class VerifyResult:
         lines = [f"{len(self.missing)} missing, {len(self.altered)} altered of {self.checked} files"]
         lines += [f"  missing: {name}" for name in self.missing]
         lines += [f"  altered: {name}" for name in self.altered]
-        lines += [f"  not in manifest (ignored): {name}" for name in self.unexpected]
+        lines += [f"  not part of the bundle: {name}" for name in self.unexpected]
         return "\n".join(lines)
 
 
@@ -207,7 +248,9 @@ def verify_workspace(workspace: Path, manifest: dict | None = None, only: tuple[
             result.missing.append(name)
         elif path.stat().st_size != expected["size"] or sha256_file(path) != expected["sha256"]:
             result.altered.append(name)
-    present = {name for name, _ in _manifested_files(workspace) if only is None or name.split("/", 1)[0] in only}
+    # Reported, not failed: a file the manifest does not list is not read by the offline scripts, but the user should
+    # know that it is in the folder and that nothing vouches for it.
+    present = {name for name, _ in _files_on_disk(workspace) if only is None or name.split("/", 1)[0] in only}
     result.unexpected = sorted(present - set(expected_files))
     return result
 

@@ -97,7 +97,8 @@ def make_workspace(tmp_path_factory):
         key = (str(model_dir), tuple(sorted(overrides.items())))
         if key not in built:
             workspace = tmp_path_factory.mktemp("workspace-built")
-            settings = {"workspace": str(workspace), "model_name_or_path": str(model_dir), "wheelhouse": False, **overrides}
+            settings = {"workspace": str(workspace), "model_name_or_path": str(model_dir), "wheelhouse": False,
+                        "cache_dir": str(tmp_path_factory.getbasetemp() / "setup-cache"), **overrides}
             build_workspace(load_config([f"{k}={v}" for k, v in settings.items()]))
             built[key] = workspace
         if not copy:

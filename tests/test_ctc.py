@@ -223,10 +223,10 @@ def trained_run(ctc_workspace, python_executable) -> Path:
 
 
 def test_training_resumes_after_kill_9_and_leaves_a_full_model(trained_run):
-    from kowhisper.checkpoints import missing_parts
+    from kowhisper.checkpoints import checkpoint_problems
 
     assert (trained_run / "model" / "model.safetensors").is_file() and (trained_run / "model" / "vocab.json").is_file()
-    assert missing_parts(trained_run / "checkpoint-8") == []
+    assert checkpoint_problems(trained_run / "checkpoint-8") == []
     metrics = json.loads((trained_run / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["global_step"] == 8 and metrics["model family"] == "ctc" and "cer" in metrics["dev"]
     card = (trained_run / "README.md").read_text(encoding="utf-8")

@@ -65,7 +65,12 @@ def new_workspace(root: Path, processor_dir: Path) -> Path:
 
 def prepare(workspace: Path, *overrides: str) -> dict:
     """Prepare the one source the flat keys describe; its summary {split: {"kept", "dropped", "seconds"}}."""
-    return prepare_data(load_config([f"workspace={workspace}", *overrides])).sources[0].splits
+    return prepare_data(load_config([f"workspace={workspace}", f"cache_dir={cache_beside(workspace)}", *overrides])).sources[0].splits
+
+
+def cache_beside(workspace) -> Path:
+    """The test's own cache folder (cache_dir), next to its workspace, instead of the user's."""
+    return Path(workspace).parent / f"{Path(workspace).name}-cache"
 
 
 def prepared(workspace: Path, split: str, source: str = "cv"):
@@ -86,7 +91,8 @@ def dropped_rows(workspace: Path, source: str = "cv") -> list[dict]:
 def load_one_source(*overrides: str):
     """load_source for the flat keys' one source, the way prepare_data calls it."""
     config = load_config(list(overrides))
-    return load_source(dataset_sources(config)[0], config.workspace_dir, config.language_abbr)
+    config.cache_dir = str(cache_beside(config.workspace_dir))
+    return load_source(dataset_sources(config)[0], config)
 
 
 def file_states(folder: Path) -> dict[str, tuple[int, str]]:
@@ -290,7 +296,8 @@ def test_tarball_and_directory_give_identical_datasets(sample_workspace, process
         from_tarball, from_directory = prepared(workspace, split), prepared(sample_workspace, split)
         assert from_tarball.features == from_directory.features
         assert from_tarball.data.table.equals(from_directory.data.table)
-    extracted = list((workspace / ".cache" / "cv").glob("*/cv-corpus-ko-sample/ko/train.tsv"))
+    assert not (workspace / ".cache").exists(), "downloads and extractions stay out of the workspace"
+    extracted = list((cache_beside(workspace) / "cv").glob("*/cv-corpus-ko-sample/ko/train.tsv"))
     assert len(extracted) == 1
 
     capsys.readouterr()

@@ -225,12 +225,12 @@ def test_bad_files_are_reported_and_the_rest_transcribed(workspace, default_reco
     status = transcribe_to_outputs(default_recognizer, items, output_format="txt", transcripts_dir=None, batch_size=8, progress=False)
     out, err = capsys.readouterr()
     assert status == 1
-    assert f"==> {clip} <==\n{sentence}\n" == out
+    assert f"==> {clip} <==\n{sentence}\n==> {silent} <==\n\n" == out, "silence is a valid recording with an empty transcript"
     assert f"skipped {not_audio}: undecodable audio" in err
-    assert f"skipped {silent}: silent" in err
+    assert f"{silent}: silent" in err and f"skipped {silent}" not in err
     assert "missing.flac: no such file" in err
     assert f"skipped {empty}: empty audio file" in err
-    assert "1 transcribed, 4 skipped" in err
+    assert "2 transcribed (1 silent), 3 skipped" in err
 
 
 @pytest.mark.real_model
@@ -403,6 +403,50 @@ def test_cli_explains_what_is_wrong(tmp_path, capsys):
     with pytest.raises(SystemExit):
         inference.main([f"workspace={tmp_path}"])
     assert "nothing to do" in capsys.readouterr().err
+
+
+# ---- faults and bad input (issue 17): the file is refused before any model runs, so the tiny model serves -----------
+
+
+@pytest.fixture(scope="module")
+def tiny_workspace(make_workspace, tiny_model_dir) -> Path:
+    return make_workspace(tiny_model_dir, copy=False)
+
+
+def run_inference(python: str, workspace: Path, *items: str) -> subprocess.CompletedProcess:
+    return subprocess.run([python, "inference.py", f"workspace={workspace}", "backend=hf", *items], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_a_silent_recording_gives_an_empty_transcript_and_exit_0(tiny_workspace, python_executable, tmp_path):
+    silent = write_wav(tmp_path / "silence.wav", np.zeros(SAMPLING_RATE * 3, dtype=np.float32))
+    result = run_inference(python_executable, tiny_workspace, str(silent), "output_format=json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout) == {"source": str(silent), "duration": 3.0, "text": "", "segments": []}
+    assert f"{silent}: silent" in result.stderr and "empty transcript" in result.stderr
+
+    # A file that could not be read still makes the exit status 1; the silent one still gets its (empty) transcript.
+    not_audio = tmp_path / "minutes.wav"
+    not_audio.write_text("meeting minutes, not a recording", encoding="utf-8")
+    out = tmp_path / "out"
+    result = run_inference(python_executable, tiny_workspace, str(silent), str(not_audio), f"transcripts_dir={out}")
+    assert result.returncode == 1
+    assert (out / "silence.txt").read_text(encoding="utf-8") == "\n"
+    assert "1 transcribed (1 silent), 1 skipped" in result.stderr
+
+
+def test_undecodable_audio_is_reported_in_the_users_terms(tiny_workspace, python_executable, tmp_path):
+    not_audio = tmp_path / "minutes.wav"
+    not_audio.write_text("meeting minutes, not a recording", encoding="utf-8")
+    video = tmp_path / "screen.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=black:s=32x32:d=1", str(video)], check=True)
+    result = run_inference(python_executable, tiny_workspace, str(not_audio), str(video))
+    assert result.returncode == 1
+    assert re.search(rf"skipped {re.escape(str(not_audio))}: undecodable audio: FFmpeg cannot read it \(Invalid data found when "
+                     r"processing input\)", result.stderr), result.stderr
+    assert re.search(rf"skipped {re.escape(str(video))}: undecodable audio: it holds no audio stream", result.stderr), result.stderr
+    for internal in ("SingleStreamDecoder", ".cpp", "/__w/", "RuntimeError", "ValueError", "github.com"):
+        assert internal not in result.stderr, internal
 
 
 def test_a_repetition_loop_is_told_from_korean_speech_by_its_compression_ratio():

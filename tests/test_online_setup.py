@@ -113,3 +113,105 @@ def test_real_model_workspace_is_hub_free(make_workspace, real_model_dir):
             f"WhisperForConditionalGeneration.from_pretrained(r'{workspace / 'model'}')")
     result = subprocess.run(["unshare", "-n", sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# ---- faults and bad input (issue 17) ---------------------------------------------------------------------------
+
+
+def setup_command(workspace, model_dir, *overrides):
+    return [sys.executable, str(PROJECT_ROOT / "run_online_setup.py"), f"workspace={workspace}", f"model_name_or_path={model_dir}",
+            "wheelhouse=false", *overrides]
+
+
+def private_cache(tmp_path) -> dict:
+    """The environment of a setup whose default cache folder ($XDG_CACHE_HOME/kowhisper) is the test's own."""
+    return {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg-cache")}
+
+
+def files_on_disk(workspace) -> set[str]:
+    return {path.relative_to(workspace).as_posix() for path in workspace.rglob("*") if path.is_file()}
+
+
+def cv_tarball(path):
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as archive:
+        archive.add(PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample", arcname="cv-corpus-ko-sample")
+    return path
+
+
+def test_a_kill_9_while_the_model_is_written_leaves_nothing_behind(tiny_model_dir, tmp_path):
+    """The setup is killed while it writes the model (the real save of the tiny Whisper); the rerun finishes, removes what
+    the killed one left, and the workspace holds exactly the files its manifest lists. A stray file is named by --verify."""
+    import signal
+    import time
+
+    workspace = tmp_path / "ws"
+    command = setup_command(workspace, tiny_model_dir)
+    with open(tmp_path / "killed.log", "w") as log:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=private_cache(tmp_path))
+    deadline = time.monotonic() + 300
+    staged = []
+    while not staged:
+        assert process.poll() is None, f"the setup ended before it wrote the model:\n{(tmp_path / 'killed.log').read_text()[-3000:]}"
+        assert time.monotonic() < deadline, "no model write within 5 minutes"
+        try:  # weights on their way: anywhere but in their final place
+            staged = [path for path in workspace.rglob("model.safetensors") if path.parent != workspace / "model"]
+        except OSError:  # a folder went away while it was listed
+            staged = []
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (workspace / "manifest.json").exists()
+
+    rerun = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, env=private_cache(tmp_path))
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    manifest = load_manifest(workspace)
+    outside = sorted(name for name in manifest["files"] if name.split("/", 1)[0] not in ("data", "model", "toolkit"))
+    assert outside == [], "the manifest vouches for files of the killed run"
+    assert files_on_disk(workspace) - {"manifest.json"} == set(manifest["files"]), "files on disk that the manifest does not list"
+    assert "left by an interrupted setup" in rerun.stdout
+    verified = run_setup("--verify", f"workspace={workspace}")
+    assert verified.returncode == 0 and "not part of the bundle" not in verified.stdout, verified.stdout
+
+    (workspace / "model" / "notes.txt").write_text("mine", encoding="utf-8")
+    verified = run_setup("--verify", f"workspace={workspace}")
+    assert "not part of the bundle: model/notes.txt" in verified.stdout, verified.stdout
+
+
+def test_the_workspace_is_what_is_copied_and_the_size_line_is_its_size_on_disk(tiny_model_dir, tmp_path):
+    """A Common Voice tarball is extracted into the user's cache folder, not into the workspace; the size the setup prints
+    is what `du` says the folder takes, and the README's copy command copies that folder."""
+    from utils import human_size
+
+    workspace = tmp_path / "ws"
+    result = subprocess.run(setup_command(workspace, tiny_model_dir, f"data_path={cv_tarball(tmp_path / 'cv-corpus-ko.tar.gz')}"),
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, env=private_cache(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(path.name for path in workspace.iterdir()) == ["data", "manifest.json", "model", "toolkit"]
+    assert files_on_disk(workspace) - {"manifest.json"} == set(load_manifest(workspace)["files"])
+    assert list((tmp_path / "xdg-cache" / "kowhisper").rglob("cv-corpus-ko-sample/ko/train.tsv")), "the extraction is cached"
+
+    du = subprocess.run(["du", "-s", "--block-size=1", str(workspace)], capture_output=True, text=True, check=True)
+    on_disk = human_size(int(du.stdout.split()[0]))
+    assert f"total {on_disk} on disk in {len(files_on_disk(workspace))} files" in result.stdout, result.stdout[-1500:]
+    copy_line = next(line.strip() for line in result.stdout.splitlines() if line.strip().startswith("cp -r "))
+    assert copy_line == f"cp -r {workspace} /media/usb/"
+    assert "cp -r workspace /media/usb/" in (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_missing_or_damaged_data_path_stops_the_setup_before_the_model_step(damage, tiny_model_dir, tmp_path):
+    tarball = tmp_path / "cv-corpus-ko.tar.gz"
+    if damage == "truncated":
+        cv_tarball(tarball)
+        tarball.write_bytes(tarball.read_bytes()[: tarball.stat().st_size // 2])
+    workspace = tmp_path / "ws"
+    result = subprocess.run(setup_command(workspace, tiny_model_dir, f"data_path={tarball}"), cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=600, env=private_cache(tmp_path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    expected = f"Common Voice release not found: {tarball}" if damage == "missing" else f"{tarball} is damaged or incomplete"
+    assert expected in result.stderr, result.stderr[-2000:]
+    written = sorted(path.relative_to(workspace).as_posix() for path in workspace.rglob("*")) if workspace.exists() else []
+    assert written == [], "the model step ran before the data was checked"

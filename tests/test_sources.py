@@ -65,7 +65,8 @@ def file_states(folder: Path) -> dict[str, tuple[int, str]]:
 def build(workspace: Path, model_dir: Path, datasets: list[dict] | None = None) -> tuple[dict, str]:
     """The online setup with these datasets (None: the flat keys, i.e. the bundled sample), as a user runs it from a
     YAML file; returns the manifest and what it printed."""
-    settings = {"workspace": str(workspace), "model_name_or_path": str(model_dir), "wheelhouse": False, "num_proc": 1}
+    settings = {"workspace": str(workspace), "model_name_or_path": str(model_dir), "wheelhouse": False, "num_proc": 1,
+                "cache_dir": str(workspace.parent / f"{workspace.name}-cache")}
     if datasets is not None:
         settings["datasets"] = datasets
     config_file = workspace.parent / f"{workspace.name}.yaml"
@@ -241,8 +242,8 @@ def test_running_the_setup_again_makes_a_format_1_workspace_format_2(make_worksp
 
 def source_rows(workspace: Path, **keys):
     """load_source for one source given by flat keys, as prepare_data calls it."""
-    config = load_config([f"workspace={workspace}", *(f"{key}={value}" for key, value in keys.items())])
-    return load_source(dataset_sources(config)[0], config.workspace_dir, config.language_abbr)
+    config = load_config([f"workspace={workspace}", f"cache_dir={workspace}-cache", *(f"{key}={value}" for key, value in keys.items())])
+    return load_source(dataset_sources(config)[0], config)
 
 
 def sample_tarball(path: Path, mode: str) -> Path:
@@ -260,13 +261,13 @@ def test_a_truncated_tarball_is_named_by_the_script_not_a_traceback(tiny_model_d
     tarball = cut_short(sample_tarball(tmp_path / "cv-corpus-ko.tar.gz", "w:gz"))
     workspace = tmp_path / "ws"
     shutil.copytree(tiny_model_dir, workspace / "model")
-    result = subprocess.run([sys.executable, "download_data.py", f"workspace={workspace}", f"data_path={tarball}"],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "download_data.py", f"workspace={workspace}", f"data_path={tarball}",
+                             f"cache_dir={tmp_path / 'cache'}"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert f"source 'cv': {tarball} is damaged or incomplete (EOFError: Compressed file ended" in result.stderr
     assert "download it again" in result.stderr
-    assert not list((workspace / ".cache" / "cv").iterdir()), "a half extraction must not stay behind"
+    assert not list((tmp_path / "cache" / "cv").iterdir()), "a half extraction must not stay behind"
 
 
 def test_a_truncated_plain_tar_is_named(tmp_path):

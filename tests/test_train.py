@@ -76,7 +76,7 @@ def test_tiny_run_prints_its_plan_and_leaves_every_output(tiny_run, tiny_model_d
     from safetensors.torch import load_file
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    from kowhisper.checkpoints import missing_parts
+    from kowhisper.checkpoints import checkpoint_problems
     from utils import cpu_has_native_bf16
 
     run_dir, result = tiny_run
@@ -106,7 +106,7 @@ def test_tiny_run_prints_its_plan_and_leaves_every_output(tiny_run, tiny_model_d
     assert WhisperProcessor.from_pretrained(adapter_dir).tokenizer.convert_tokens_to_ids("<|ko|>") > 0
 
     for step in (2, 4):
-        assert missing_parts(run_dir / f"checkpoint-{step}") == []
+        assert checkpoint_problems(run_dir / f"checkpoint-{step}") == []
 
     log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     assert [record["step"] for record in log if "loss" in record] == [1, 2, 3, 4]
@@ -316,8 +316,8 @@ def test_half_written_checkpoints_are_never_picked(tiny_run, tmp_path):
     from kowhisper.checkpoints import (
         COMPLETE_MARKER,
         CheckpointError,
+        checkpoint_problems,
         last_complete_checkpoint,
-        missing_parts,
         resolve_resume_checkpoint,
     )
 
@@ -341,8 +341,8 @@ def test_half_written_checkpoints_are_never_picked(tiny_run, tmp_path):
     skipped = []
     assert last_complete_checkpoint(run_dir, report=skipped.append) == run_dir / "checkpoint-4"
     assert [line.split()[2].rstrip(":") for line in skipped] == ["checkpoint-10", "checkpoint-8", "checkpoint-6"]
-    assert any("optimizer.pt" in part for part in missing_parts(no_optimizer))
-    assert any("size" in part for part in missing_parts(rewritten))
+    assert any("optimizer.pt" in part for part in checkpoint_problems(no_optimizer))
+    assert any("has changed since the save" in part for part in checkpoint_problems(rewritten))
 
     with pytest.raises(CheckpointError, match="optimizer.pt"):
         resolve_resume_checkpoint(run_dir, str(no_optimizer), overwrite_output_dir=False)
@@ -352,7 +352,7 @@ def test_half_written_checkpoints_are_never_picked(tiny_run, tmp_path):
 
 
 def test_cleanup_keeps_the_best_and_the_last_checkpoint_plus_save_total_limit(tiny_workspace, tmp_path, python_executable):
-    from kowhisper.checkpoints import checkpoints_to_remove, list_checkpoints, missing_parts
+    from kowhisper.checkpoints import checkpoint_problems, checkpoints_to_remove, list_checkpoints
 
     steps = [tmp_path / f"checkpoint-{n}" for n in (1, 2, 3, 4, 5)]
     assert checkpoints_to_remove(steps, steps[0], 1) == steps[1:3], "best (1), last (5) and the newest other (4) stay"
@@ -367,7 +367,7 @@ def test_cleanup_keeps_the_best_and_the_last_checkpoint_plus_save_total_limit(ti
     kept = list_checkpoints(run_dir)
     best = Path(state["best_model_checkpoint"])
     assert best in kept and kept[-1].name == "checkpoint-5" and len(kept) <= 3
-    assert all(missing_parts(checkpoint) == [] for checkpoint in kept)
+    assert all(checkpoint_problems(checkpoint) == [] for checkpoint in kept)
 
 
 def test_quick_test_with_8bit_adamw_length_grouping_and_no_evaluation_while_training(tiny_workspace, tmp_path, python_executable):
@@ -446,7 +446,7 @@ LAUNCHERS = {
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_ddp_with_two_cpu_processes(launcher, tiny_workspace, tmp_path, python_executable):
-    from kowhisper.checkpoints import missing_parts
+    from kowhisper.checkpoints import checkpoint_problems
 
     run_dir = tmp_path / "run"
     command = train_command(python_executable, tiny_workspace, run_dir, "max_steps=2", "report_to=[]")
@@ -456,7 +456,7 @@ def test_ddp_with_two_cpu_processes(launcher, tiny_workspace, tmp_path, python_e
     assert "40 clips, effective batch 8, 5 steps per epoch, 2 optimizer steps" in printed_line(result.stdout, "Training plan:")
     assert result.stdout.count("Training plan:") == 1, "only rank 0 prints"
     checkpoint = run_dir / "checkpoint-2"
-    assert missing_parts(checkpoint) == []
+    assert checkpoint_problems(checkpoint) == []
     assert {path.name for path in checkpoint.glob("rng_state*.pth")} == {"rng_state_0.pth", "rng_state_1.pth"}
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and state["train_batch_size"] == 4
@@ -544,6 +544,84 @@ def test_out_of_memory_advice_halves_the_batch_and_keeps_the_effective_batch():
     assert "per_device_train_batch_size=8 gradient_accumulation_steps=4" in advice
     assert "effective batch stays 32" in advice and "gradient_checkpointing=true" in advice
     assert "per_device_train_batch_size=" not in out_of_memory_advice(Config(per_device_train_batch_size=1)).split("\n", 1)[1]
+
+
+# ---- faults and bad input (issue 17) ---------------------------------------------------------------------------
+
+# A quick_test run that leaves every step key to quick_test (TINY_RUN sets several of them explicitly).
+QUICK_TEST_RUN = ("quick_test=true", "per_device_train_batch_size=4", "per_device_eval_batch_size=4", "generation_max_length=24",
+                  "eval_strategy=no", "report_to=[]")
+
+
+def quick_test_command(python: str, workspace: Path, run_dir: Path, *overrides: str) -> list[str]:
+    return [python, str(TRAIN_SCRIPT), f"workspace={workspace}", f"output_dir={run_dir}", *QUICK_TEST_RUN, *overrides]
+
+
+def test_a_run_name_longer_than_a_file_name_is_refused_before_anything_loads(make_workspace, tiny_model_dir, python_executable):
+    workspace = make_workspace(tiny_model_dir)
+    long_name = "r" * 300
+    for command in ([python_executable, str(TRAIN_SCRIPT), f"workspace={workspace}", f"run_name={long_name}", "max_steps=1"],
+                    [python_executable, str(TRAIN_SCRIPT), "--print-config", f"run_name={long_name}"]):
+        result = run(command)
+        assert_refused(result, "run_name", "300 bytes", "at most 255")
+        assert "Traceback" not in result.stderr
+        assert "Parameters:" not in result.stdout, "the model was loaded before the name was checked"
+    assert not (workspace / "runs").exists()
+
+    # What the config cannot know: the run folder's parent is a file. The library's OSError becomes a message.
+    blocker = workspace.parent / "not-a-folder"
+    blocker.write_text("", encoding="utf-8")
+    result = run([python_executable, str(TRAIN_SCRIPT), f"workspace={workspace}", f"output_dir={blocker / 'run'}", "max_steps=1"])
+    assert_refused(result, f"Not a directory: {blocker / 'run'}", "a part of that path is a file")
+    assert "Traceback" not in result.stderr
+
+
+def test_quick_test_shortens_the_stages_instead_of_refusing_them(tiny_workspace, tmp_path, python_executable):
+    run_dir = tmp_path / "run"
+    stages = "stages=[{name: decoder, train: decoder, max_steps: 30}, {name: both, train: both, max_steps: 30}]"
+    result = run(quick_test_command(python_executable, tiny_workspace, run_dir, stages))
+    assert_succeeded(result)
+    assert "quick_test: stages decoder 30 -> 5 steps, both 30 -> 5 steps" in result.stdout
+    assert "quick_test: max_steps" not in result.stdout, "a staged run's length is its stages'"
+    assert "Stage 2/2 'both' (steps 6-10)" in result.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == 10
+    assert [(stage["name"], stage["first_step"]) for stage in metrics["stages"]] == [("decoder", 0), ("both", 5)]
+
+
+def test_quick_test_keeps_the_keys_the_user_set(tiny_workspace, tmp_path, python_executable):
+    from kowhisper.checkpoints import checkpoint_step, list_checkpoints
+
+    run_dir = tmp_path / "run"
+    result = run(quick_test_command(python_executable, tiny_workspace, run_dir, "save_steps=2", "save_total_limit=null"))
+    assert_succeeded(result)
+    assert [checkpoint_step(checkpoint) for checkpoint in list_checkpoints(run_dir)] == [2, 4, 6, 8, 10]
+    assert "save_steps=2 ->" not in result.stdout
+    assert "quick_test: keeps save_steps=2 (set explicitly)" in result.stdout
+    assert "quick_test: max_steps=-1 -> 10" in result.stdout
+
+
+def test_a_truncated_checkpoint_file_is_called_truncated_not_missing(tiny_run, tiny_workspace, tmp_path, python_executable):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run_dir)
+    weights = run_dir / "checkpoint-4" / "adapter_model.safetensors"
+    size = weights.stat().st_size
+    with open(weights, "r+b") as handle:
+        handle.truncate(size // 2)
+    result = run(train_command(python_executable, tiny_workspace, run_dir, "max_steps=4"))
+    assert_succeeded(result)
+    line = printed_line(result.stdout, "Skipping incomplete checkpoint-4")
+    assert f"adapter_model.safetensors is truncated ({size // 2:,} of {size:,} bytes)" in line, line
+    assert "missing" not in line
+    assert f"Resuming from {run_dir / 'checkpoint-2'} (step 2 of 4)" in result.stdout
+
+
+def test_stages_that_disagree_with_max_steps_are_refused_before_the_model_loads(tiny_workspace, tmp_path, python_executable):
+    result = run(train_command(python_executable, tiny_workspace, tmp_path / "run", TWO_STAGES, "max_steps=5"))
+    assert_refused(result, "max_steps=5", "the stages add up to 6 steps")
+    assert "Traceback" not in result.stderr
+    assert "Parameters:" not in result.stdout, "the model was loaded before the stages were checked"
+    assert not (tmp_path / "run").exists()
 
 
 # ---- the real model learns -------------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ import filecmp
 import json
 import logging
 import math
+import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from kowhisper.audio import SAMPLING_RATE
 from kowhisper.ctc.vocabulary import MAX_UNKNOWN_SHARE, CharacterRules, build_vocabulary, coverage, make_tokenizer
 from kowhisper.modeling import StorageError
 from kowhisper.workspace import model_dir
+from utils import partial_path
 
 log = logging.getLogger("kowhisper")
 
@@ -186,17 +187,22 @@ def clip_encoder(model_folder: Path, config, train_texts) -> CTCClipEncoder:
 
 
 def save_vocabulary(vocabulary: dict[str, int], folder: Path, rules: CharacterRules):
-    """The tokenizer files in `folder`, rewritten only where they change, so a repeated setup leaves them untouched."""
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as staging:
-        staging = Path(staging)
+    """The tokenizer files in `folder`, rewritten only where they change, so a repeated setup leaves them untouched.
+    They are written in a staging folder beside them and each renamed into place, so none is ever half written; a
+    staging folder a killed setup left is removed with the other leftovers (kowhisper.workspace.remove_leftovers)."""
+    folder = Path(folder)
+    staging = partial_path(folder / "vocabulary")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
         tokenizer = make_tokenizer(vocabulary, staging / "build")
         tokenizer.save_pretrained(str(staging / "saved"))
         (staging / "saved" / ORIGIN_FILE).write_text(json.dumps({"origin": "training text", "rules": rules.__dict__}), encoding="utf-8")
         for path in sorted((staging / "saved").iterdir()):
-            target = Path(folder) / path.name
+            target = folder / path.name
             if not (target.is_file() and filecmp.cmp(path, target, shallow=False)):
-                shutil.copyfile(path, target)
+                os.replace(path, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     from transformers import Wav2Vec2CTCTokenizer
 
     return Wav2Vec2CTCTokenizer.from_pretrained(str(folder))
