@@ -445,10 +445,12 @@ def _check_file_names(config) -> None:
     """Every value that becomes a file or folder name fits the file system: each name at most NAME_MAX bytes (255 on
     ext4, XFS, NTFS, FAT), the whole path with room to spare below PATH_MAX. Checked here, so a 300-character run_name
     stops every script at once instead of ending a training run, after the model has loaded, in "File name too long"."""
-    if "/" in config.run_name or config.run_name in ("", ".", ".."):
-        raise ConfigError(f"run_name={config.run_name!r} must be one folder name (under <workspace>/runs); to write the run "
-                          "elsewhere, set output_dir")
-    _check_name("run_name", config.run_name, config.workspace_dir / "runs")
+    # Unset, run_name becomes <family>-<finetune> once the model is known (whisper-lora, ctc-full, ...): short names.
+    if config.run_name is not None:
+        if "/" in config.run_name or config.run_name in ("", ".", ".."):
+            raise ConfigError(f"run_name={config.run_name!r} must be one folder name (under <workspace>/runs); to write the "
+                              "run elsewhere, set output_dir")
+        _check_name("run_name", config.run_name, config.workspace_dir / "runs")
     for source in config.datasets:
         _check_name("datasets: name", source.name, config.workspace_dir / "data")
     for key in FOLDER_KEYS:
@@ -457,7 +459,7 @@ def _check_file_names(config) -> None:
             for part in path.parts:
                 _check_name(key, part, path)
             _check_path_length(key, path)
-    if not config.output_dir:
+    if not config.output_dir and config.run_name is not None:
         _check_path_length("run_name", config.workspace_dir / "runs" / config.run_name)
 
 

@@ -194,7 +194,7 @@ def full_run(tiny_workspace, python_executable) -> tuple[Path, str, str]:
 
 
 def test_training_resumes_after_kill_9_and_leaves_full_weights_at_their_window(full_run, tiny_model_dir):
-    from kowhisper.checkpoints import list_checkpoints, missing_parts
+    from kowhisper.checkpoints import checkpoint_problems, list_checkpoints
     from kowhisper.whisper.encoder_window import EncoderWindow
 
     run_dir, first, resumed = full_run
@@ -219,7 +219,7 @@ def test_training_resumes_after_kill_9_and_leaves_full_weights_at_their_window(f
 
     checkpoints = list_checkpoints(run_dir)
     assert checkpoints and checkpoints[-1].name == "checkpoint-6"
-    assert all(missing_parts(c) == [] and (c / "model.safetensors").is_file() for c in checkpoints)
+    assert all(checkpoint_problems(c) == [] and (c / "model.safetensors").is_file() for c in checkpoints)
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["global_step"] == 6 and metrics["fine-tuning"] == "full (every weight)"
