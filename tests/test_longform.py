@@ -62,6 +62,10 @@ def test_audio_after_the_models_last_word_is_decoded_again_unless_it_is_only_a_m
     assert window.consumed_frames == 1200
     ids = [t(0), *text_ids(engine, " 첫 문장."), t(4.0), t(4.0), *text_ids(engine, " 마지막 문장."), t(29.4)]
     assert read_window(engine, ids, WINDOW_FRAMES).consumed_frames == WINDOW_FRAMES
+    # The recording's last window heard the audio to its end: the model's stop stands, and a trailing pause is not
+    # decoded on its own (a fine-tuned model may say its sentence again there).
+    ids = [t(0), *text_ids(engine, " 마지막 문장."), t(3.0)]
+    assert read_window(engine, ids, 1200, audio_goes_on=False).consumed_frames == 1200
 
 
 def test_a_window_without_timestamps_is_one_segment_done_to_its_end(engine):

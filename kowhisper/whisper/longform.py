@@ -7,12 +7,15 @@ whole, at the start of the next. Cutting the audio at fixed points and decoding 
 whatever a piece's decode gave up on: an early end-of-text drops the rest of the piece.
 
 One step further than openai/whisper: when the model closes its last segment and stops (a single timestamp before
-the end of text, which openai/whisper takes to mean "nothing more in this window"), the next window still starts at
-that timestamp if more than TAIL_REDECODE_S of the window follows it. On real Korean recordings whisper-base did
-this with a sentence that began in the window's last seconds: it wrote the sentences before it, closed, and the
-sentence was lost (bench/RESULTS.md, "Long-form"). Decoded again at the start of a window, it comes back; a tail that
-really is silence costs one more window. A window is done to its end only when nothing of it is left after its last
-timestamp, or when the model wrote no timestamps at all (then its text is one segment for the window).
+the end of text, which openai/whisper takes to mean "nothing more in this window") in a window that the audio goes on
+after, the next window still starts at that timestamp if more than TAIL_REDECODE_S of the window follows it. On real
+Korean recordings whisper-base did this with a sentence that began in the window's last seconds: it wrote the
+sentences before it, closed, and the sentence was lost (bench/RESULTS.md, "Long-form"). Decoded again at the start of
+a window, it comes back; a tail that really is silence costs one more window. The last window of a recording has
+heard the audio to its end, so there the model's stop is taken as it is: decoding a trailing pause on its own
+invites a fine-tuned model to say its sentence again. Otherwise a window is done to its end only when nothing of
+it is left after its last timestamp, or when the model wrote no timestamps at all (then its text is one segment for
+the window).
 
 Windows of several recordings (or parts of one, see below) are decoded together in batches, one window per
 recording per round, so the CLI keeps every core busy. A model fine-tuned on fitted encoder windows runs full
@@ -100,9 +103,9 @@ class WindowText:
     consumed_frames: int
 
 
-def read_window(engine: WhisperEngine, ids: list[int], window_frames: int) -> WindowText:
-    """Segments and the next seek step from a window's generated ids (openai/whisper's rule, see the module
-    docstring). `window_frames` is how many mel frames of audio the window held."""
+def read_window(engine: WhisperEngine, ids: list[int], window_frames: int, audio_goes_on: bool = True) -> WindowText:
+    """Segments and the next seek step from a window's generated ids (see the module docstring). `window_frames` is
+    how many mel frames of audio the window held; `audio_goes_on` whether the recording continues after it."""
     begin = engine.timestamp_begin
     is_time = [token >= begin for token in ids]
     window_seconds = window_frames * HOP_LENGTH / SAMPLING_RATE
@@ -123,8 +126,10 @@ def read_window(engine: WhisperEngine, ids: list[int], window_frames: int) -> Wi
         segments.append((start, end, engine.text_bytes(piece)))
         first = last
     if closed_by_one_timestamp:
-        # The model closed its last segment and stopped: whatever follows that timestamp is decoded again, unless
-        # it is too short to hold speech.
+        if not audio_goes_on:
+            return WindowText(segments, window_frames)
+        # The model closed its last segment and stopped before the window's end: whatever follows that timestamp is
+        # decoded again, unless it is too short to hold speech.
         resume = (ids[-1] - begin) * FRAMES_PER_TIMESTAMP
         tail_frames = round(TAIL_REDECODE_S * SAMPLING_RATE / HOP_LENGTH)
     else:
@@ -223,7 +228,9 @@ def transcribe_long(engine: WhisperEngine, waveforms: list[np.ndarray], *, batch
             longest = max(frames for _, _, frames in batch) * HOP_LENGTH / SAMPLING_RATE
             generated = generate_without_loops(engine, features, timestamps=True, max_new_tokens=engine.decoding.tokens_for(longest))
             for (stream, _, frames), generation in zip(batch, generated):
-                window = WindowText([], frames) if is_no_speech(generation) else read_window(engine, generation.ids, frames)
+                audio_goes_on = stream.seek + frames < stream.end
+                window = (WindowText([], frames) if is_no_speech(generation)
+                          else read_window(engine, generation.ids, frames, audio_goes_on))
                 offset = stream.seek * HOP_LENGTH / SAMPLING_RATE
                 add_window(engine, stream, window, offset, stream.end * HOP_LENGTH / SAMPLING_RATE)
                 stream.seek += window.consumed_frames
