@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kowhisper.audio import SAMPLING_RATE
-from kowhisper.whisper.longform import FRAMES_PER_TIMESTAMP, Stream, add_window, read_window, split_for_workers
+from kowhisper.whisper.longform import FRAMES_PER_TIMESTAMP, Stream, add_window, plan_streams, read_window
 
 WINDOW_FRAMES = 3000
 
@@ -107,15 +107,22 @@ def test_segment_times_stay_in_order_and_inside_the_audio(engine):
     assert [(s.start, s.end) for s in stream.segments] == [(5.0, 5.0), (5.0, 20.0)]
 
 
-def test_a_lone_long_recording_is_split_at_its_quietest_moment_for_parallel_workers():
+def test_recordings_are_split_at_their_quietest_moment_until_every_worker_has_one():
     tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(SAMPLING_RATE * 150) / SAMPLING_RATE).astype(np.float32)
     tone[int(71.0 * SAMPLING_RATE) : int(71.5 * SAMPLING_RATE)] = 0.0  # a pause near the middle
-    parts = split_for_workers(tone, 2)
-    assert len(parts) == 2 and parts[0][0] == 0 and parts[-1][1] == len(tone) // 160
-    assert parts[0][1] == parts[1][0] and 71.0 <= parts[0][1] / 100 <= 71.5
-    # Too short for two parts of a full window each: decoded whole.
-    assert split_for_workers(tone[: 50 * SAMPLING_RATE], 2) == [(0, 50 * 100)]
-    assert split_for_workers(tone, 1) == [(0, 150 * 100)]
+
+    def spans(waveforms, workers):
+        return [(s.recording, s.seek, s.end) for s in plan_streams(waveforms, workers)]
+
+    assert spans([tone], 1) == [(0, 0, 15000)]
+    [(_, start, cut), (_, cut_again, end)] = spans([tone], 2)
+    assert start == 0 and end == 15000 and cut == cut_again and 7100 <= cut <= 7150
+    # Too short for two parts that each fill a window: decoded whole.
+    assert spans([tone[: 50 * SAMPLING_RATE]], 2) == [(0, 0, 5000)]
+    # A long recording beside a short one: the long one is split, recordings and parts stay in order.
+    short = tone[: 5 * SAMPLING_RATE]
+    assert [(r, s) for r, s, _ in spans([short, tone], 3)] == [(0, 0), (1, 0), (1, cut)]
+    assert len(spans([tone, tone], 2)) == 2
 
 
 def test_long_audio_through_the_tiny_model_gives_ordered_segments_inside_the_audio(engine):

@@ -30,9 +30,10 @@ Silence and loops:
   once more with repeated 4-grams forbidden, and the less repetitive text is kept (deterministic, unlike
   Whisper's temperature fallback).
 
-When a recording is decoded alone on an engine that runs several clips in parallel (CTranslate2 on CPU, one
-worker per core), its seeking would use one core: it is then split at its quietest moments into as many parts as
-there are workers, and each part is sought through on its own.
+On an engine that runs several clips in parallel (CTranslate2 on CPU, one worker per core), fewer recordings than
+workers would leave cores idle, since each recording is sought through one window at a time: the longest recordings
+are then split at their quietest moments into parts of at least MIN_PART_S until there are as many parts as
+workers, and each part is sought through on its own.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ TAIL_REDECODE_S = 1.0
 # Silence is skipped in steps of this many frames (100 ms, about one syllable's gap).
 SILENCE_STEP_FRAMES = 10
 # A recording is split for parallel workers only when each part would still fill a window; the cut goes at the
-# quietest 100 ms within PART_CUT_SEARCH_S of the even split point, a pause between sentences in most speech.
+# quietest 100 ms within PART_CUT_SEARCH_S of the middle, a pause between sentences in most speech.
 MIN_PART_S = 30.0
 PART_CUT_SEARCH_S = 10.0
 
@@ -152,21 +153,31 @@ class Stream:
     carry: bytes = b""  # the start of a character whose other bytes come in the next segment
 
 
-def split_for_workers(waveform: np.ndarray, parts: int) -> list[tuple[int, int]]:
-    """(start, end) frame ranges that cover the waveform in `parts` parts of at least MIN_PART_S, each cut at the
-    quietest 100 ms near an even split point; one range when the audio is too short to be worth splitting."""
-    total = len(waveform) // HOP_LENGTH + (len(waveform) % HOP_LENGTH > 0)
-    parts = max(1, min(parts, int(total * HOP_LENGTH / SAMPLING_RATE // MIN_PART_S)))
-    cuts = [0]
+def plan_streams(waveforms: list[np.ndarray], workers: int) -> list[Stream]:
+    """One stream per recording; while there are fewer streams than `workers`, the longest stream that still holds
+    two parts of at least MIN_PART_S is halved at the quietest 100 ms within PART_CUT_SEARCH_S of its middle. Streams
+    come back in recording order, parts in time order."""
+    streams = [Stream(index, -(-len(waveform) // HOP_LENGTH), 0) for index, waveform in enumerate(waveforms)]
+    min_frames = round(MIN_PART_S * SAMPLING_RATE / HOP_LENGTH)
+    search = round(PART_CUT_SEARCH_S * SAMPLING_RATE / HOP_LENGTH)
+    while len(streams) < workers:
+        longest = max(streams, key=lambda stream: stream.end - stream.seek)
+        if longest.end - longest.seek < 2 * min_frames:
+            break
+        middle = (longest.seek + longest.end) // 2
+        first = max(longest.seek + min_frames, middle - search)
+        cut = first + quietest_step(waveforms[longest.recording], first, min(longest.end - min_frames, middle + search))
+        streams.insert(streams.index(longest) + 1, Stream(longest.recording, longest.end, cut))
+        longest.end = cut
+    return streams
+
+
+def quietest_step(waveform: np.ndarray, first: int, last: int) -> int:
+    """Frames from `first` to the middle of the quietest SILENCE_STEP_FRAMES step between frames `first` and `last`."""
     step = SILENCE_STEP_FRAMES * HOP_LENGTH
-    search = int(PART_CUT_SEARCH_S * SAMPLING_RATE)
-    for number in range(1, parts):
-        middle = len(waveform) * number // parts
-        region = waveform[middle - search : middle + search]
-        energy = (region[: len(region) // step * step].astype(np.float64).reshape(-1, step) ** 2).mean(axis=1)
-        cut = middle - search + int(np.argmin(energy)) * step + step // 2
-        cuts.append(cut // HOP_LENGTH)
-    return list(zip(cuts, cuts[1:] + [total]))
+    region = waveform[first * HOP_LENGTH : last * HOP_LENGTH].astype(np.float64)
+    energy = (region[: len(region) // step * step].reshape(-1, step) ** 2).mean(axis=1)
+    return int(np.argmin(energy)) * SILENCE_STEP_FRAMES + SILENCE_STEP_FRAMES // 2
 
 
 def skip_silence(waveform: np.ndarray, stream: Stream) -> None:
@@ -201,9 +212,7 @@ def transcribe_long(engine: WhisperEngine, waveforms: list[np.ndarray], *, batch
     """Transcripts, with timestamped segments, of 16 kHz mono waveforms of any length. `bar`, a tqdm bar, counts
     seconds of audio done."""
     log_mel = LogMel(engine.feature_extractor)
-    parts = engine.parallel_streams if len(waveforms) < engine.parallel_streams else 1
-    streams = [Stream(index, end, start) for index, waveform in enumerate(waveforms)
-               for start, end in split_for_workers(waveform, parts)]
+    streams = plan_streams(waveforms, engine.parallel_streams)
     if bar is not None:
         bar.total = (bar.total or 0) + round(sum(len(w) for w in waveforms) / SAMPLING_RATE)
         bar.refresh()
