@@ -110,7 +110,8 @@ def test_evaluate_model_runs_without_network(make_workspace, real_model_dir, pyt
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("model"))
     assert "CER" in header and "WER" in header
-    table = [line.split() for line in lines[lines.index(header) + 1 :] if line.strip()]
+    # Model rows start at the margin; indented lines below them (per source, kocer's breakdown) name models too.
+    table = [line.split() for line in lines[lines.index(header) + 1 :] if line.strip() and not line.startswith(" ")]
     rows = {cells[0]: cells for cells in table if cells[0] in ("base", "newest", "older")}
     assert set(rows) == {"base", "newest"}
     assert rows["newest"][1:5] == ["0.00%", "0.00%", "0.00%", "0.00%"]  # CER, WER, CER no-space, kocer CER
