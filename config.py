@@ -27,7 +27,7 @@ SAMPLE_DATA = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample"
 DATA_SOURCES = ("cv", "mdc", "hf", "manifest")
 OUTPUT_FORMATS = ("txt", "json", "srt")
 BACKENDS = ("auto", "hf", "ct2")
-METRICS = ("cer", "wer", "cer_nospace", "loss")
+METRICS = ("cer", "wer", "cer_nospace", "kocer_cer", "loss")
 ENCODER_WINDOWS = ("fit", "full")
 KEEP_OR_DROP = ("keep", "drop")
 FINETUNING = ("lora", "full")
@@ -300,8 +300,9 @@ class Config:
     report_to: list[str] = _help("Loggers: tensorboard works offline; [] for none.", factory=lambda: ["tensorboard"])
     max_eval_samples: int | None = _help("Cap dev clips used for evaluation while training.", 200)
     metric_for_best_model: str = _help(
-        "Metric that picks the best checkpoint: cer, wer, cer_nospace or loss, or one source's rate, e.g. cer_cv. With several "
-        "sources cer, wer and cer_nospace are the sources' dev rates weighted by their dev clip counts.",
+        "Metric that picks the best checkpoint: cer, wer, cer_nospace, kocer_cer (kocer's reading-equivalent CER: spacing, "
+        "punctuation and how numbers and Latin letters are written do not count) or loss, or one source's rate, e.g. cer_cv. "
+        "With several sources the rates are the sources' dev rates weighted by their dev clip counts.",
         "cer",
     )
     load_best_model_at_end: bool = _help("Reload the best checkpoint at the end (needs evaluation).", True)
@@ -313,7 +314,18 @@ class Config:
         "in the --config file; stages are kept, shortened to 10 steps together. Prints what it changed.", False)
 
     # ---- evaluation (evaluate_model.py) ------------------------------------------------------------------
-    eval_split: str = _help("Workspace split to evaluate, or a path to a prepared dataset.", "test")
+    eval_split: str = _help(
+        "Workspace split to evaluate (results in <workspace>/evaluations/<split>), or a path to a prepared split, such as "
+        "another workspace's data/<source>/<split> (results in evaluations/<source>-<split>-<hash of the path>).",
+        "test",
+    )
+    eval_longform: str | None = _help(
+        "Score long recordings instead of a split: a manifest (CSV, TSV or JSONL, as data_source=manifest: audio_column "
+        "holds the audio path, relative to the manifest or absolute, text_column the transcript of the whole recording). "
+        "Each recording is transcribed whole by the long-form decoder inference.py uses and scored as no-space CER, kocer "
+        "CER and deletion share. Results in <workspace>/evaluations/longform-<manifest name>-<hash of its path>.",
+        None,
+    )
     eval_run: str | None = _help(
         "Model to evaluate beside the base: a run name or folder, an adapter or checkpoint, a merged model or a CTranslate2 "
         "export; 'base' for the base alone; 'all' for every finished run, ranked side by side with the config keys that "
@@ -321,6 +333,12 @@ class Config:
         None,
     )
     all_checkpoints: bool = _help("Evaluate every checkpoint of the run and mark the best.", False)
+    bootstrap_resamples: int = _help(
+        "Resamples of the paired bootstrap that puts a 95% interval on each model's difference from the base (evaluation) "
+        "or from the zero-shot base (training's dev verdict).",
+        1000,
+    )
+    bootstrap_seed: int = _help("Seed of the paired bootstrap, so an interval is reproducible.", 0)
 
     # ---- inference and demo (inference.py) ---------------------------------------------------------------
     adapter: str | None = _help(
@@ -352,7 +370,8 @@ class Config:
         self.target_modules = _checked_target_modules(self.target_modules)
         _check_choice("output_format", self.output_format, OUTPUT_FORMATS)
         _check_choice("backend", self.backend, BACKENDS)
-        if self.metric_for_best_model not in METRICS and not re.fullmatch(r"(cer|wer|cer_nospace)_[a-z0-9_-]+", self.metric_for_best_model):
+        per_source = re.fullmatch(r"(cer|wer|cer_nospace|kocer_cer)_[a-z0-9_-]+", self.metric_for_best_model)
+        if self.metric_for_best_model not in METRICS and not per_source:
             raise ConfigError(f"metric_for_best_model={self.metric_for_best_model!r} is not one of {', '.join(METRICS)} "
                               "or a per-source rate such as cer_<source name>")
         _check_choice("encoder_window", self.encoder_window, ENCODER_WINDOWS)
@@ -376,7 +395,8 @@ class Config:
         if self.eval_strategy == "False":
             self.eval_strategy = "no"
         _check_choice("eval_strategy", self.eval_strategy, ("no", "steps", "epoch"))
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "num_proc"):
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "num_proc",
+                     "bootstrap_resamples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         for stage in self.stages:

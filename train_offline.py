@@ -116,7 +116,7 @@ def main(argv=None) -> int:
             print(training.out_of_memory_advice(config), file=sys.stderr)
             return EXIT_OUT_OF_MEMORY
 
-        verdict = training.judge_against_zero_shot(zero_shot, dev, dev_step, config.metric_for_best_model, config) if dev else None
+        verdict = training.judge_against_zero_shot(zero_shot, dev, dev_step, config.metric_for_best_model, config, run_dir) if dev else None
         if trainer.is_world_process_zero():
             write_run_outputs(
                 run_dir,

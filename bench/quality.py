@@ -87,7 +87,7 @@ def score(workspace: Path, model: str, split: str) -> dict:
     config = load_config([f"workspace={workspace}", f"eval_split={split}", "backend=hf"])
     dataset, _ = load_eval_split(workspace, split, None)
     result = evaluate_source(resolve_model(workspace, model), dataset, config)
-    return {name: result.metrics[name] for name in ("cer", "wer", "cer_nospace", "num_scored")}
+    return {name: result.metrics[name] for name in ("cer", "wer", "cer_nospace", "kocer_cer", "num_scored")}
 
 
 def base_scores(workspace: Path) -> dict:

@@ -1,10 +1,15 @@
-"""How good a model is on a prepared split: CER (the primary Korean metric), WER and spacing-free CER.
+"""How good a model is on a prepared split: CER (the primary Korean metric), WER, spacing-free CER and kocer CER.
 
-Text is scored in kowhisper.text's metric form (NFC, punctuation removed, whitespace collapsed). Every model
-is run on the same utterances in the same batches, and the base model is always measured beside the
-fine-tuned ones, so the table shows what fine-tuning added. Outputs, under <workspace>/evaluations/<split>/:
-one CSV per model (id, duration, reference, hypothesis, cer) and summary.json with every model's metrics and
-the best checkpoint.
+Text is scored in kowhisper.text's forms: CER, WER and spacing-free CER on the metric form (NFC, punctuation
+removed, whitespace collapsed), kocer CER (numbers and Latin letters written as read count as right) on the label
+form. Every model is run on the same utterances in the same batches, and the base model is always measured
+beside the fine-tuned ones, so the table shows what fine-tuning added, with a paired-bootstrap interval on each
+difference (kowhisper.bootstrap) saying whether it is more than the noise of this many utterances.
+
+Outputs, under <workspace>/evaluations/<split>/ (a split from elsewhere: evaluations/<source>-<split>-<hash of its
+path>/): one CSV per model (id, duration, reference, hypothesis, each rate and its edit counts) and summary.json
+with every model's metrics, kocer's breakdown of its errors, its difference from the base and the best model.
+Results already in that folder are replaced with a printed line that says so.
 
 With backend=auto evaluation runs transformers (fp32 on CPU, fp16 on CUDA, bf16 where native), with each
 adapter merged into a float copy of the base: that is the model as trained, and generating through a merged
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import logging
 import math
 import sys
@@ -22,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kowhisper.bootstrap import BootstrapSettings, Difference, compare_with_reference
 from kowhisper.modeling import (
     ModelError,
     ModelSource,
@@ -34,13 +41,17 @@ from kowhisper.modeling import (
     run_checkpoints,
     trained_source,
 )
-from kowhisper.text import error_rates, format_percent, utterance_cer
+from kowhisper.text import CHARACTER_RATES, corpus_rates, format_percent, kocer_breakdown, utterance_counts
 from kowhisper.workspace import SPLITS, list_runs, manifest_path, runs_dir, workspace_sources
 from utils import atomic_write_json
 
 log = logging.getLogger("kowhisper")
 
-RANKING_METRICS = ("cer", "wer", "cer_nospace")
+RANKING_METRICS = ("cer", "wer", "cer_nospace", "kocer_cer")
+# The rates each fine-tuned model's difference from the base is bootstrapped for.
+COMPARED_RATES = ("cer", "kocer_cer")
+RATE_NAMES = {"cer": "CER", "wer": "WER", "cer_nospace": "CER no-space", "kocer_cer": "kocer CER"}
+COUNT_COLUMNS = tuple(f"{rate}_{part}" for rate in CHARACTER_RATES for part in ("errors", "chars")) + ("cer_nospace_deletions",)
 
 
 @dataclass
@@ -49,6 +60,7 @@ class EvalResult:
     metrics: dict
     seconds: float
     rows: list[dict] = field(default_factory=list)
+    versus_base: dict[str, Difference] | None = None  # rate -> this model minus the base; None for the base
 
     @property
     def seconds_per_utterance(self) -> float:
@@ -147,33 +159,48 @@ def transcribe_split(recognizer: Recognizer, dataset, batch_size: int, desc: str
 
 
 def score(dataset, hypotheses: list[str]) -> tuple[dict, list[dict]]:
-    """Rates overall and per source, and per-utterance rows. With several sources the overall rates are the
-    sources' rates weighted by their clip counts, as training's dev metrics are, so a large source does not hide a
-    small one."""
+    """Rates overall and per source, kocer's breakdown of the errors, and per-utterance rows with each rate and its
+    edit counts. With several sources the overall rates are the sources' rates weighted by their clip counts, as
+    training's dev metrics are, so a large source does not hide a small one."""
     references = list(dataset["text"])
     sources = list(dataset["source"]) if "source" in dataset.column_names else ["all"] * len(references)
+    counts = [utterance_counts(reference, hypothesis) for reference, hypothesis in zip(references, hypotheses)]
     rows = [
         {"id": id_, "source": source, "duration": round(float(duration), 3), "reference": reference, "hypothesis": hypothesis,
-         "cer": utterance_cer(reference, hypothesis)}
-        for id_, source, duration, reference, hypothesis in zip(list(dataset["id"]), sources, list(dataset["duration"]), references,
-                                                                hypotheses)
+         **utterance_rates(count), "counts": count}
+        for id_, source, duration, reference, hypothesis, count in zip(list(dataset["id"]), sources, list(dataset["duration"]),
+                                                                       references, hypotheses, counts)
     ]
     per_source = {}
     for name in dict.fromkeys(sources):
         picked = [i for i, source in enumerate(sources) if source == name]
-        per_source[name] = error_rates([references[i] for i in picked], [hypotheses[i] for i in picked])
+        per_source[name] = corpus_rates([references[i] for i in picked], [hypotheses[i] for i in picked], [counts[i] for i in picked])
+    breakdown = kocer_breakdown(references, hypotheses)
     if len(per_source) == 1:
-        return {**next(iter(per_source.values())), "per_source": per_source}, rows
+        return {**next(iter(per_source.values())), "per_source": per_source, "breakdown": breakdown}, rows
     overall = {rate: sum(m[rate] * m["num_scored"] for m in per_source.values()) / sum(m["num_scored"] for m in per_source.values())
                for rate in RANKING_METRICS}
-    return {**overall, "num_scored": sum(m["num_scored"] for m in per_source.values()), "per_source": per_source}, rows
+    return {**overall, "num_scored": sum(m["num_scored"] for m in per_source.values()), "per_source": per_source,
+            "breakdown": breakdown}, rows
 
 
-def evaluate_source(source: ModelSource, dataset, config) -> EvalResult:
+def utterance_rates(counts: dict | None) -> dict[str, float]:
+    """Each character rate of one utterance from its edit counts; NaN where it is not scored."""
+    if counts is None:
+        return {rate: float("nan") for rate in CHARACTER_RATES}
+    return {rate: counts[f"{rate}_errors"] / counts[f"{rate}_chars"] if counts[f"{rate}_chars"] else float("nan")
+            for rate in CHARACTER_RATES}
+
+
+def evaluation_recognizer(source: ModelSource, config) -> Recognizer:
     if config.backend == "auto" and source.kind != "ct2":
         # The model as trained: transformers, with any adapter merged in float (see the module docstring).
         config = dataclasses.replace(config, backend="hf")
-    recognizer = load_recognizer(source, config)
+    return load_recognizer(source, config)
+
+
+def evaluate_source(source: ModelSource, dataset, config) -> EvalResult:
+    recognizer = evaluation_recognizer(source, config)
     log.info("evaluating %s (%s%s) on %d utterances", source.label, recognizer.description,
              f", {recognizer.settings}" if recognizer.settings else "", len(dataset))
     started = time.perf_counter()
@@ -195,71 +222,155 @@ def best_of(results: list[EvalResult], metric: str) -> EvalResult | None:
     return min(candidates, key=lambda r: r.metrics[metric], default=None)
 
 
+def compare_with_base(results: list[EvalResult], groups: list[str], settings: BootstrapSettings) -> None:
+    """Set each fine-tuned result's `versus_base`: its CER and kocer CER minus the base's, with paired-bootstrap
+    intervals over the utterances (drawn within each source)."""
+    base = next((r for r in results if r.source.kind == "base"), None)
+    others = [r for r in results if r is not base]
+    if base is None or not others:
+        return
+    differences = compare_with_reference([row["counts"] for row in base.rows],
+                                         {r.source.label: [row["counts"] for row in r.rows] for r in others},
+                                         groups, COMPARED_RATES, settings)
+    for result in others:
+        result.versus_base = differences[result.source.label]
+
+
 def worse_than_base(results: list[EvalResult], metric: str) -> list[str]:
-    """A warning for each fine-tuned model that scores worse than the base on this split."""
+    """A warning for each fine-tuned model that scores worse than the base on this split, with the paired interval
+    where there is one (a difference within the noise is said to be)."""
     base = next((r for r in results if r.source.kind == "base"), None)
     if base is None or math.isnan(base.metrics[metric]):
         return []
-    return [
-        f"{r.source.label} is worse than the base model on this split: {metric.upper()} {format_percent(r.metrics[metric], 2)} "
-        f"against {format_percent(base.metrics[metric], 2)} zero-shot. Use the base, or retrain with a lower learning_rate, "
-        "fewer steps or more data."
-        for r in results
-        if r.source.kind != "base" and not math.isnan(r.metrics[metric]) and r.metrics[metric] > base.metrics[metric]
-    ]
+    warnings = []
+    for r in results:
+        if r.source.kind == "base" or math.isnan(r.metrics[metric]) or r.metrics[metric] <= base.metrics[metric]:
+            continue
+        interval = (r.versus_base or {}).get(metric)
+        paired = f" (difference {interval.describe()})" if interval is not None else ""
+        warnings.append(
+            f"{r.source.label} is worse than the base model on this split: {RATE_NAMES[metric]} {format_percent(r.metrics[metric], 2)} "
+            f"against {format_percent(base.metrics[metric], 2)} zero-shot{paired}. Use the base, or retrain with a lower "
+            "learning_rate, fewer steps or more data."
+        )
+    return warnings
 
 
-def format_table(results: list[EvalResult], best: EvalResult | None, metric: str) -> str:
+def format_table(results: list[EvalResult], best: EvalResult | None, metric: str, settings: BootstrapSettings) -> str:
     width = max(len(r.source.label) for r in results) + 4
     ranked = len(results) > 1
-    lines = [f"{'model':<{width}}{'CER':>9}{'WER':>9}{'CER no-space':>14}{'utts':>6}{'s/utt':>8}"]
+    compared = any(r.versus_base for r in results)
+    head = f"{'model':<{width}}{'CER':>9}{'WER':>9}{'CER no-space':>14}{'kocer CER':>11}{'utts':>6}{'s/utt':>8}"
+    if compared:
+        head += "  " + "".join(f"{RATE_NAMES[rate] + ' vs base':<30}" for rate in COMPARED_RATES)
+    lines = [head.rstrip()]
     for result in results:
-        # The mark goes last, so the columns split on whitespace the same on every row.
-        mark = "  *" if ranked and result is best else ""
         m = result.metrics
-        lines.append(
-            f"{result.source.label:<{width}}{format_percent(m['cer'], 2):>9}{format_percent(m['wer'], 2):>9}"
-            f"{format_percent(m['cer_nospace'], 2):>14}{m['num_scored']:>6}{result.seconds_per_utterance:>8.2f}{mark}"
-        )
+        line = (f"{result.source.label:<{width}}{format_percent(m['cer'], 2):>9}{format_percent(m['wer'], 2):>9}"
+                f"{format_percent(m['cer_nospace'], 2):>14}{format_percent(m['kocer_cer'], 2):>11}{m['num_scored']:>6}"
+                f"{result.seconds_per_utterance:>8.2f}")
+        if compared:
+            line += "  " + "".join(f"{result.versus_base[rate].describe() if result.versus_base else '-':<30}" for rate in COMPARED_RATES)
+        # The mark goes last, so the leading columns split on whitespace the same on every row.
+        lines.append(line.rstrip() + ("  *" if ranked and result is best else ""))
         if len(m["per_source"]) > 1:
             lines += [f"{'  ' + name:<{width}}{format_percent(r['cer'], 2):>9}{format_percent(r['wer'], 2):>9}"
-                      f"{format_percent(r['cer_nospace'], 2):>14}{r['num_scored']:>6}" for name, r in m["per_source"].items()]
+                      f"{format_percent(r['cer_nospace'], 2):>14}{format_percent(r['kocer_cer'], 2):>11}{r['num_scored']:>6}"
+                      for name, r in m["per_source"].items()]
+    if compared:
+        lines.append(f"vs base: percentage points, model minus base; {settings.describe(results[0].metrics['num_scored'])}. "
+                     "better: the interval is below 0; worse: above 0; otherwise no clear difference.")
+    lines += breakdown_lines(results)
     if ranked and best is not None:
         lines.append(f"* best by {metric}: {best.source.label} ({best.source.path})")
     lines += [f"WARNING: {warning}" for warning in worse_than_base(results, metric)]
     return "\n".join(lines)
 
 
-def _file_name(label: str) -> str:
+def breakdown_lines(results: list[EvalResult]) -> list[str]:
+    """kocer's split of each model's errors (text as written, spaces and punctuation counted) by kind."""
+    shown = [r for r in results if r.metrics.get("breakdown")]
+    if not shown:
+        return []
+    width = max(len(r.source.label) for r in shown) + 2
+    lines = ["Where the errors are (kocer: errors of the text as written, by kind):"]
+    for result in shown:
+        b = result.metrics["breakdown"]
+        shares = ", ".join(f"{name} {100 * b['shares'][key]:.0f}%" for key, name in
+                           (("spacing", "spacing"), ("punctuation", "punctuation"), ("numbers_latin", "numbers/Latin"), ("real", "real")))
+        lines.append(f"  {result.source.label:<{width}}{b['raw_errors']:>7,} errors: {shares}")
+    return lines
+
+
+def file_name(label: str) -> str:
     return label.replace("/", "__") + ".csv"
 
 
-def write_outputs(out_dir: Path, results: list[EvalResult], best: EvalResult | None, metric: str, dataset_path: str) -> dict:
+def results_dir(workspace: Path, eval_split: str) -> Path:
+    """Where an evaluation's files go: evaluations/<split> for a split of this workspace; for a split folder from
+    elsewhere evaluations/<parent>-<folder>-<8 hex of its resolved path>, e.g. cv-test-1f2e3d4c for another
+    workspace's data/cv/test, so it can never land on this workspace's own results."""
+    if eval_split in SPLITS and manifest_path(workspace).is_file():
+        return Path(workspace) / "evaluations" / eval_split
+    path = Path(eval_split).expanduser().resolve()
+    digest = hashlib.sha256(str(path).encode("utf-8")).hexdigest()[:8]
+    return Path(workspace) / "evaluations" / f"{path.parent.name}-{path.name}-{digest}"
+
+
+def announce_replacement(out_dir: Path) -> None:
+    """One line when the folder already holds results: they are about to be replaced, and which files stay."""
+    if not out_dir.is_dir():
+        return
+    earlier = sorted(p.name for p in out_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not earlier:
+        return
+    written = ""
+    if (out_dir / "summary.json").is_file():
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime((out_dir / "summary.json").stat().st_mtime))
+        written = f" (summary.json of {stamp})"
+    print(f"replacing the earlier results in {out_dir}{written}: files of the same name are overwritten, others "
+          f"stay ({', '.join(earlier)})", file=sys.stderr)
+
+
+def write_rows(path: Path, rows: list[dict], first_columns: list[str]) -> Path:
+    """Per-utterance (or per-recording) rows as CSV, through a temporary file: each rate rounded, then its counts."""
+    partial = path.with_name(f".{path.name}.tmp")
+    with open(partial, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*first_columns, *CHARACTER_RATES, *COUNT_COLUMNS], extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            rates = {rate: "" if math.isnan(row[rate]) else round(row[rate], 4) for rate in CHARACTER_RATES}
+            writer.writerow({**row, **rates, **(row["counts"] or {})})
+    partial.replace(path)
+    return path
+
+
+def model_entry(result: EvalResult, predictions: Path) -> dict:
+    return {
+        "label": result.source.label,
+        "kind": result.source.kind,
+        "path": str(result.source.path),
+        **result.metrics,
+        "versus_base": None if result.versus_base is None else {rate: d.as_dict() for rate, d in result.versus_base.items()},
+        "predictions": str(predictions),
+    }
+
+
+def write_outputs(out_dir: Path, results: list[EvalResult], best: EvalResult | None, metric: str, dataset_path: str,
+                  settings: BootstrapSettings) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     models = []
     for result in results:
-        predictions = out_dir / _file_name(result.source.label)
-        partial = predictions.with_name(f".{predictions.name}.tmp")
-        with open(partial, "w", encoding="utf-8", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["id", "source", "duration", "reference", "hypothesis", "cer"])
-            writer.writeheader()
-            for row in result.rows:
-                writer.writerow({**row, "cer": "" if math.isnan(row["cer"]) else round(row["cer"], 4)})
-        partial.replace(predictions)
-        models.append({
-            "label": result.source.label,
-            "kind": result.source.kind,
-            "path": str(result.source.path),
-            **result.metrics,
-            "seconds_per_utterance": round(result.seconds_per_utterance, 3),
-            "predictions": str(predictions),
-        })
+        predictions = write_rows(out_dir / file_name(result.source.label), result.rows,
+                                 ["id", "source", "duration", "reference", "hypothesis"])
+        models.append({**model_entry(result, predictions), "seconds_per_utterance": round(result.seconds_per_utterance, 3)})
     summary = {
         "dataset": dataset_path,
         "utterances": len(results[0].rows),
         "metric": metric,
         "best": best.source.label if best else None,
         "best_path": str(best.source.path) if best else None,
+        "bootstrap": settings.as_dict(results[0].metrics["num_scored"]) if any(r.versus_base for r in results) else None,
         "warnings": worse_than_base(results, metric),
         "models": models,
     }
@@ -273,27 +384,32 @@ def run_evaluation(config, workspace: Path, out_dir: Path | None = None) -> tupl
     dataset, dataset_path = load_eval_split(workspace, config.eval_split, config.max_samples)
     sources = models_to_evaluate(workspace, config.eval_run, config.all_checkpoints)
     results = [evaluate_source(source, dataset, config) for source in sources]
+    settings = BootstrapSettings.from_config(config)
+    compare_with_base(results, [row["source"] for row in results[0].rows], settings)
     metric = ranking_metric(config)
     best = best_of(results, metric)
-    out_dir = out_dir or workspace / "evaluations" / Path(config.eval_split).name
-    summary = write_outputs(out_dir, results, best, metric, str(dataset_path))
-    table = format_table(results, best, metric)
+    out_dir = out_dir or results_dir(workspace, config.eval_split)
+    announce_replacement(out_dir)
+    summary = write_outputs(out_dir, results, best, metric, str(dataset_path), settings)
+    table = format_table(results, best, metric, settings)
     if config.eval_run == "all":
-        table = _rank_runs(results, metric, out_dir, str(dataset_path), summary)
+        table = _rank_runs(results, metric, out_dir, str(dataset_path), summary, settings)
     return summary, table
 
 
-def _rank_runs(results: list[EvalResult], metric: str, out_dir: Path, dataset: str, summary: dict) -> str:
+def _rank_runs(results: list[EvalResult], metric: str, out_dir: Path, dataset: str, summary: dict, settings: BootstrapSettings) -> str:
     from kowhisper.run_ranking import RankedModel, format_ranking, ranking_rows, run_settings, write_ranking
 
     models = []
     for result in results:
         run = result.source.run_dir
-        steps, minutes, settings = run_settings(run) if run is not None else (None, None, {})
-        models.append(RankedModel(result.source.label, result.metrics, steps, minutes, settings))
+        steps, minutes, run_config = run_settings(run) if run is not None else (None, None, {})
+        models.append(RankedModel(result.source.label, result.metrics, steps, minutes, run_config, result.versus_base))
     header, rows = ranking_rows(models, metric)
-    csv_path, md_path = write_ranking(out_dir, header, rows, dataset, metric)
+    interval_note = f"vs base: percentage points, run minus base; {settings.describe(summary['utterances'])}"
+    csv_path, md_path = write_ranking(out_dir, header, rows, dataset, metric, interval_note)
     summary["ranking"] = {"csv": str(csv_path), "markdown": str(md_path)}
     atomic_write_json(out_dir / "summary.json", summary)
     warnings = [f"WARNING: {warning}" for warning in summary["warnings"]]
-    return "\n".join([f"Runs ranked by {metric}:", format_ranking(header, rows), *warnings, f"ranking: {csv_path}, {md_path}"])
+    return "\n".join([f"Runs ranked by {metric}:", format_ranking(header, rows), interval_note + ".", *breakdown_lines(results),
+                      *warnings, f"ranking: {csv_path}, {md_path}"])

@@ -1,9 +1,10 @@
 """Runs side by side: what a user opens after trying several settings in one workspace.
 
 `evaluate_model.py eval_run=all` scores the base and every finished run on one split; this module ranks them
-and adds what each run was: its steps, its training time, and the config keys whose values differ between
-the runs (everything the runs share, and keys that only name or place a run, are left out). The ranking is
-printed and written as runs.csv and runs.md beside summary.json.
+and adds what each run was: its steps, its training time, its CER and kocer CER difference from the base with a
+paired-bootstrap interval and verdict, and the config keys whose values differ between the runs (everything the
+runs share, and keys that only name or place a run, are left out). The ranking is printed and written as runs.csv
+and runs.md beside summary.json.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kowhisper.bootstrap import Difference
 from kowhisper.text import format_percent
 from utils import atomic_write_text, read_json
 
@@ -24,7 +26,7 @@ NOT_SETTINGS = {
     "workspace", "output_dir", "run_name", "overwrite_output_dir", "resume_from_checkpoint", "report_to", "eval_split",
     "eval_run", "all_checkpoints", "adapter", "backend", "output_format", "transcripts_dir", "server_name", "server_port",
     "share", "demo_max_audio_s", "merged_dir", "ct2_dir", "ct2_quantization", "per_device_eval_batch_size",
-    "dataloader_num_workers", "cuda_visible_devices", "logging_steps",
+    "dataloader_num_workers", "cuda_visible_devices", "logging_steps", "eval_longform", "bootstrap_resamples", "bootstrap_seed",
 }
 
 
@@ -35,6 +37,7 @@ class RankedModel:
     steps: int | None = None
     train_minutes: float | None = None
     settings: dict = field(default_factory=dict)
+    versus_base: dict[str, Difference] | None = None  # rate -> the run minus the base, with its interval
 
 
 def run_settings(run_dir: Path) -> tuple[int | None, float | None, dict]:
@@ -70,12 +73,14 @@ def _value(value) -> str:
 
 def ranking_rows(models: list[RankedModel], metric: str) -> tuple[list[str], list[list[str]]]:
     keys = differing_keys([m.settings for m in models if m.settings])
-    header = ["rank", "model", "CER", "WER", "CER no-space", "steps", "train min", *keys]
+    header = ["rank", "model", "CER", "WER", "CER no-space", "kocer CER", "CER vs base", "kocer CER vs base", "steps", "train min", *keys]
     rows = []
     for position, model in enumerate(rank(models, metric), start=1):
         m = model.metrics
+        versus = [model.versus_base[rate].describe() if model.versus_base else "-" for rate in ("cer", "kocer_cer")]
         rows.append([
             str(position), model.label, format_percent(m["cer"], 2), format_percent(m["wer"], 2), format_percent(m["cer_nospace"], 2),
+            format_percent(m["kocer_cer"], 2), *versus,
             _value(model.steps), "-" if model.train_minutes is None else f"{model.train_minutes:.3g}",  # a test-sized run lasts seconds
             *(_value(model.settings.get(key)) if model.settings else "-" for key in keys),
         ])
@@ -88,7 +93,7 @@ def format_ranking(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def write_ranking(out_dir: Path, header: list[str], rows: list[list[str]], dataset: str, metric: str) -> tuple[Path, Path]:
+def write_ranking(out_dir: Path, header: list[str], rows: list[list[str]], dataset: str, metric: str, note: str = "") -> tuple[Path, Path]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
@@ -97,5 +102,6 @@ def write_ranking(out_dir: Path, header: list[str], rows: list[list[str]], datas
     atomic_write_text(csv_path, buffer.getvalue())
     markdown = [f"Runs ranked by {metric} on {dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     markdown += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    markdown += ["", note + "."] if note else []
     atomic_write_text(md_path, "\n".join(markdown) + "\n")
     return csv_path, md_path

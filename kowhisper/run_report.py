@@ -68,7 +68,8 @@ class TrainingLogCallback(TrainerCallback):
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not state.is_world_process_zero or not metrics:
             return
-        line = f"step {state.global_step}: dev CER {format_percent(metrics.get('eval_cer'))}, WER {format_percent(metrics.get('eval_wer'))}"
+        line = (f"step {state.global_step}: dev CER {format_percent(metrics.get('eval_cer'))}, "
+                f"WER {format_percent(metrics.get('eval_wer'))}, kocer CER {format_percent(metrics.get('eval_kocer_cer'))}")
         per_source = {key.removeprefix("eval_cer_"): value for key, value in metrics.items()
                       if key.startswith("eval_cer_") and key != "eval_cer_nospace" and not key.startswith("eval_cer_nospace_")}
         if len(per_source) > 1:
@@ -104,6 +105,7 @@ def plot_curves(log_path: Path, png_path: Path) -> Path | None:
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     dev_loss = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
     dev_cer = [(r["step"], 100 * r["eval_cer"]) for r in records if "eval_cer" in r]
+    dev_kocer = [(r["step"], 100 * r["eval_kocer_cer"]) for r in records if "eval_kocer_cer" in r]
     zero_shot = next((100 * r["eval_cer"] for r in records if is_zero_shot(r)), None)
     if not (train or dev_cer):
         return None
@@ -117,9 +119,12 @@ def plot_curves(log_path: Path, png_path: Path) -> Path | None:
     loss_axes.grid(alpha=0.3)
     if dev_cer:
         cer_axes.plot(*zip(*dev_cer), marker="o", color="tab:red", label="dev CER")
+    if dev_kocer:
+        cer_axes.plot(*zip(*dev_kocer), marker="s", color="tab:orange", label="dev kocer CER")
     if zero_shot is not None:
         # The line fine-tuning has to stay under: above it, the base model is better.
-        cer_axes.axhline(zero_shot, linestyle="--", color="tab:gray", label=f"zero-shot base {zero_shot:.1f}%")
+        cer_axes.axhline(zero_shot, linestyle="--", color="tab:gray", label=f"zero-shot base CER {zero_shot:.1f}%")
+    if dev_cer or zero_shot is not None:
         cer_axes.legend()
     cer_axes.set(xlabel="step", ylabel="CER (%)", title="Dev CER")
     cer_axes.grid(alpha=0.3)
@@ -148,6 +153,9 @@ def write_run_outputs(run_dir: Path, *, state, dev: dict, zero_shot: dict, verdi
         "zero_shot_dev": zero_shot,
         "improved_over_zero_shot": None if verdict is None else verdict.improved,
         "verdict": None if verdict is None else verdict.line,
+        # Final dev minus zero-shot dev, paired clip by clip, with 95% bootstrap intervals and their settings.
+        "dev_versus_zero_shot": None if verdict is None or not verdict.versus_zero_shot else {
+            **{rate: difference.as_dict() for rate, difference in verdict.versus_zero_shot.items()}, "bootstrap": verdict.bootstrap},
         "train": train,
         "data": {**data_counts, "origins": origins},
         "global_step": state.global_step,
@@ -223,6 +231,6 @@ def data_table(data_counts: dict, origins: dict[str, str]) -> list[str]:
 
 
 def _format_metric(name: str, value) -> str:
-    if name in ("cer", "wer", "cer_nospace") and isinstance(value, float):
+    if name in ("cer", "wer", "cer_nospace", "kocer_cer") and isinstance(value, float):
         return format_percent(value)
     return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -495,29 +495,14 @@ def _check_manifest_input(source) -> Path:
 
 def _load_manifest(source, context: _SourceContext) -> _Loaded:
     manifest = _check_manifest_input(source)
-    records = _manifest_records(manifest)
-    first = next(records, None)
-    if first is None:
-        raise DataError(f"manifest {manifest} has no rows")
-    present = set(first[1])
-    for key in ("audio_column", "text_column"):
-        if getattr(source, key) not in present:
-            raise DataError(f"{key}={getattr(source, key)!r} is not a column of {manifest}; its columns are: {', '.join(first[1])}")
-
-    base = manifest.resolve().parent
-    has_splits = source.split_column in present
     rows = _row_files(source, context)
     counts: dict[str, int] = {}
-    for line, record in itertools.chain([first], records):
-        where = f"{manifest} line {line}"
-        audio_value = str(record.get(source.audio_column) or "").strip()
-        if not audio_value:
-            raise DataError(f"{where} has no audio path in column {source.audio_column!r}")
-        audio_path = Path(audio_value).expanduser()
-        audio_path = audio_path if audio_path.is_absolute() else _inside(base, audio_value, where)
-        row_id = str(record.get("id") or PurePosixPath(audio_value).with_suffix("").as_posix())
-        split = str(record.get(source.split_column) or "").strip() if has_splits else "all"
-        rows.add(split, row_id, str(record.get(source.text_column) or ""), str(audio_path))
+    has_splits = None
+    for entry in manifest_entries(manifest, source.audio_column, source.text_column, key="data_path"):
+        if has_splits is None:
+            has_splits = source.split_column in entry.record  # the header's columns, or the first JSON object's keys
+        split = str(entry.record.get(source.split_column) or "").strip() if has_splits else "all"
+        rows.add(split, entry.id, entry.text, str(entry.audio))
         counts[split] = counts.get(split, 0) + 1
 
     if has_splits:
@@ -529,18 +514,57 @@ def _load_manifest(source, context: _SourceContext) -> _Loaded:
                 f"{manifest} column {source.split_column!r} has split values that are not train_split/dev_split/"
                 f"test_split ({', '.join(sorted(known))}): {listed}. Rename them or set those keys to match."
             )
-    return _Loaded(rows.finish(), f"manifest {manifest.resolve()}", has_splits=has_splits)
+    return _Loaded(rows.finish(), f"manifest {manifest.resolve()}", has_splits=bool(has_splits))
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    line: int
+    id: str  # the row's id column, else its audio path without the suffix
+    audio: Path  # absolute, or relative to the manifest's folder and inside it
+    text: str
+    record: dict  # every column of the row
+
+
+def manifest_entries(manifest: Path, audio_column: str, text_column: str, key: str = "manifest"):
+    """The rows of a CSV, TSV or JSONL manifest of audio paths and transcripts, in order (a generator). `key`
+    names the setting that gave the manifest, for messages. Raises DataError for a missing or unreadable file, a
+    missing column, a row without audio, or a relative audio path that leads out of the manifest's folder."""
+    manifest = Path(manifest).expanduser()
+    if not manifest.is_file():
+        raise DataError(f"manifest not found: {manifest} ({key})")
+    records = _manifest_records(manifest)
+    first = next(records, None)
+    if first is None:
+        raise DataError(f"manifest {manifest} has no rows")
+    present = set(first[1])
+    for column_key, column in (("audio_column", audio_column), ("text_column", text_column)):
+        if column not in present:
+            raise DataError(f"{column_key}={column!r} is not a column of {manifest}; its columns are: {', '.join(first[1])}")
+
+    base = manifest.resolve().parent
+    for line, record in itertools.chain([first], records):
+        where = f"{manifest} line {line}"
+        audio_value = str(record.get(audio_column) or "").strip()
+        if not audio_value:
+            raise DataError(f"{where} has no audio path in column {audio_column!r}")
+        audio_path = Path(audio_value).expanduser()
+        audio_path = audio_path if audio_path.is_absolute() else _inside(base, audio_value, where)
+        row_id = str(record.get("id") or PurePosixPath(audio_value).with_suffix("").as_posix())
+        yield ManifestEntry(line, row_id, audio_path, str(record.get(text_column) or ""), record)
 
 
 def _manifest_records(manifest: Path):
-    """(line number, record) of a CSV, TSV or JSONL manifest (its suffix checked by _check_manifest_input)."""
+    """(line number, record) of a CSV, TSV or JSONL manifest."""
     suffix = manifest.suffix.lower()
     if suffix == ".jsonl":
         return _jsonl_records(manifest)
+    if suffix in (".tsv", ".tab"):
+        # Like Common Voice: transcripts may hold quote characters that are not CSV quoting.
+        return _table_records(manifest, "\t", csv.QUOTE_NONE, "TSV manifest")
     if suffix == ".csv":
         return _table_records(manifest, ",", csv.QUOTE_MINIMAL, "CSV manifest")
-    # Like Common Voice: transcripts may hold quote characters that are not CSV quoting.
-    return _table_records(manifest, "\t", csv.QUOTE_NONE, "TSV manifest")
+    raise DataError(f"manifest {manifest} must end in .csv, .tsv or .jsonl")
 
 
 def _jsonl_records(manifest: Path):

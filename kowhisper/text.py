@@ -3,6 +3,13 @@
 Labels keep punctuation, because Whisper predicts it; metrics strip it, so a model is not charged for a
 comma. Whisper's own BasicTextNormalizer(remove_diacritics=True) is not used: its NFKD step splits Hangul
 syllables into jamo, which would make CER count jamo instead of syllables.
+
+Three character error rates, each the corpus's summed edits over its summed reference characters:
+- cer: on the metric form (punctuation removed, spaces kept and counted);
+- cer_nospace: the same without spaces, since Korean spacing is loose;
+- kocer_cer: kocer's reading-equivalent CER (PyPI kocer): also without spaces and punctuation, and a number or
+  a Latin abbreviation counts as right when it is written as it is read ("3개" = "세 개", "AI" = "에이아이").
+kocer gets the label form, not the metric form, because it needs the punctuation inside numbers ("3.5", "3:30").
 """
 
 from __future__ import annotations
@@ -12,6 +19,12 @@ import re
 import unicodedata
 
 _WHITESPACE = re.compile(r"\s+")
+# The character rates that are scored per utterance (edits and reference characters), so they can be summed
+# over any set of utterances: a corpus, a source, or a bootstrap resample.
+CHARACTER_RATES = ("cer", "cer_nospace", "kocer_cer")
+# Above this many characters (reference and hypothesis together) kocer's alignment, which is quadratic in pure
+# Python, is run on pieces of the text cut where reference and hypothesis agree (see kocer_pieces).
+KOCER_PIECE_CHARS = 600
 
 
 def normalize_transcript(text: str | None) -> str:
@@ -28,37 +41,145 @@ def normalize_for_metric(text: str | None) -> str:
     return _WHITESPACE.sub(" ", "".join(kept)).strip().lower()
 
 
-def error_rates(references: list[str], hypotheses: list[str]) -> dict[str, float]:
-    """Corpus-level CER (the primary Korean metric), WER and spacing-free CER on metric-normalised text.
-
-    Korean spacing is loose (the same sentence is often spaced two ways), so spacing-free CER tells apart
-    real recognition errors from spacing disagreements. Pairs whose reference normalises to nothing are
-    skipped, because an error rate over an empty reference is undefined.
-    """
+def utterance_counts(reference: str, hypothesis: str) -> dict[str, int] | None:
+    """Edit counts of one pair for every character rate: <rate>_errors and <rate>_chars (reference characters),
+    plus cer_nospace_deletions (reference characters the hypothesis left out). None when the reference normalises
+    to nothing, because an error rate over an empty reference is undefined."""
     import jiwer
 
+    ref, hyp = normalize_for_metric(reference), normalize_for_metric(hypothesis)
+    if not ref:
+        return None
+    counts = {}
+    for rate, (r, h) in (("cer", (ref, hyp)), ("cer_nospace", (ref.replace(" ", ""), hyp.replace(" ", "")))):
+        edits = jiwer.process_characters(r, h)
+        counts[f"{rate}_errors"] = edits.substitutions + edits.deletions + edits.insertions
+        counts[f"{rate}_chars"] = len(r)
+        if rate == "cer_nospace":
+            counts["cer_nospace_deletions"] = edits.deletions
+    errors, chars = kocer_counts(reference, hypothesis)
+    counts["kocer_cer_errors"], counts["kocer_cer_chars"] = errors, chars
+    return counts
+
+
+def rates_from_counts(counts: list[dict[str, int]]) -> dict[str, float]:
+    """Corpus-level character rates of scored utterances: summed edits over summed reference characters, so
+    long utterances weigh more than short ones (jiwer's corpus CER)."""
+    rates = {}
+    for rate in CHARACTER_RATES:
+        chars = sum(c[f"{rate}_chars"] for c in counts)
+        rates[rate] = sum(c[f"{rate}_errors"] for c in counts) / chars if chars else float("nan")
+    return rates
+
+
+def error_rates(references: list[str], hypotheses: list[str]) -> dict[str, float]:
+    """Corpus-level CER, WER, spacing-free CER and kocer CER on the pairs whose reference is not empty.
+
+    Korean spacing is loose (the same sentence is often spaced two ways), so spacing-free CER tells apart
+    recognition errors from spacing disagreements, and kocer CER also from number and abbreviation spelling.
+    Pairs whose reference normalises to nothing are skipped, because an error rate over an empty reference is
+    undefined.
+    """
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
-    pairs = [(normalize_for_metric(r), normalize_for_metric(h)) for r, h in zip(references, hypotheses)]
-    pairs = [(r, h) for r, h in pairs if r]
-    if not pairs:
-        return {"cer": float("nan"), "wer": float("nan"), "cer_nospace": float("nan"), "num_scored": 0}
-    refs, hyps = zip(*pairs)
-    return {
-        "cer": jiwer.cer(list(refs), list(hyps)),
-        "wer": jiwer.wer(list(refs), list(hyps)),
-        "cer_nospace": jiwer.cer([r.replace(" ", "") for r in refs], [h.replace(" ", "") for h in hyps]),
-        "num_scored": len(refs),
-    }
+    return corpus_rates(references, hypotheses, [utterance_counts(r, h) for r, h in zip(references, hypotheses)])
+
+
+def corpus_rates(references: list[str], hypotheses: list[str], counts: list[dict[str, int] | None]) -> dict[str, float]:
+    """error_rates from the pairs' utterance_counts, for a caller that keeps the counts too."""
+    import jiwer
+
+    scored = [(r, h, c) for r, h, c in zip(references, hypotheses, counts) if c is not None]
+    if not scored:
+        return {"cer": float("nan"), "wer": float("nan"), "cer_nospace": float("nan"), "kocer_cer": float("nan"), "num_scored": 0}
+    rates = rates_from_counts([c for _, _, c in scored])
+    wer = jiwer.wer([normalize_for_metric(r) for r, _, _ in scored], [normalize_for_metric(h) for _, h, _ in scored])
+    return {"cer": rates["cer"], "wer": wer, "cer_nospace": rates["cer_nospace"], "kocer_cer": rates["kocer_cer"],
+            "num_scored": len(scored)}
 
 
 def utterance_cer(reference: str, hypothesis: str) -> float:
+    counts = utterance_counts(reference, hypothesis)
+    return float("nan") if counts is None else counts["cer_errors"] / counts["cer_chars"]
+
+
+# ---- kocer ----------------------------------------------------------------------------------------------------
+
+
+def kocer_counts(reference: str, hypothesis: str) -> tuple[int, int]:
+    """(errors, reference characters) of kocer's reading-equivalent CER for one pair of any length."""
+    import kocer
+
+    results = [kocer.measure(r, h) for r, h in kocer_pieces(reference, hypothesis)]
+    return sum(result.errors for result in results), sum(result.ref_len for result in results)
+
+
+def kocer_breakdown(references: list[str], hypotheses: list[str]) -> dict:
+    """Where the errors of the plain character comparison go (kocer.breakdown): how many are spacing,
+    punctuation, numbers and Latin letters written another way, and how many remain, with their shares.
+    The counts are kocer's, over the text as written (spaces and punctuation counted), so they add up to more
+    than this project's CER, which already leaves punctuation out."""
+    import kocer
+
+    pieces = [piece for r, h in zip(references, hypotheses) if normalize_for_metric(r) for piece in kocer_pieces(r, h)]
+    if not pieces:
+        return {}
+    result = kocer.breakdown([r for r, _ in pieces], [h for _, h in pieces])
+    return {
+        "raw_errors": result.raw_errors,
+        "errors": {"spacing": result.spacing, "punctuation": result.punctuation, "numbers_latin": result.numbers_letters,
+                   "real": result.remaining},
+        "shares": {"spacing": result.shares["spacing"], "punctuation": result.shares["punctuation"],
+                   "numbers_latin": result.shares["numbers_letters"], "real": result.shares["remaining"]},
+        "cer": {"raw": result.cer["raw"], "nospace": result.cer["nospace"], "nopunct": result.cer["nopunct"], "kocer": result.cer["kocer"]},
+        "kocer_version": kocer.__version__,
+    }
+
+
+def kocer_pieces(reference: str, hypothesis: str) -> list[tuple[str, str]]:
+    """The pair in the label form, cut into pieces for kocer when it is long (a whole recording's transcript).
+
+    kocer aligns in pure Python, in time and memory quadratic in the length: a 20,000-character lecture would
+    take minutes and gigabytes. The cuts are placed where the two texts agree: at a word boundary of both that
+    lies inside a stretch of characters the (fast, jiwer) alignment matches, so no edit and no number spans a
+    cut, and the pieces' errors add up to what kocer finds on the whole."""
     import jiwer
 
-    reference = normalize_for_metric(reference)
-    if not reference:
-        return float("nan")
-    return jiwer.cer(reference, normalize_for_metric(hypothesis))
+    reference, hypothesis = normalize_transcript(reference), normalize_transcript(hypothesis)
+    if len(reference) + len(hypothesis) <= KOCER_PIECE_CHARS or not hypothesis:
+        return [(reference, hypothesis)]
+    ref_words, hyp_words = reference.split(" "), hypothesis.split(" ")
+    ref_starts, hyp_starts = _word_starts(ref_words), _word_starts(hyp_words)
+    alignment = jiwer.process_characters("".join(ref_words), "".join(hyp_words)).alignments[0]
+    target = KOCER_PIECE_CHARS // 2  # reference characters per piece, roughly
+    cuts, last = [], 0
+    for chunk in alignment:
+        if chunk.type != "equal":
+            continue
+        # Strictly inside the matched stretch: the characters on both sides of the cut are matched.
+        position = max(chunk.ref_start_idx + 1, last + target)
+        while position < chunk.ref_end_idx:
+            hyp_position = chunk.hyp_start_idx + position - chunk.ref_start_idx
+            if position in ref_starts and hyp_position in hyp_starts:
+                cuts.append((ref_starts[position], hyp_starts[hyp_position]))
+                last = position
+                position += target
+            else:
+                position += 1
+    pieces, ref_from, hyp_from = [], 0, 0
+    for ref_word, hyp_word in [*cuts, (len(ref_words), len(hyp_words))]:
+        pieces.append((" ".join(ref_words[ref_from:ref_word]), " ".join(hyp_words[hyp_from:hyp_word])))
+        ref_from, hyp_from = ref_word, hyp_word
+    return pieces
+
+
+def _word_starts(words: list[str]) -> dict[int, int]:
+    """{character offset in the words joined without spaces: index of the word that starts there}."""
+    starts, offset = {}, 0
+    for index, word in enumerate(words):
+        starts.setdefault(offset, index)
+        offset += len(word)
+    return starts
 
 
 def format_percent(value: float | None, digits: int = 1) -> str:

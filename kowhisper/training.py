@@ -18,9 +18,12 @@ import json
 import math
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from transformers import TrainerCallback
+
+from kowhisper.bootstrap import BootstrapSettings, Difference, compare_with_reference
 from kowhisper.checkpoints import CheckpointCompletionCallback, checkpoint_step
 from kowhisper.run_report import TrainingLogCallback
 from kowhisper.stages import StageCallback, StagePlan
@@ -33,8 +36,12 @@ QUICK_TEST_MAX_STEPS = 10
 QUICK_TEST_EVAL_EVERY = 5
 QUICK_TEST_EVAL_SAMPLES = 16
 ZERO_SHOT_FILE = "zero_shot.json"
-RATES = ("cer", "wer", "cer_nospace")
+RATES = ("cer", "wer", "cer_nospace", "kocer_cer")
+# The rates whose dev difference from zero-shot gets a paired-bootstrap interval in the run's verdict.
+COMPARED_RATES = ("cer", "kocer_cer")
 ZERO_SHOT_CACHE = ".zero_shot"
+# <run>/dev_utterances/step-<N>.json: each dev clip's edit counts at every evaluation, for the paired comparison.
+DEV_UTTERANCES_DIR = "dev_utterances"
 
 
 class TrainingSetupError(RuntimeError):
@@ -524,29 +531,51 @@ def training_plan(train_rows: int, args) -> TrainingPlan:
     return TrainingPlan(train_rows, effective_batch, steps_per_epoch, total_steps, total_steps / steps_per_epoch)
 
 
-def make_compute_metrics(prediction_texts, dev_sources: list[str]):
+class DevScorer:
     """compute_metrics for any family: `prediction_texts` turns the Trainer's predictions into (references,
-    hypotheses), in dev order; this scores them per source (cer_<source>, wer_<source>, cer_nospace_<source>) and
-    overall, where the overall rates are the sources' rates weighted by their dev clip counts (one source: its own)."""
-    from kowhisper.text import error_rates
+    hypotheses), in dev order; this scores them per source (cer_<source>, wer_<source>, cer_nospace_<source>,
+    kocer_cer_<source>) and overall, where the overall rates are the sources' rates weighted by their dev clip counts
+    (one source: its own). Each clip's edit counts are kept in `last_counts` for DevUtterancesCallback."""
 
-    def compute_metrics(prediction) -> dict[str, float]:
-        references, hypotheses = prediction_texts(prediction)
+    def __init__(self, prediction_texts, dev_sources: list[str]):
+        self.prediction_texts = prediction_texts
+        self.dev_sources = dev_sources
+        self.last_counts: list[dict | None] | None = None
+
+    def __call__(self, prediction) -> dict[str, float]:
+        from kowhisper.text import corpus_rates, utterance_counts
+
+        references, hypotheses = self.prediction_texts(prediction)
         # Under DDP every process evaluates whole batches in turn and the last one is padded with rows from the
         # start; gathered, the predictions keep the dev order with those repeats at the end.
-        if len(references) < len(dev_sources):
-            raise RuntimeError(f"{len(references)} dev predictions for {len(dev_sources)} dev rows")
-        references, hypotheses = references[: len(dev_sources)], hypotheses[: len(dev_sources)]
+        if len(references) < len(self.dev_sources):
+            raise RuntimeError(f"{len(references)} dev predictions for {len(self.dev_sources)} dev rows")
+        references, hypotheses = references[: len(self.dev_sources)], hypotheses[: len(self.dev_sources)]
+        counts = [utterance_counts(reference, hypothesis) for reference, hypothesis in zip(references, hypotheses)]
+        self.last_counts = counts
         metrics, overall = {}, {name: 0.0 for name in RATES}
-        for source in dict.fromkeys(dev_sources):
-            rows = [i for i, name in enumerate(dev_sources) if name == source]
-            scores = error_rates([references[i] for i in rows], [hypotheses[i] for i in rows])
+        for source in dict.fromkeys(self.dev_sources):
+            rows = [i for i, name in enumerate(self.dev_sources) if name == source]
+            scores = corpus_rates([references[i] for i in rows], [hypotheses[i] for i in rows], [counts[i] for i in rows])
             for name in RATES:
                 metrics[f"{name}_{source}"] = scores[name]
-                overall[name] += scores[name] * len(rows) / len(dev_sources)
+                overall[name] += scores[name] * len(rows) / len(self.dev_sources)
         return {**overall, **metrics}
 
-    return compute_metrics
+
+class DevUtterancesCallback(TrainerCallback):
+    """Writes each evaluation's per-clip edit counts to <run>/dev_utterances/step-<N>.json (the zero-shot one goes
+    to zero_shot.json), so the final verdict can compare the chosen step with zero-shot clip by clip, also after
+    a resume."""
+
+    def __init__(self, scorer: DevScorer, run_dir: Path):
+        self.scorer = scorer
+        self.folder = Path(run_dir) / DEV_UTTERANCES_DIR
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if state.is_world_process_zero and self.scorer.last_counts is not None and state.global_step > 0:
+            atomic_write_json(self.folder / f"step-{state.global_step}.json",
+                              {"step": state.global_step, "sources": self.scorer.dev_sources, "counts": self.scorer.last_counts})
 
 
 def build_trainer(model, processor, args, data: TrainingData, config, family, report=print):
@@ -557,6 +586,9 @@ def build_trainer(model, processor, args, data: TrainingData, config, family, re
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(args.output_dir) / "tensorboard"))
     log_callback = TrainingLogCallback(args.output_dir, report)
     callbacks = [CheckpointCompletionCallback(config.save_total_limit), log_callback]
+    scorer = DevScorer(family.prediction_texts(processor), data.dev_sources) if data.dev is not None else None
+    if scorer is not None:
+        callbacks.append(DevUtterancesCallback(scorer, args.output_dir))
     stages = stage_plan(config)
     if stages is not None:
         callbacks.append(StageCallback(stages, model, report, write_record=log_callback.append_record))
@@ -567,8 +599,7 @@ def build_trainer(model, processor, args, data: TrainingData, config, family, re
     if config.metric_for_best_model not in selectable:
         raise TrainingSetupError(f"metric_for_best_model={config.metric_for_best_model} names no source with dev clips; "
                                  f"choose one of {', '.join(sorted(selectable))}")
-    compute_metrics = make_compute_metrics(family.prediction_texts(processor), data.dev_sources) if data.dev is not None else None
-    return family.build_trainer(model, processor, args, data, config, callbacks, stages, compute_metrics)
+    return family.build_trainer(model, processor, args, data, config, callbacks, stages, scorer)
 
 
 def out_of_memory_advice(config) -> str:
@@ -622,22 +653,29 @@ def zero_shot_dev_metrics(trainer, run_dir: Path, dev, settings: dict, report=pr
     window), so the log and the curves start from what fine-tuning has to beat.
 
     LoRA starts as a no-op (its B matrices are zero) and full fine-tuning from the base's own weights, so the model
-    before training is the base. The result goes to <run>/zero_shot.json and to a cache under
-    <workspace>/runs/.zero_shot, keyed by `settings` (base weights, precision, generation length, batch size) and the
-    dev clips, so the next run of the same workspace, or this one resumed, does not generate it again.
+    before training is the base. The result, with each dev clip's edit counts, goes to <run>/zero_shot.json and to a
+    cache under <workspace>/runs/.zero_shot, keyed by `settings` (base weights, precision, generation length, batch
+    size), the dev clips and what is scored (the rates and kocer's version), so the next run of the same workspace,
+    or this one resumed, does not generate it again.
     """
+    import kocer
+
     # The labels count too: the dev loss is computed against them.
     dev_rows = [[str(row_id), [int(token) for token in labels]] for row_id, labels in zip(dev["id"], dev["labels"])]
-    key = hashlib.sha256(json.dumps({"settings": settings, "dev": dev_rows}, sort_keys=True).encode()).hexdigest()
+    scoring = {"rates": list(RATES), "kocer": kocer.__version__}
+    key = hashlib.sha256(json.dumps({"settings": settings, "dev": dev_rows, "scoring": scoring}, sort_keys=True).encode()).hexdigest()
     cached = Path(run_dir).parent / ZERO_SHOT_CACHE / f"{key}.json"
     if cached.is_file():
-        metrics = read_json(cached)["metrics"]
+        record = read_json(cached)
+        metrics, counts = record["metrics"], record.get("counts")
         report("Zero-shot dev metrics of the base model reused from an earlier run with the same base, dev clips and settings")
     else:
         report("Evaluating the base model on dev before training (zero-shot)")
         metrics = dev_metrics_summary(trainer.evaluate_base_model())
+        counts = trainer.compute_metrics.last_counts
     if trainer.is_world_process_zero():
-        record = {"key": key, "settings": settings, "metrics": metrics}
+        # Each dev clip's edit counts too, for the paired comparison of the final model with zero-shot.
+        record = {"key": key, "settings": settings, "metrics": metrics, "counts": counts}
         atomic_write_json(cached, record)
         atomic_write_json(Path(run_dir) / ZERO_SHOT_FILE, record)
     return metrics
@@ -645,26 +683,58 @@ def zero_shot_dev_metrics(trainer, run_dir: Path, dev, settings: dict, report=pr
 
 @dataclass(frozen=True)
 class Verdict:
-    """Did fine-tuning beat the base on dev? `line` says it in one sentence, with advice when it did not."""
+    """Did fine-tuning beat the base on dev? `line` says it in one sentence, with advice when it did not, and
+    `versus_zero_shot` holds the paired-bootstrap difference of CER and kocer CER (empty without per-clip counts)."""
 
     improved: bool
     line: str
+    versus_zero_shot: dict[str, Difference] = field(default_factory=dict)
+    bootstrap: dict | None = None
 
 
-def judge_against_zero_shot(zero_shot: dict, final: dict, step: int, metric: str, config) -> Verdict:
+def judge_against_zero_shot(zero_shot: dict, final: dict, step: int, metric: str, config, run_dir: Path) -> Verdict:
     name = metric.upper().replace("_NOSPACE", " no-space") if metric != "loss" else "loss"
+    name = "kocer CER" if metric == "kocer_cer" else name
     shown = (lambda value: f"{value:.4f}") if metric == "loss" else format_percent
     before, after = zero_shot.get(metric), final.get(metric)
     if before is None or after is None:
         return Verdict(True, f"dev {name}: no zero-shot figure to compare with")
     line = f"dev {name} {shown(before)} (zero-shot) -> {shown(after)} (best, step {step})"
+    settings = BootstrapSettings.from_config(config)
+    differences = dev_differences(run_dir, step, settings)
+    bootstrap = None
+    if differences:
+        clips = len(read_json(Path(run_dir) / ZERO_SHOT_FILE)["counts"])
+        bootstrap = settings.as_dict(clips)
+        line += ("; difference from zero-shot in points: " + ", ".join(f"{rate_name(rate)} {difference.describe()}"
+                                                                       for rate, difference in differences.items())
+                 + f" ({settings.describe(clips, 'dev clips')})")
     if after < before:
-        return Verdict(True, line)
+        if metric in differences and differences[metric].verdict != "better":
+            line += (f": the {name} gain is within the noise of these dev clips; check it on test (evaluate_model.py) "
+                     "before preferring this model to the base")
+        return Verdict(True, line, differences, bootstrap)
     return Verdict(False, (
         f"{line}: fine-tuning did NOT beat the base model on dev, so the base is the better model. Try a lower "
         f"learning_rate (now {config.learning_rate:g}), fewer steps or early stopping (early_stopping_patience), "
         "LoRA on fewer modules, or more training data."
-    ))
+    ), differences, bootstrap)
+
+
+def rate_name(rate: str) -> str:
+    return {"cer": "CER", "kocer_cer": "kocer CER"}.get(rate, rate)
+
+
+def dev_differences(run_dir: Path, step: int, settings: BootstrapSettings) -> dict[str, Difference]:
+    """CER and kocer CER of the step's dev predictions minus zero-shot's, paired clip by clip; empty when either
+    side's per-clip counts are missing (a zero-shot result cached by an older version) or the dev clips differ."""
+    zero_shot_file, step_file = Path(run_dir) / ZERO_SHOT_FILE, Path(run_dir) / DEV_UTTERANCES_DIR / f"step-{step}.json"
+    if not (zero_shot_file.is_file() and step_file.is_file()):
+        return {}
+    before, after = read_json(zero_shot_file).get("counts"), read_json(step_file)
+    if not before or len(before) != len(after["counts"]):
+        return {}
+    return compare_with_reference(before, {"final": after["counts"]}, after["sources"], COMPARED_RATES, settings)["final"]
 
 
 def dev_metrics_summary(eval_metrics: dict) -> dict:

@@ -1,5 +1,6 @@
-"""evaluate_model.py with the real whisper-base: per-checkpoint evaluation marks the best checkpoint, the
-command works with no network at all, and bad settings get a message that names them."""
+"""evaluate_model.py with the real whisper-base: per-checkpoint evaluation marks the best checkpoint and says which
+differences from the base are more than noise, the command works with no network at all, a split from another
+workspace never replaces this workspace's results, and bad settings get a message that names them."""
 
 from __future__ import annotations
 
@@ -65,12 +66,28 @@ def test_every_checkpoint_is_measured_and_the_best_marked(run_with_checkpoints):
     marked = [line.split()[0] for line in table.splitlines() if line.endswith("  *")]
     assert marked == ["lora/checkpoint-200"] and "* best by cer: lora/checkpoint-200" in table
 
+    # Each checkpoint's difference from the base, paired over the same utterances: the untrained one has the same
+    # hypotheses (no difference at all), the reciting one is better on every draw.
+    assert by_label["base"]["versus_base"] is None
+    same = by_label["lora/checkpoint-100"]["versus_base"]
+    assert same["cer"] == same["kocer_cer"] == {"difference": 0.0, "low": 0.0, "high": 0.0, "verdict": "no clear difference"}
+    reciting = by_label["lora/checkpoint-200"]["versus_base"]
+    assert reciting["cer"]["high"] < 0 and reciting["cer"]["verdict"] == reciting["kocer_cer"]["verdict"] == "better"
+    assert reciting["cer"]["difference"] == pytest.approx(-by_label["base"]["cer"])
+    assert summary["bootstrap"] == {"resamples": 1000, "seed": 0, "confidence": 0.95, "units": EVAL_SAMPLES}
+    assert "(1000 resamples, seed 0)" in table
+    row_200 = next(line for line in table.splitlines() if line.startswith("lora/checkpoint-200"))
+    assert "better" in row_200 and row_200.split()[4] == "0.00%"  # kocer CER comes after CER, WER and CER no-space
+    assert set(by_label["base"]["breakdown"]["errors"]) == {"spacing", "punctuation", "numbers_latin", "real"}
+    assert "Where the errors are" in table
+
     out_dir = workspace / "evaluations" / "test"
     assert json.loads((out_dir / "summary.json").read_text(encoding="utf-8")) == summary
     with open(out_dir / "lora__checkpoint-200.csv", encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
     expected = reference_clips(workspace, EVAL_SAMPLES)
     assert [(row["reference"], row["hypothesis"], float(row["cer"])) for row in rows] == [(text, text, 0.0) for _, text in expected]
+    assert all(float(row["kocer_cer"]) == 0.0 and row["kocer_cer_errors"] == "0" and int(row["kocer_cer_chars"]) > 0 for row in rows)
     assert all(not math.isnan(float(model["wer"])) and model["num_scored"] == EVAL_SAMPLES for model in summary["models"])
 
 
@@ -93,10 +110,11 @@ def test_evaluate_model_runs_without_network(make_workspace, real_model_dir, pyt
     lines = result.stdout.splitlines()
     header = next(line for line in lines if line.startswith("model"))
     assert "CER" in header and "WER" in header
-    table = [line.split() for line in lines[lines.index(header) + 1 :] if line.strip()]
+    # Model rows start at the margin; indented lines below them (per source, kocer's breakdown) name models too.
+    table = [line.split() for line in lines[lines.index(header) + 1 :] if line.strip() and not line.startswith(" ")]
     rows = {cells[0]: cells for cells in table if cells[0] in ("base", "newest", "older")}
     assert set(rows) == {"base", "newest"}
-    assert rows["newest"][1:4] == ["0.00%", "0.00%", "0.00%"]
+    assert rows["newest"][1:5] == ["0.00%", "0.00%", "0.00%", "0.00%"]  # CER, WER, CER no-space, kocer CER
     assert float(rows["base"][1].rstrip("%")) > 50
     summary = json.loads((workspace / "evaluations" / "test" / "summary.json").read_text(encoding="utf-8"))
     assert summary["utterances"] == 4 and [m["label"] for m in summary["models"]] == ["base", "newest"]
@@ -113,6 +131,40 @@ def test_bad_settings_are_named(make_workspace, real_model_dir, capsys):
     assert "eval_split='validation'" in capsys.readouterr().err
     assert evaluate_model.main([f"workspace={workspace}", "all_checkpoints=true"]) == 2
     assert "holds no run with checkpoints" in capsys.readouterr().err
+    assert evaluate_model.main([f"workspace={workspace}", "eval_longform=nowhere.csv"]) == 2
+    assert "manifest not found: nowhere.csv (eval_longform)" in capsys.readouterr().err
+    manifest = workspace.parent / "recordings.csv"
+    manifest.write_text("audio,text\nmissing.wav,안녕하세요\n", encoding="utf-8")
+    assert evaluate_model.main([f"workspace={workspace}", f"eval_longform={manifest}"]) == 2
+    assert f"{manifest} line 2: missing audio file" in capsys.readouterr().err
     (workspace / "model" / "model.safetensors").write_bytes(b"tampered")
     assert evaluate_model.main([f"workspace={workspace}"]) == 2
     assert "altered: model/model.safetensors" in capsys.readouterr().err
+
+
+@pytest.mark.real_model
+def test_a_split_from_another_workspace_never_replaces_this_workspaces_results(make_workspace, real_model_dir, capsys):
+    """eval_split=<other workspace>/data/cv/test used to write into this workspace's evaluations/test, named after
+    the folder; now it gets a folder of its own, and a re-run that replaces results says so."""
+    import evaluate_model
+    from kowhisper.workspace import workspace_sources
+
+    workspace, other = make_workspace(real_model_dir), make_workspace(real_model_dir)
+    quick = ["eval_run=base", "max_samples=1", "generation_max_length=24"]
+    assert evaluate_model.main([f"workspace={workspace}", *quick]) == 0
+    own = workspace / "evaluations" / "test" / "summary.json"
+    before = own.read_bytes()
+    capsys.readouterr()
+
+    other_test = workspace_sources(other)[0].split_dir("test")
+    assert evaluate_model.main([f"workspace={workspace}", f"eval_split={other_test}", *quick]) == 0
+    assert own.read_bytes() == before
+    assert "replacing" not in capsys.readouterr().err
+    [elsewhere] = [p for p in (workspace / "evaluations").iterdir() if p.name != "test"]
+    assert elsewhere.name.startswith(f"{other_test.parent.name}-test-")
+    assert json.loads((elsewhere / "summary.json").read_text(encoding="utf-8"))["dataset"] == str(other_test.resolve())
+
+    # The same evaluation again replaces its own folder's results, and says so.
+    assert evaluate_model.main([f"workspace={workspace}", f"eval_split={other_test}", *quick]) == 0
+    assert f"replacing the earlier results in {elsewhere}" in capsys.readouterr().err
+    assert own.read_bytes() == before

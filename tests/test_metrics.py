@@ -92,3 +92,50 @@ def test_evaluation_score_gives_per_utterance_rows_and_corpus_rates():
     assert normalize_for_metric(split[1]["text"]) == "하고 목메인 소리가 뒤를 따랐다"
     assert rows[1]["cer"] == pytest.approx(1 / 17)
     assert metrics["cer"] == pytest.approx(1 / (8 + 17))
+
+
+# ---- kocer: reading-equivalent CER through the project's scorer ------------------------------------------------
+
+
+def test_kocer_cer_counts_a_number_written_as_read_as_right_and_a_wrong_number_as_wrong():
+    # "3개" read aloud is "세 개": the same words, so kocer CER is 0, while CER and no-space CER charge the spelling.
+    same = error_rates(["사과 3개 주세요."], ["사과 세 개 주세요"])
+    assert same["kocer_cer"] == 0.0
+    assert same["cer"] > 0 and same["cer_nospace"] > 0
+    # "네 개" is four, not three: one of the two no-space characters (3/세 and 개) is wrong.
+    wrong = error_rates(["3개"], ["네 개"])
+    assert wrong["kocer_cer"] == pytest.approx(1 / 2)
+    assert error_rates(["AI 기술"], ["에이아이 기술"])["kocer_cer"] == 0.0
+
+
+def test_kocer_cer_ignores_spacing_and_punctuation_like_spacing_free_cer():
+    rates = error_rates(["나는 학교에 간다."], ["나는 학교에간다"])
+    assert rates["kocer_cer"] == rates["cer_nospace"] == 0.0
+    rates = error_rates(["안녕하세요"], ["안녕하세유"])
+    assert rates["kocer_cer"] == pytest.approx(1 / 5)
+
+
+def test_evaluation_rows_carry_every_rate_and_its_edit_counts_and_the_breakdown_adds_up():
+    split = Dataset.from_dict({"id": ["a", "b"], "text": ["오늘 3시에 만나요.", "나는 학교에 간다"], "duration": [1.0, 1.0]})
+    metrics, rows = score(split, ["오늘 세 시에 만나요", "나는 학교애 간다"])
+    assert rows[0]["kocer_cer"] == 0.0 and rows[0]["cer"] > 0
+    assert rows[1]["counts"]["kocer_cer_errors"] == 1 and rows[1]["counts"]["kocer_cer_chars"] == 7
+    # The denominator is the reference as written, without spaces: 오늘3시에만나요 (8) and 나는학교에간다 (7).
+    assert metrics["kocer_cer"] == pytest.approx(1 / (8 + 7))
+    breakdown = metrics["breakdown"]
+    assert sum(breakdown["errors"].values()) == breakdown["raw_errors"]
+    assert breakdown["errors"]["real"] == 1 and breakdown["errors"]["numbers_latin"] > 0 and breakdown["errors"]["spacing"] > 0
+
+
+def test_a_long_transcript_is_scored_by_kocer_in_pieces_that_add_up_to_the_whole():
+    import kocer
+
+    from kowhisper.text import KOCER_PIECE_CHARS, kocer_counts, kocer_pieces
+
+    reference = " ".join(["오늘 회의는 3시에 시작해서 약 2시간 동안 진행되었습니다. AI 도입 건은 다음 달로 미뤘다."] * 30)
+    hypothesis = reference.replace("3시에", "세 시에").replace("진행되었습니다", "진행됐습니다").replace("미뤘다.", "미뤘다 그리고", 4)
+    pieces = kocer_pieces(reference, hypothesis)
+    assert len(reference) > 2 * KOCER_PIECE_CHARS and len(pieces) > 2
+    assert " ".join(r for r, _ in pieces) == reference and " ".join(h for _, h in pieces) == hypothesis
+    whole = kocer.measure(reference, hypothesis)
+    assert kocer_counts(reference, hypothesis) == (whole.errors, whole.ref_len)

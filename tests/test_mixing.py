@@ -118,5 +118,9 @@ def test_evaluate_model_reports_every_source(mixed_workspace, tmp_path, python_e
     for model in summary["models"]:
         assert set(model["per_source"]) == {"cv", "extra", "heldout"}
         assert model["num_scored"] == sum(entry["num_scored"] for entry in model["per_source"].values()) == 6
+    # The paired interval is on the sources' weighted rates, as the table shows them (draws stay within each source).
+    base, tuned = summary["models"]
+    for rate in ("cer", "kocer_cer"):
+        assert tuned["versus_base"][rate]["difference"] == pytest.approx(tuned[rate] - base[rate])
     table = evaluated.stdout
     assert "  cv " in table and "  extra " in table and "  heldout " in table

@@ -46,3 +46,12 @@ def test_every_run_is_ranked_with_what_differs(make_workspace, tiny_model_dir, p
     assert float(by_model["bold"]["learning_rate"]) == 3e-3
     assert float(by_model["steady"]["train min"]) > 0
     assert (out_dir / "runs.md").read_text().startswith("Runs ranked by cer on ")
+    # Each run's CER and kocer CER difference from the base, with its paired interval and verdict.
+    assert by_model["base"]["CER vs base"] == by_model["base"]["kocer CER vs base"] == "-"
+    versus = {model["label"]: model["versus_base"] for model in summary["models"]}
+    for run in ("steady", "bold"):
+        for rate, column in (("cer", "CER vs base"), ("kocer_cer", "kocer CER vs base")):
+            assert by_model[run][column].endswith(versus[run][rate]["verdict"])
+            assert versus[run][rate]["low"] <= versus[run][rate]["difference"] <= versus[run][rate]["high"]
+    assert by_model["steady"]["kocer CER"].endswith("%")
+    assert "(1000 resamples, seed 0)" in result.stdout and "(1000 resamples, seed 0)" in (out_dir / "runs.md").read_text()

@@ -90,7 +90,7 @@ def test_tiny_run_prints_its_plan_and_leaves_every_output(tiny_run, tiny_model_d
     assert metrics["global_step"] == 4
     assert metrics["data"]["train"] == 40 and metrics["data"]["dev"] == 10 and metrics["data"]["test"] == 10
     assert metrics["data"]["dev_evaluated"] == 4
-    assert set(metrics["dev"]) == {"cer", "wer", "cer_nospace", "loss", "cer_cv", "wer_cv", "cer_nospace_cv"}
+    assert set(metrics["dev"]) == {"cer", "wer", "cer_nospace", "kocer_cer", "loss", "cer_cv", "wer_cv", "cer_nospace_cv", "kocer_cer_cv"}
 
     # The printed trainable count is exactly the LoRA weights that were saved, and training moved them
     # (peft starts every lora_B at zero).
@@ -120,6 +120,15 @@ def test_tiny_run_prints_its_plan_and_leaves_every_output(tiny_run, tiny_model_d
     assert "step 0: dev CER" in stdout and "(zero-shot: the base model at its full window" in stdout
     assert printed_line(stdout, "dev CER").startswith(f"dev CER {100 * evaluations[0]['eval_cer']:.1f}% (zero-shot) -> ")
     assert json.loads((run_dir / "zero_shot.json").read_text())["metrics"] == metrics["zero_shot_dev"]
+    # The final dev predictions against zero-shot's, clip by clip: every evaluation kept each clip's edit counts.
+    assert len(json.loads((run_dir / "zero_shot.json").read_text())["counts"]) == 4
+    assert sorted(path.name for path in (run_dir / "dev_utterances").iterdir()) == ["step-2.json", "step-4.json"]
+    versus = metrics["dev_versus_zero_shot"]
+    assert versus["bootstrap"] == {"resamples": 1000, "seed": 0, "confidence": 0.95, "units": 4}
+    for rate in ("cer", "kocer_cer"):
+        assert versus[rate]["difference"] == pytest.approx(metrics["dev"][rate] - metrics["zero_shot_dev"][rate])
+        assert versus[rate]["low"] <= versus[rate]["difference"] <= versus[rate]["high"]
+    assert "difference from zero-shot in points: CER" in metrics["verdict"] and "(1000 resamples, seed 0)" in metrics["verdict"]
 
     png = (run_dir / "training_curves.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
@@ -416,6 +425,9 @@ def test_a_run_that_cannot_beat_zero_shot_says_so(tiny_workspace, tmp_path, pyth
     assert "fine-tuning did NOT beat the base model on dev" in warning and "lower learning_rate (now 0)" in warning
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["improved_over_zero_shot"] is False and metrics["dev"]["cer"] == metrics["zero_shot_dev"]["cer"]
+    # The same hypotheses clip by clip: the paired interval is exactly 0, and says so.
+    assert metrics["dev_versus_zero_shot"]["cer"] == {"difference": 0.0, "low": 0.0, "high": 0.0, "verdict": "no clear difference"}
+    assert "CER +0.00 [+0.00, +0.00] no clear difference" in warning
     assert "**Warning:**" in (run_dir / "README.md").read_text()
 
 
