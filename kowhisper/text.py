@@ -19,6 +19,9 @@ import re
 import unicodedata
 
 _WHITESPACE = re.compile(r"\s+")
+# kocer reads a digit run as one Sino-Korean number up to 경 (10^16 groups), and fails on longer runs. Only a
+# hallucinated hypothesis ("000…0111…1") has them; such a run is split into readable 20-digit pieces.
+_UNREADABLE_NUMBER = re.compile(r"\d{21,}")
 # The character rates that are scored per utterance (edits and reference characters), so they can be summed
 # over any set of utterances: a corpus, a source, or a bootstrap resample.
 CHARACTER_RATES = ("cer", "cer_nospace", "kocer_cer")
@@ -136,6 +139,11 @@ def kocer_breakdown(references: list[str], hypotheses: list[str]) -> dict:
     }
 
 
+def _split_digits(match: re.Match) -> str:
+    digits = match.group()
+    return " ".join(digits[i:i + 20] for i in range(0, len(digits), 20))
+
+
 def kocer_pieces(reference: str, hypothesis: str) -> list[tuple[str, str]]:
     """The pair in the label form, cut into pieces for kocer when it is long (a whole recording's transcript).
 
@@ -145,7 +153,8 @@ def kocer_pieces(reference: str, hypothesis: str) -> list[tuple[str, str]]:
     cut, and the pieces' errors add up to what kocer finds on the whole."""
     import jiwer
 
-    reference, hypothesis = normalize_transcript(reference), normalize_transcript(hypothesis)
+    reference, hypothesis = (_UNREADABLE_NUMBER.sub(_split_digits, normalize_transcript(text))
+                             for text in (reference, hypothesis))
     if len(reference) + len(hypothesis) <= KOCER_PIECE_CHARS or not hypothesis:
         return [(reference, hypothesis)]
     ref_words, hyp_words = reference.split(" "), hypothesis.split(" ")

@@ -66,7 +66,7 @@ def transcribe_files(recognizer: Recognizer, paths: list[Path], *, batch_size: i
     def flush():
         readable = [i for i, (_, waveform, _, _) in enumerate(held) if waveform is not None]
         transcripts = recognizer.transcribe_waveforms([held[i][1] for i in readable], batch_size=batch_size,
-                                                   sources=[str(held[i][0]) for i in readable], bar=bar)
+                                                   sources=[str(held[i][0]) for i in readable], bar=bar) if readable else []
         by_index = dict(zip(readable, transcripts))
         for i, (path, _, problem, known) in enumerate(held):
             yield path, by_index.get(i, known), problem

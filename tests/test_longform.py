@@ -123,6 +123,8 @@ def test_recordings_are_split_at_their_quietest_moment_until_every_worker_has_on
     short = tone[: 5 * SAMPLING_RATE]
     assert [(r, s) for r, s, _ in spans([short, tone], 3)] == [(0, 0), (1, 0), (1, cut)]
     assert len(spans([tone, tone], 2)) == 2
+    # Nothing to decode (every file of a batch unreadable or silent) is no stream, not an error.
+    assert spans([], 2) == []
 
 
 def test_long_audio_through_the_tiny_model_gives_ordered_segments_inside_the_audio(engine):

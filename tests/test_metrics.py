@@ -139,3 +139,12 @@ def test_a_long_transcript_is_scored_by_kocer_in_pieces_that_add_up_to_the_whole
     assert " ".join(r for r, _ in pieces) == reference and " ".join(h for _, h in pieces) == hypothesis
     whole = kocer.measure(reference, hypothesis)
     assert kocer_counts(reference, hypothesis) == (whole.errors, whole.ref_len)
+
+
+def test_a_hallucinated_digit_run_too_long_for_kocer_is_scored_not_a_crash():
+    # kocer reads digit runs as one number and has no name above 경; a 45-digit hallucination once ended a
+    # training run in an IndexError during the dev evaluation.
+    rates = error_rates(["사과 3개"], ["1" * 45 + "개"])
+    assert rates["kocer_cer"] > 1 and rates["cer"] > 1
+    breakdown = score(Dataset.from_dict({"id": ["a"], "text": ["사과 3개"], "duration": [1.0]}), ["0" + "7" * 30])[0]["breakdown"]
+    assert sum(breakdown["errors"].values()) == breakdown["raw_errors"]

@@ -160,7 +160,7 @@ def plan_streams(waveforms: list[np.ndarray], workers: int) -> list[Stream]:
     streams = [Stream(index, -(-len(waveform) // HOP_LENGTH), 0) for index, waveform in enumerate(waveforms)]
     min_frames = round(MIN_PART_S * SAMPLING_RATE / HOP_LENGTH)
     search = round(PART_CUT_SEARCH_S * SAMPLING_RATE / HOP_LENGTH)
-    while len(streams) < workers:
+    while streams and len(streams) < workers:
         longest = max(streams, key=lambda stream: stream.end - stream.seek)
         if longest.end - longest.seek < 2 * min_frames:
             break
