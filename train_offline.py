@@ -78,6 +78,7 @@ def main(argv=None) -> int:
         for warning in family.training_warnings(data.train, processor, config):
             say(warning)
         model = family.load_trainable_model(workspace, config, precision)
+        base_weights = training.BaseWeights(model)  # the base is a candidate for the run's final model too
         trainable, total = training.count_parameters(model)
         say(f"Parameters: {trainable:,} trainable of {total:,} ({100 * trainable / total:.2f}%)")
 
@@ -98,6 +99,8 @@ def main(argv=None) -> int:
                             "precision": precision.summary, "generation_max_length": config.generation_max_length,
                             "per_device_eval_batch_size": config.per_device_eval_batch_size}
                 zero_shot = training.zero_shot_dev_metrics(trainer, run_dir, data.dev, settings, report=say)
+                if config.metric_for_best_model in zero_shot:
+                    trainer.add_callback(training.ZeroShotAsBest(zero_shot[config.metric_for_best_model]))
             if resume is not None and checkpoint_step(resume) >= plan.total_steps:
                 say(f"Resuming from {resume}: already the final step, so only the final evaluation and outputs are redone")
                 training.restore_finished_run(trainer, resume)
@@ -112,6 +115,13 @@ def main(argv=None) -> int:
             if trainer.is_world_process_zero():
                 say(f"Final model saved to {family.save_trained(model, processor, run_dir, config)}")
             dev, dev_step = training.final_dev_metrics(trainer) if data.dev is not None else ({}, None)
+            if training.base_beats(zero_shot, dev, config.metric_for_best_model):
+                # No checkpoint beat the base on dev: the run's final model is the base itself, as it was measured.
+                base_weights.restore(model)
+                dev, dev_step = zero_shot, 0
+                if trainer.is_world_process_zero():
+                    say(f"No checkpoint beat the base on dev ({config.metric_for_best_model}): the final model is the base "
+                        f"itself, saved to {family.save_trained(model, processor, run_dir, family.base_run_config(config))}")
         except torch.cuda.OutOfMemoryError:
             print(training.out_of_memory_advice(config), file=sys.stderr)
             return EXIT_OUT_OF_MEMORY

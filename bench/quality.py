@@ -9,7 +9,8 @@ Common Voice layout, CC BY-NC-SA 4.0, research only; it is read from there and n
 4. timestamps: an 80 s recording of 11 real test clips joined end to end, transcribed to SRT by the base and
    by the adapter (`inference.py output_format=srt`); the counts of subtitle blocks and the longest block.
 
-It prints a one-line verdict and, with --record, appends a row to bench/RESULTS.md.
+It prints a one-line verdict and, with --record, appends a row to bench/RESULTS.md. Learning curves of several
+recipes on the same workspace are bench/curves.py.
 
     python -m bench.quality                                    # the defaults of config.py
     python -m bench.quality --config configs/seed001.yaml      # seed 001's values
@@ -35,19 +36,6 @@ OUT_DIR = PROJECT_ROOT / "bench" / "out" / "quality"
 RESULTS = PROJECT_ROOT / "bench" / "RESULTS.md"
 RESULTS_MARKER = "<!-- bench.quality rows are appended above this line -->"
 LONG_RECORDING_CLIPS = 11
-# Learning curves (--curves): the recipes issue 16 asks for, each one run of CURVE_STEPS[-1] steps whose checkpoints
-# are scored at the listed steps. 105 steps make an epoch of the 835 training clips at batch 8.
-RECIPES = {
-    "default": [],
-    "full-window": ["encoder_window=full"],
-    "full-ft": ["finetune=full"],
-    "lr3e-4": ["learning_rate=3e-4"],
-    "lr1e-3": ["learning_rate=1e-3"],
-    "all-linear": ["target_modules=all-linear"],
-    "specaug": ["spec_augment=true"],
-}
-CURVE_STEPS = (25, 50, 100, 200, 300, 400)
-CURVE_SAVE_EVERY = 25
 
 
 def build_workspace(workspace: Path) -> Path:
@@ -64,18 +52,6 @@ def train(workspace: Path, run_name: str, config_file: Path | None, overrides: l
     started = time.perf_counter()
     subprocess.run(command, cwd=PROJECT_ROOT, check=True)
     return workspace / "runs" / run_name, time.perf_counter() - started
-
-
-def train_curve(workspace: Path, recipe: str, overrides: list[str]) -> Path:
-    """One run of the recipe for CURVE_STEPS[-1] steps, a checkpoint every CURVE_SAVE_EVERY steps and no evaluation
-    while training (the checkpoints are scored afterwards, all alike). Rerunning resumes an interrupted run."""
-    run_dir = workspace / "runs" / f"curve-{recipe}"
-    if (run_dir / "metrics.json").is_file():
-        return run_dir
-    subprocess.run([sys.executable, "train_offline.py", f"workspace={workspace}", f"run_name={run_dir.name}", "report_to=[]",
-                    f"max_steps={CURVE_STEPS[-1]}", f"save_steps={CURVE_SAVE_EVERY}", "save_total_limit=null", "eval_strategy=no",
-                    *overrides], cwd=PROJECT_ROOT, check=True)
-    return run_dir
 
 
 def score(workspace: Path, model: str, split: str) -> dict:
@@ -144,18 +120,10 @@ def main(argv=None) -> None:
     parser.add_argument("--workspace", type=Path, default=OUT_DIR / "workspace")
     parser.add_argument("--record", action="store_true", help=f"append the result row to {RESULTS.relative_to(PROJECT_ROOT)}")
     parser.add_argument("--no-srt", action="store_true", help="skip the long-recording timestamp check")
-    parser.add_argument("--curves", nargs="*", choices=sorted(RECIPES), metavar="RECIPE",
-                        help=f"learning curves of these recipes (all when none is named): {', '.join(RECIPES)}")
-    parser.add_argument("--train-only", action="store_true", help="with --curves: train the recipes, score nothing yet")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for train_offline.py")
     args = parser.parse_args(argv)
     if not (REAL_SPEECH / "ko" / "train.tsv").is_file():
         raise SystemExit(f"the real-speech set is not at {REAL_SPEECH}; this benchmark needs ../shared beside the project")
-    if args.curves is not None:
-        workspace = build_workspace(args.workspace.resolve())
-        for recipe in args.curves or list(RECIPES):
-            train_curve(workspace, recipe, RECIPES[recipe])
-        return
 
     from utils import cpu_has_native_bf16, cpu_model_name
 

@@ -293,6 +293,11 @@ class ModelFamily(ABC):
         """'lora' (adapters on a frozen base) or 'full' (every weight): config.finetune, else the family's default."""
         return config.finetune or self.default_finetune
 
+    def base_run_config(self, config):
+        """The config under which the untrained base model runs, as its zero-shot dev score was measured: a run
+        whose best model on dev is the base saves the base's weights with it."""
+        return config
+
     def trains_lora(self, config) -> bool:
         """Whether training puts LoRA on a frozen base (which may then be INT8), rather than training full weights."""
         return self.finetune_mode(config) == "lora"

@@ -648,6 +648,43 @@ def final_dev_metrics(trainer) -> tuple[dict, int]:
     return dev_metrics_summary(logged[-1] if logged else trainer.evaluate()), step
 
 
+class ZeroShotAsBest(TrainerCallback):
+    """The zero-shot base as the first candidate for the best model: the Trainer's best metric starts at the base's dev
+    score, so only a checkpoint that beats the base becomes best, and early stopping counts evaluations that fail to beat
+    it. (A TrainerCallback; a resumed run keeps the best metric its checkpoint recorded.)"""
+
+    def __init__(self, zero_shot_metric: float):
+        self.zero_shot_metric = zero_shot_metric
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.best_metric is None:
+            state.best_metric = self.zero_shot_metric
+
+
+class BaseWeights:
+    """A copy, on the CPU, of the weights training will change, taken before the first step (or before a resumed run
+    loads its checkpoint): what the run's final model is set back to when no checkpoint beat the base on dev. LoRA
+    weights for a LoRA run (a few MB), every trained weight for full fine-tuning (the model's size)."""
+
+    def __init__(self, model):
+        self.values = {name: parameter.detach().to("cpu", copy=True) for name, parameter in model.named_parameters()
+                       if parameter.requires_grad}
+
+    def restore(self, model) -> None:
+        import torch
+
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name in self.values:
+                    parameter.copy_(self.values[name].to(parameter.device, parameter.dtype))
+
+
+def base_beats(zero_shot: dict, final: dict, metric: str) -> bool:
+    """Whether the untrained base scored better on dev than the run's final model."""
+    before, after = zero_shot.get(metric), final.get(metric)
+    return before is not None and after is not None and before < after
+
+
 def zero_shot_dev_metrics(trainer, run_dir: Path, dev, settings: dict, report=print) -> dict:
     """Dev metrics of the base model, measured before the first step as the base runs (a Whisper base at its full
     window), so the log and the curves start from what fine-tuning has to beat.
@@ -714,6 +751,9 @@ def judge_against_zero_shot(zero_shot: dict, final: dict, step: int, metric: str
             line += (f": the {name} gain is within the noise of these dev clips; check it on test (evaluate_model.py) "
                      "before preferring this model to the base")
         return Verdict(True, line, differences, bootstrap)
+    if step == 0:
+        line = (f"dev {name} {shown(before)} (zero-shot): no checkpoint beat it, so the run's final model is the base "
+                "itself (unchanged weights, run as the base runs)")
     return Verdict(False, (
         f"{line}: fine-tuning did NOT beat the base model on dev, so the base is the better model. Try a lower "
         f"learning_rate (now {config.learning_rate:g}), fewer steps or early stopping (early_stopping_patience), "

@@ -140,3 +140,27 @@ def test_a_fine_tuned_adapter_keeps_sentence_sized_subtitles(make_workspace, rea
     assert longest <= MAX_BLOCK_SECONDS
     assert all(end > start for start, end in tuned) and [start for start, _ in tuned] == sorted(start for start, _ in tuned)
     assert all(a[1] <= b[0] for a, b in zip(tuned, tuned[1:])) and tuned[-1][1] <= seconds + 0.01
+
+
+def test_a_run_worse_than_zero_shot_ends_with_the_base_itself(make_workspace, real_model_dir, python_executable):
+    """A learning rate far too high ruins whisper-base in a few steps. No checkpoint beats the base on dev, so the
+    run's final model must be the base as it was measured: LoRA weights back at their no-op start, Whisper's full
+    window, and the base's dev figures."""
+    from safetensors.torch import load_file
+
+    from kowhisper.whisper.encoder_window import EncoderWindow
+
+    workspace = make_workspace(real_model_dir, copy=False, data_path=str(REAL_SPEECH), max_samples=160)
+    result = subprocess.run([python_executable, "train_offline.py", f"workspace={workspace}", "run_name=ruined", "max_steps=3",
+                             "learning_rate=1e-2", "warmup_steps=0", "per_device_train_batch_size=4", "eval_steps=3",
+                             "save_steps=3", "max_eval_samples=8", "report_to=[]"], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = workspace / "runs" / "ruined"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["improved_over_zero_shot"] is False
+    assert metrics["dev"]["cer"] == metrics["zero_shot_dev"]["cer"]
+    assert "the final model is the base itself" in result.stdout and "the base itself" in metrics["verdict"]
+    weights = load_file(run_dir / "adapter" / "adapter_model.safetensors")
+    assert all(tensor.abs().sum() == 0 for name, tensor in weights.items() if "lora_B" in name)
+    assert not EncoderWindow.of_model(run_dir / "adapter").is_fit

@@ -93,6 +93,12 @@ class WhisperFamily(ModelFamily):
 
         return save_trained(model, processor, run_dir, config)
 
+    def base_run_config(self, config):
+        import dataclasses
+
+        # The base always runs at Whisper's own 30 s window: a base model cut to a fitted window loops.
+        return dataclasses.replace(config, encoder_window="full")
+
     def start_run(self, config, run_dir: Path, resuming: bool) -> list[str]:
         from kowhisper.whisper.trainer import start_run
 

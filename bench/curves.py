@@ -1,0 +1,222 @@
+"""Learning curves on real Korean speech: dev and test CER against training steps, per recipe, beside zero-shot.
+
+Every recipe of issue 16 is trained once by train_offline.py, as a user runs it, on the real-speech workspace of
+bench/quality.py (835 train clips of ../shared/data/ko-real-speech; 105 steps are an epoch at batch 8), for
+CURVE_STEPS[-1] steps with a checkpoint every CURVE_SAVE_EVERY steps and no evaluation while training. Then the
+checkpoints at CURVE_STEPS are scored on the whole dev (151 clips) and test (290 clips) splits by evaluate_model.py's
+own code (kowhisper.evaluation, transformers fp32, greedy, at the window each checkpoint was trained with), and the
+base model beside them. Each point is cached in bench/out/quality/curves/, so a rerun scores only what is new.
+
+The points of one run are not separate runs of that length: the learning rate decays linearly over the whole run,
+so at step 100 of 400 it is still at 77% of its peak. They show where a recipe is going; a recipe chosen from them
+is then run on its own for the chosen length (bench/quality.py) before it becomes a default.
+
+Fit-window recipes are also scored on dev at Whisper's full 30 s window at the early points (`@full`): does a
+model trained on fitted windows lag early because of the window it is run at?
+
+Reported: a table of dev/test CER and kocer CER per recipe and step, the best dev point of each recipe with its
+test CER and the paired-bootstrap interval of its difference from zero-shot and from the default recipe's best
+point (kowhisper.bootstrap, over the test utterances), and bench/curves.png.
+
+    python -m bench.curves                       # train what is missing, score, plot, print
+    python -m bench.curves --recipes default full-window --train-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from utils import force_offline
+
+force_offline()
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+OUT_DIR = PROJECT_ROOT / "bench" / "out" / "quality"
+CACHE = OUT_DIR / "curves"
+PLOT = PROJECT_ROOT / "bench" / "curves.png"
+RECIPES = {
+    "default": [],
+    "full-window": ["encoder_window=full"],
+    "full-ft": ["finetune=full"],
+    "lr3e-4": ["learning_rate=3e-4"],
+    "lr1e-3": ["learning_rate=1e-3"],
+    "all-linear": ["target_modules=all-linear"],
+    "specaug": ["spec_augment=true"],
+}
+CURVE_STEPS = (25, 50, 100, 200, 300, 400)
+CURVE_SAVE_EVERY = 25
+FULL_WINDOW_STEPS = (25, 50, 100)
+SPLITS = ("dev", "test")
+RATES = ("cer", "wer", "cer_nospace", "kocer_cer")
+
+
+def train_curve(workspace: Path, recipe: str, overrides: list[str]) -> Path:
+    """One run of the recipe for CURVE_STEPS[-1] steps, a checkpoint every CURVE_SAVE_EVERY steps and no evaluation
+    while training (the checkpoints are scored afterwards, all alike). Rerunning resumes an interrupted run."""
+    run_dir = workspace / "runs" / f"curve-{recipe}"
+    if (run_dir / "metrics.json").is_file():
+        return run_dir
+    subprocess.run([sys.executable, "train_offline.py", f"workspace={workspace}", f"run_name={run_dir.name}", "report_to=[]",
+                    f"max_steps={CURVE_STEPS[-1]}", f"save_steps={CURVE_SAVE_EVERY}", "save_total_limit=null", "eval_strategy=no",
+                    *overrides], cwd=PROJECT_ROOT, check=True)
+    return run_dir
+
+
+def scored(workspace: Path, key: str, source, split: str) -> dict:
+    """{"metrics": rates, "counts": per-utterance edit counts} of a model on a whole split, cached under `key`."""
+    cache = CACHE / f"{key}-{split}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    from config import load_config
+    from kowhisper.evaluation import evaluate_source, load_eval_split
+
+    config = load_config([f"workspace={workspace}", f"eval_split={split}"])
+    dataset, _ = load_eval_split(workspace, split, None)
+    result = evaluate_source(source, dataset, config)
+    record = {"metrics": {rate: result.metrics[rate] for rate in RATES}, "seconds": result.seconds,
+              "counts": [row["counts"] for row in result.rows], "sources": [row["source"] for row in result.rows]}
+    CACHE.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(record))
+    return record
+
+
+def at_full_window(checkpoint: Path) -> Path:
+    """A copy of a fit-window checkpoint's weights that says it was trained at the full window, to run it there."""
+    from kowhisper.whisper.encoder_window import EncoderWindow
+
+    copy = CACHE / "full-window-copies" / f"{checkpoint.parent.name}-{checkpoint.name}"
+    if not copy.is_dir():
+        copy.mkdir(parents=True)
+        for item in checkpoint.iterdir():
+            if item.suffix in (".json", ".safetensors") and not item.name.startswith(("trainer_state", "encoder_window")):
+                shutil.copy(item, copy / item.name)
+        EncoderWindow().save(copy)
+    return copy
+
+
+def score_recipe(workspace: Path, recipe: str) -> dict:
+    """{step: {split: record}} for the recipe's checkpoints at CURVE_STEPS, plus "<step>@full" dev points for a
+    fit-window recipe."""
+    from kowhisper.modeling import resolve_model
+    from kowhisper.whisper.encoder_window import EncoderWindow
+
+    run_dir = workspace / "runs" / f"curve-{recipe}"
+    points = {}
+    for step in CURVE_STEPS:
+        checkpoint = run_dir / f"checkpoint-{step}"
+        if not checkpoint.is_dir():
+            continue
+        source = resolve_model(workspace, str(checkpoint))
+        points[str(step)] = {split: scored(workspace, f"{recipe}-{step}", source, split) for split in SPLITS}
+        if step in FULL_WINDOW_STEPS and EncoderWindow.of_model(checkpoint).is_fit:
+            full = resolve_model(workspace, str(at_full_window(checkpoint)))
+            points[f"{step}@full"] = {"dev": scored(workspace, f"{recipe}-{step}@full", full, "dev")}
+    return points
+
+
+def best_dev_step(points: dict) -> str:
+    return min((step for step in points if "@" not in step), key=lambda step: points[step]["dev"]["metrics"]["cer"])
+
+
+def interval(reference: dict, model: dict) -> str:
+    """CER and kocer CER of `model` minus `reference` on the same utterances, with paired-bootstrap intervals."""
+    from kowhisper.bootstrap import BootstrapSettings, compare_with_reference
+
+    differences = compare_with_reference(reference["counts"], {"model": model["counts"]}, reference["sources"],
+                                         ("cer", "kocer_cer"), BootstrapSettings())["model"]
+    return f"CER {differences['cer'].describe()}; kocer {differences['kocer_cer'].describe()}"
+
+
+def plot(curves: dict, zero_shot: dict) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(13, 5), sharex=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, rate, title in ((axes[0], "cer", "CER"), (axes[1], "kocer_cer", "kocer CER (reading-equivalent)")):
+        for number, (recipe, points) in enumerate(curves.items()):
+            steps = sorted(int(step) for step in points if "@" not in step)
+            for split, style in (("dev", "-"), ("test", "--")):
+                axis.plot(steps, [100 * points[str(step)][split]["metrics"][rate] for step in steps], style, marker="o", markersize=3,
+                          color=colors[number % len(colors)], label=f"{recipe} ({split})")
+        for split, style in (("dev", "-"), ("test", "--")):
+            axis.axhline(100 * zero_shot[split]["metrics"][rate], color="black", linestyle=style, linewidth=1,
+                         label=f"zero-shot ({split})")
+        axis.set_xscale("log")
+        axis.set_xticks(CURVE_STEPS, [str(step) for step in CURVE_STEPS])
+        axis.set_xlabel("training steps (batch 8; 105 steps = 1 epoch)")
+        axis.set_ylabel(f"{title}, %")
+        axis.set_title(f"{title} on real Korean speech, whisper-base")
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, ncol=2, loc="upper right")
+    figure.tight_layout()
+    figure.savefig(PLOT, dpi=110)
+    return PLOT
+
+
+def report(curves: dict, zero_shot: dict) -> str:
+    lines = ["| recipe | step | dev CER | dev kocer CER | test CER | test kocer CER |", "|---|---:|---:|---:|---:|---:|"]
+    z = zero_shot
+    lines.append(f"| zero-shot | 0 | {100 * z['dev']['metrics']['cer']:.2f}% | {100 * z['dev']['metrics']['kocer_cer']:.2f}% | "
+                 f"{100 * z['test']['metrics']['cer']:.2f}% | {100 * z['test']['metrics']['kocer_cer']:.2f}% |")
+    for recipe, points in curves.items():
+        for step, point in points.items():
+            test = point.get("test")
+            test_cells = (f"{100 * test['metrics']['cer']:.2f}% | {100 * test['metrics']['kocer_cer']:.2f}%" if test else " | ")
+            lines.append(f"| {recipe} | {step} | {100 * point['dev']['metrics']['cer']:.2f}% | "
+                         f"{100 * point['dev']['metrics']['kocer_cer']:.2f}% | {test_cells} |")
+    lines += ["", "Best dev point of each recipe (CER), its test scores and test differences in points (95% paired bootstrap "
+              "over the 290 test utterances, 1000 resamples, seed 0):", "",
+              "| recipe | best dev step | dev CER | test CER | test kocer CER | test vs zero-shot | test vs default's best |",
+              "|---|---:|---:|---:|---:|---|---|"]
+    default_best = curves["default"][best_dev_step(curves["default"])]["test"] if "default" in curves else None
+    for recipe, points in curves.items():
+        step = best_dev_step(points)
+        point = points[step]
+        versus_default = interval(default_best, point["test"]) if default_best and recipe != "default" else ""
+        dev, test = point["dev"]["metrics"], point["test"]["metrics"]
+        lines.append(f"| {recipe} | {step} | {100 * dev['cer']:.2f}% | {100 * test['cer']:.2f}% | {100 * test['kocer_cer']:.2f}% | "
+                     f"{interval(zero_shot['test'], point['test'])} | {versus_default} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", nargs="*", choices=list(RECIPES), default=list(RECIPES))
+    parser.add_argument("--workspace", type=Path, default=OUT_DIR / "workspace")
+    parser.add_argument("--train-only", action="store_true", help="train the recipes, score nothing yet")
+    parser.add_argument("--score-only", action="store_true", help="score the recipes trained so far, train nothing")
+    args = parser.parse_args(argv)
+
+    from bench.quality import REAL_SPEECH, build_workspace
+    from kowhisper.modeling import resolve_model
+
+    if not (REAL_SPEECH / "ko" / "train.tsv").is_file():
+        raise SystemExit(f"the real-speech set is not at {REAL_SPEECH}; this benchmark needs ../shared beside the project")
+    workspace = build_workspace(args.workspace.resolve())
+    if not args.score_only:
+        for recipe in args.recipes:
+            train_curve(workspace, recipe, RECIPES[recipe])
+    if args.train_only:
+        return
+    base = resolve_model(workspace, "base")
+    zero_shot = {split: scored(workspace, "zero-shot", base, split) for split in SPLITS}
+    curves = {recipe: score_recipe(workspace, recipe) for recipe in args.recipes
+              if (workspace / "runs" / f"curve-{recipe}" / "metrics.json").is_file()}
+    (OUT_DIR / "curves.json").write_text(json.dumps({recipe: {step: {split: record["metrics"] for split, record in point.items()}
+                                                              for step, point in points.items()} for recipe, points in curves.items()}
+                                                    | {"zero-shot": {split: record["metrics"] for split, record in zero_shot.items()}},
+                                                    indent=2))
+    print(f"plot: {plot(curves, zero_shot)}")
+    print(report(curves, zero_shot))
+
+
+if __name__ == "__main__":
+    main()
