@@ -3,9 +3,11 @@
 Every recipe of issue 16 is trained once by train_offline.py, as a user runs it, on the real-speech workspace of
 bench/quality.py (835 train clips of ../shared/data/ko-real-speech; 105 steps are an epoch at batch 8), for
 CURVE_STEPS[-1] steps with a checkpoint every CURVE_SAVE_EVERY steps and no evaluation while training. Then the
-checkpoints at CURVE_STEPS are scored on the whole dev (151 clips) and test (290 clips) splits by evaluate_model.py's
-own code (kowhisper.evaluation, transformers fp32, greedy, at the window each checkpoint was trained with), and the
-base model beside them. Each point is cached in bench/out/quality/curves/, so a rerun scores only what is new.
+checkpoints at CURVE_STEPS are scored on the whole dev split (151 clips), and each recipe's best dev point on the
+whole test split (290 clips), by evaluate_model.py's own code (kowhisper.evaluation) with the engine inference.py
+runs on a CPU, the CTranslate2 int8 export (greedy, at the window each checkpoint was trained with; `--backend hf`
+for transformers fp32, about 5x slower here), and the base model beside them. Test is read only at the point dev
+chose, as a user would. Each point is cached in bench/out/quality/curves/, so a rerun scores only what is new.
 
 The points of one run are not separate runs of that length: the learning rate decays linearly over the whole run,
 so at step 100 of 400 it is still at 77% of its peak. They show where a recipe is going; a recipe chosen from them
@@ -67,15 +69,18 @@ def train_curve(workspace: Path, recipe: str, overrides: list[str]) -> Path:
     return run_dir
 
 
+BACKEND = "ct2"
+
+
 def scored(workspace: Path, key: str, source, split: str) -> dict:
     """{"metrics": rates, "counts": per-utterance edit counts} of a model on a whole split, cached under `key`."""
-    cache = CACHE / f"{key}-{split}.json"
+    cache = CACHE / f"{key}-{split}-{BACKEND}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
     from config import load_config
     from kowhisper.evaluation import evaluate_source, load_eval_split
 
-    config = load_config([f"workspace={workspace}", f"eval_split={split}"])
+    config = load_config([f"workspace={workspace}", f"eval_split={split}", f"backend={BACKEND}"])
     dataset, _ = load_eval_split(workspace, split, None)
     result = evaluate_source(source, dataset, config)
     record = {"metrics": {rate: result.metrics[rate] for rate in RATES}, "seconds": result.seconds,
@@ -100,8 +105,8 @@ def at_full_window(checkpoint: Path) -> Path:
 
 
 def score_recipe(workspace: Path, recipe: str) -> dict:
-    """{step: {split: record}} for the recipe's checkpoints at CURVE_STEPS, plus "<step>@full" dev points for a
-    fit-window recipe."""
+    """{step: {split: record}} for the recipe's checkpoints at CURVE_STEPS (dev at every step, test at the best dev
+    step), plus "<step>@full" dev points for a fit-window recipe."""
     from kowhisper.modeling import resolve_model
     from kowhisper.whisper.encoder_window import EncoderWindow
 
@@ -112,10 +117,13 @@ def score_recipe(workspace: Path, recipe: str) -> dict:
         if not checkpoint.is_dir():
             continue
         source = resolve_model(workspace, str(checkpoint))
-        points[str(step)] = {split: scored(workspace, f"{recipe}-{step}", source, split) for split in SPLITS}
+        points[str(step)] = {"dev": scored(workspace, f"{recipe}-{step}", source, "dev")}
         if step in FULL_WINDOW_STEPS and EncoderWindow.of_model(checkpoint).is_fit:
             full = resolve_model(workspace, str(at_full_window(checkpoint)))
             points[f"{step}@full"] = {"dev": scored(workspace, f"{recipe}-{step}@full", full, "dev")}
+    if points:
+        best = best_dev_step(points)
+        points[best]["test"] = scored(workspace, f"{recipe}-{best}", resolve_model(workspace, str(run_dir / f"checkpoint-{best}")), "test")
     return points
 
 
@@ -143,9 +151,12 @@ def plot(curves: dict, zero_shot: dict) -> Path:
     for axis, rate, title in ((axes[0], "cer", "CER"), (axes[1], "kocer_cer", "kocer CER (reading-equivalent)")):
         for number, (recipe, points) in enumerate(curves.items()):
             steps = sorted(int(step) for step in points if "@" not in step)
-            for split, style in (("dev", "-"), ("test", "--")):
-                axis.plot(steps, [100 * points[str(step)][split]["metrics"][rate] for step in steps], style, marker="o", markersize=3,
-                          color=colors[number % len(colors)], label=f"{recipe} ({split})")
+            color = colors[number % len(colors)]
+            axis.plot(steps, [100 * points[str(step)]["dev"]["metrics"][rate] for step in steps], "-", marker="o", markersize=3,
+                      color=color, label=f"{recipe} (dev)")
+            tested = [step for step in steps if "test" in points[str(step)]]
+            axis.plot(tested, [100 * points[str(step)]["test"]["metrics"][rate] for step in tested], "*", markersize=10,
+                      color=color, label=f"{recipe} (test, at the best dev step)")
         for split, style in (("dev", "-"), ("test", "--")):
             axis.axhline(100 * zero_shot[split]["metrics"][rate], color="black", linestyle=style, linewidth=1,
                          label=f"zero-shot ({split})")
@@ -188,12 +199,17 @@ def report(curves: dict, zero_shot: dict) -> str:
 
 
 def main(argv=None) -> None:
+    global BACKEND, CURVE_STEPS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", nargs="*", choices=list(RECIPES), default=list(RECIPES))
     parser.add_argument("--workspace", type=Path, default=OUT_DIR / "workspace")
     parser.add_argument("--train-only", action="store_true", help="train the recipes, score nothing yet")
     parser.add_argument("--score-only", action="store_true", help="score the recipes trained so far, train nothing")
+    parser.add_argument("--steps", nargs="*", type=int, choices=CURVE_STEPS, default=list(CURVE_STEPS),
+                        help="score only these points (the others stay in the cache for a later run)")
+    parser.add_argument("--backend", choices=("ct2", "hf"), default="ct2", help="the engine that scores every point")
     args = parser.parse_args(argv)
+    BACKEND, CURVE_STEPS = args.backend, tuple(args.steps)
 
     from bench.quality import REAL_SPEECH, build_workspace
     from kowhisper.modeling import resolve_model
@@ -208,8 +224,9 @@ def main(argv=None) -> None:
         return
     base = resolve_model(workspace, "base")
     zero_shot = {split: scored(workspace, "zero-shot", base, split) for split in SPLITS}
+    # A recipe still training is scored up to its last checkpoint, so its early points can be read meanwhile.
     curves = {recipe: score_recipe(workspace, recipe) for recipe in args.recipes
-              if (workspace / "runs" / f"curve-{recipe}" / "metrics.json").is_file()}
+              if (workspace / "runs" / f"curve-{recipe}").is_dir()}
     (OUT_DIR / "curves.json").write_text(json.dumps({recipe: {step: {split: record["metrics"] for split, record in point.items()}
                                                               for step, point in points.items()} for recipe, points in curves.items()}
                                                     | {"zero-shot": {split: record["metrics"] for split, record in zero_shot.items()}},

@@ -51,6 +51,7 @@ force_offline()
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko" / "ko"
 OUT_DIR = PROJECT_ROOT / "bench" / "out" / "longform"
+RESULTS = OUT_DIR / "results.json"
 GAP_NOISE_DBFS = -50.0
 
 
@@ -174,6 +175,8 @@ def main(argv=None) -> None:
     parser.add_argument("--adapter", help="a fine-tuned run or adapter (as adapter= takes it) to compare beside the base")
     parser.add_argument("--only", nargs="*", help="recording names to run (default: all)")
     parser.add_argument("--skip-faster-whisper", action="store_true")
+    parser.add_argument("--arms", nargs="*", help="run only the transcribers named exactly so (e.g. 'inference.py tuned'); "
+                        "the results of the others are kept from the last run when its recordings were the same")
     args = parser.parse_args(argv)
     if not (REAL_SPEECH / "test.tsv").is_file():
         raise SystemExit(f"the real-speech set is not at {REAL_SPEECH}; this benchmark needs ../shared beside the project")
@@ -201,6 +204,14 @@ def main(argv=None) -> None:
 
     results = {"cpu": cpu_model_name(), "native_bf16": cpu_has_native_bf16(), "cores": len(os.sched_getaffinity(0)),
                "recordings": {r.name: round(r.seconds, 1) for r in recordings}, "arms": {}}
+    if args.arms:
+        unknown = set(args.arms) - set(arms)
+        if unknown:
+            raise SystemExit(f"no transcriber named {sorted(unknown)}; there are {sorted(arms)}")
+        earlier = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.is_file() else {}
+        if earlier.get("recordings") == results["recordings"]:
+            results["arms"] = {arm: data for arm, data in earlier["arms"].items() if arm not in args.arms}
+        arms = {arm: make for arm, make in arms.items() if arm in args.arms}
     for arm, make in arms.items():
         description, run, short_form = make()
         rows = {}
@@ -222,8 +233,9 @@ def main(argv=None) -> None:
                   f"{row['ref_chars']:5d}  RTF {row['rtf']:.3f}  CPU/s {row['cpu_per_audio_s']:.3f}  load {row['load']}"
                   + (f"  short-form {100 * row['short_form_cer_nospace']:.2f}%" if short_form else ""), flush=True)
         results["arms"][arm] = {"description": description, "recordings": rows}
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    (OUT_DIR / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        # Saved after every transcriber: a long run that is stopped keeps what it measured.
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(report(results))
 
 
