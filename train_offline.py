@@ -50,7 +50,8 @@ def main(argv=None) -> int:
 
     from kowhisper import training
     from kowhisper.checkpoints import CheckpointError, checkpoint_step, resolve_resume_checkpoint
-    from kowhisper.modeling import ModelError, family_of
+    from kowhisper.families import family_of
+    from kowhisper.modeling import ModelError
     from kowhisper.run_report import write_run_outputs
     from kowhisper.workspace import model_dir, source_origins
 

@@ -29,7 +29,7 @@ def measure(workspace: Path, window: str, batches: int, batch_size: int) -> dict
 
     from config import load_config
     from kowhisper import training
-    from kowhisper.modeling import family_of
+    from kowhisper.families import family_of
     from kowhisper.workspace import model_dir
 
     config = load_config([f"workspace={workspace}", "freeze_encoder=true", f"encoder_window={window}", "eval_strategy=no",

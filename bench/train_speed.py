@@ -78,7 +78,7 @@ def arm_config(workspace: Path, out_dir: Path, steps: int, window: str = "fit"):
 
 def train_ours(workspace: Path, out_dir: Path, steps: int, window: str) -> dict:
     from kowhisper import training
-    from kowhisper.modeling import family_of
+    from kowhisper.families import family_of
     from kowhisper.workspace import model_dir
 
     family = family_of(model_dir(workspace))

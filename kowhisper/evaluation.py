@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kowhisper.bootstrap import BootstrapSettings, Difference, compare_with_reference
+from kowhisper.families import load_recognizer
 from kowhisper.modeling import (
     ModelError,
     ModelSource,
@@ -36,7 +37,6 @@ from kowhisper.modeling import (
     base_source,
     final_model_dir,
     holds_trained_model,
-    load_recognizer,
     resolve_model,
     run_checkpoints,
     trained_source,

@@ -37,7 +37,7 @@ def test_seed_001_values_are_one_config_file_away():
 
 
 def test_defaults_are_seed_001_except_what_real_speech_changed():
-    from kowhisper.modeling import family_named
+    from kowhisper.families import family_named
     from kowhisper.training import resolve_run_defaults
 
     # learning_rate is left unset and filled in per fine-tuning mode when training starts; Whisper's default, LoRA,
@@ -133,7 +133,7 @@ def test_a_regex_target_reaches_lora_unchanged(tiny_model_dir, tmp_path):
     """The training model gets adapters exactly where peft matches the regex against full module names: here the
     encoder's q/v, not the decoder's (whose cross-attention, encoder_attn, a looser '.*encoder.*' would catch)."""
     from kowhisper import training
-    from kowhisper.modeling import family_of
+    from kowhisper.families import family_of
 
     workspace = tmp_path / "ws"
     workspace.mkdir()

@@ -149,7 +149,7 @@ def test_labels_are_not_prefixed_twice_and_generation_starts_with_language_and_t
 
     from config import Config
     from kowhisper import training
-    from kowhisper.modeling import family_of
+    from kowhisper.families import family_of
     from kowhisper.whisper.features import SpeechBatchCollator
 
     config = Config(workspace=str(tiny_workspace))
@@ -304,7 +304,7 @@ def test_spec_augment_masks_training_batches_inside_each_clip(tiny_workspace):
 
     from config import Config
     from kowhisper import training
-    from kowhisper.modeling import family_of
+    from kowhisper.families import family_of
     from kowhisper.whisper.encoder_window import EncoderWindow
     from kowhisper.whisper.features import SpeechBatchCollator
 

@@ -53,7 +53,7 @@ def safetensors_of(folder: Path) -> dict:
 
 def test_the_mode_decides_the_learning_rate_and_run_name_when_they_are_unset():
     from config import load_config
-    from kowhisper.modeling import family_named
+    from kowhisper.families import family_named
     from kowhisper.training import resolve_run_defaults
 
     whisper, ctc = family_named("whisper"), family_named("ctc")
@@ -110,7 +110,7 @@ def test_a_fit_window_batch_with_timestamped_labels_reaches_every_weight(tiny_wo
 
     from config import load_config
     from kowhisper import training
-    from kowhisper.modeling import family_of
+    from kowhisper.families import family_of
     from kowhisper.whisper.encoder_window import EncoderWindow
     from kowhisper.whisper.features import SpeechBatchCollator, TimestampedLabels
     from kowhisper.workspace import split_dir
@@ -148,7 +148,7 @@ def test_a_fit_window_batch_with_timestamped_labels_reaches_every_weight(tiny_wo
 def test_a_stage_trains_only_its_part_of_the_full_weights(tiny_workspace):
     from config import TrainingStage, load_config
     from kowhisper import training
-    from kowhisper.modeling import family_of
+    from kowhisper.families import family_of
     from kowhisper.stages import StageCallback, StagePlan
 
     config = load_config([f"workspace={tiny_workspace}", "finetune=full"])
@@ -279,7 +279,8 @@ def test_inference_merge_export_and_demo_use_the_full_weights(full_run, tiny_wor
     from config import load_config
     from kowhisper.demo import transcribe_for_demo
     from kowhisper.export import EXPORT_MARKER, merge_for_shipping
-    from kowhisper.modeling import load_recognizer, resolve_model
+    from kowhisper.families import load_recognizer
+    from kowhisper.modeling import resolve_model
     from kowhisper.whisper.encoder_window import EncoderWindow
 
     run_dir = full_run[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kowhisper.modeling import ModelFamily, ModelSource, Recognizer, register_family
+from kowhisper.modeling import ModelFamily, ModelSource, Recognizer
 
 
 def _ctc_model_types() -> frozenset[str]:
@@ -67,7 +67,7 @@ class CTCFamily(ModelFamily):
     def load_trainable_model(self, workspace: Path, config, precision):
         from kowhisper.ctc.trainer import load_trainable_model
 
-        return load_trainable_model(workspace, config, precision)
+        return load_trainable_model(workspace, config, precision, lora=self.trains_lora(config))
 
     def training_arguments(self, config, arguments: dict):
         from kowhisper.ctc.trainer import training_arguments
@@ -87,7 +87,7 @@ class CTCFamily(ModelFamily):
     def save_trained(self, model, processor, run_dir: Path, config) -> Path:
         from kowhisper.ctc.trainer import save_trained
 
-        return save_trained(model, processor, run_dir, config)
+        return save_trained(model, processor, run_dir, lora=self.trains_lora(config))
 
     default_finetune = "full"
 
@@ -140,4 +140,4 @@ class CTCFamily(ModelFamily):
         }
 
 
-CTC = register_family(CTCFamily())
+CTC = CTCFamily()

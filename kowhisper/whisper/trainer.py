@@ -17,8 +17,10 @@ import torch
 from kowhisper.modeling import FINAL_ADAPTER_DIR, FINAL_FULL_DIR
 from kowhisper.training import KowhisperTrainerMixin, TrainingSetupError, apply_lora
 from kowhisper.whisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
-from kowhisper.whisper.engines import Decoding, load_processor
-from kowhisper.whisper.features import FRAME_SECONDS, SpeechBatchCollator, TimestampedLabels, label_ids
+from kowhisper.whisper.engines import Decoding
+from kowhisper.whisper.features import SpeechBatchCollator, TimestampedLabels, label_ids
+from kowhisper.whisper.frames import FRAME_SECONDS
+from kowhisper.whisper.loading import load_processor
 from kowhisper.workspace import model_dir
 
 # peft matches a string as a regex against full module names; Whisper's encoder modules are model.encoder.*.
