@@ -27,7 +27,7 @@ from kowhisper.bootstrap import BootstrapSettings, Difference, compare_with_refe
 from kowhisper.checkpoints import CheckpointCompletionCallback, checkpoint_step
 from kowhisper.run_report import TrainingLogCallback
 from kowhisper.stages import StageCallback, StagePlan
-from kowhisper.text import format_percent
+from kowhisper.text import RATES, format_percent, rates_by_source, utterance_counts
 from kowhisper.workspace import workspace_sources
 from utils import atomic_write_json, cpu_has_native_bf16, read_json
 
@@ -36,7 +36,6 @@ QUICK_TEST_MAX_STEPS = 10
 QUICK_TEST_EVAL_EVERY = 5
 QUICK_TEST_EVAL_SAMPLES = 16
 ZERO_SHOT_FILE = "zero_shot.json"
-RATES = ("cer", "wer", "cer_nospace", "kocer_cer")
 # The rates whose dev difference from zero-shot gets a paired-bootstrap interval in the run's verdict.
 COMPARED_RATES = ("cer", "kocer_cer")
 ZERO_SHOT_CACHE = ".zero_shot"
@@ -534,8 +533,8 @@ def training_plan(train_rows: int, args) -> TrainingPlan:
 class DevScorer:
     """compute_metrics for any family: `prediction_texts` turns the Trainer's predictions into (references,
     hypotheses), in dev order; this scores them per source (cer_<source>, wer_<source>, cer_nospace_<source>,
-    kocer_cer_<source>) and overall, where the overall rates are the sources' rates weighted by their dev clip counts
-    (one source: its own). Each clip's edit counts are kept in `last_counts` for DevUtterancesCallback."""
+    kocer_cer_<source>) and overall, as evaluation does (kowhisper.text.rates_by_source). Each clip's edit counts
+    are kept in `last_counts` for DevUtterancesCallback."""
 
     def __init__(self, prediction_texts, dev_sources: list[str]):
         self.prediction_texts = prediction_texts
@@ -543,8 +542,6 @@ class DevScorer:
         self.last_counts: list[dict | None] | None = None
 
     def __call__(self, prediction) -> dict[str, float]:
-        from kowhisper.text import corpus_rates, utterance_counts
-
         references, hypotheses = self.prediction_texts(prediction)
         # Under DDP every process evaluates whole batches in turn and the last one is padded with rows from the
         # start; gathered, the predictions keep the dev order with those repeats at the end.
@@ -553,14 +550,9 @@ class DevScorer:
         references, hypotheses = references[: len(self.dev_sources)], hypotheses[: len(self.dev_sources)]
         counts = [utterance_counts(reference, hypothesis) for reference, hypothesis in zip(references, hypotheses)]
         self.last_counts = counts
-        metrics, overall = {}, {name: 0.0 for name in RATES}
-        for source in dict.fromkeys(self.dev_sources):
-            rows = [i for i, name in enumerate(self.dev_sources) if name == source]
-            scores = corpus_rates([references[i] for i in rows], [hypotheses[i] for i in rows], [counts[i] for i in rows])
-            for name in RATES:
-                metrics[f"{name}_{source}"] = scores[name]
-                overall[name] += scores[name] * len(rows) / len(self.dev_sources)
-        return {**overall, **metrics}
+        overall, per_source = rates_by_source(references, hypotheses, counts, self.dev_sources)
+        return {**{rate: overall[rate] for rate in RATES},
+                **{f"{rate}_{source}": rates[rate] for source, rates in per_source.items() for rate in RATES}}
 
 
 class DevUtterancesCallback(TrainerCallback):
