@@ -319,6 +319,16 @@ class ModelFamily(ABC):
         """Settings of this family worth a line in metrics.json and the model card."""
         return {}
 
+    # ---- staged training (kowhisper.stages) ----
+
+    # The parts of the model a stage can train on their own, as a stage's `train` names them ("both" trains them all);
+    # empty: the family offers no stages, and a staged run is refused.
+    stage_parts: tuple[str, ...] = ()
+
+    def part_of(self, parameter_name: str) -> str:
+        """Which of stage_parts the weight of this name (as model.named_parameters() names it) belongs to."""
+        raise NotImplementedError(f"the {self.name} family has no parts for stages")
+
 
 # ---- devices --------------------------------------------------------------------------------------------------
 

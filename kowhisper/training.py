@@ -388,15 +388,14 @@ def preserved_random_state():
 class KowhisperTrainerMixin:
     """What every family's Trainer adds to Hugging Face's (put it first among the bases):
 
-    - dev batches come from their own collator, since training batches may be augmented;
-    - `evaluate_base_model()` scores dev as the base model would run, for the zero-shot baseline;
+    - dev rows are evaluated in their order, which tells each row's source;
+    - `evaluate_base_model()` scores dev before any training step, for the zero-shot baseline (a family whose base
+      runs differently from the model it trains overrides it);
     - staged runs get a learning-rate schedule that restarts per stage (kowhisper.stages).
     """
 
-    def __init__(self, *args, eval_data_collator=None, base_model_collator=None, stages: StagePlan | None = None, **kwargs):
+    def __init__(self, *args, stages: StagePlan | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.eval_data_collator = eval_data_collator or self.data_collator
-        self.base_model_collator = base_model_collator or self.eval_data_collator
         self.stages = stages
 
     def create_scheduler(self, num_training_steps, optimizer=None):
@@ -416,31 +415,27 @@ class KowhisperTrainerMixin:
 
         return SequentialSampler(eval_dataset)
 
-    def get_eval_dataloader(self, eval_dataset=None):
-        training_collator = self.data_collator
-        self.data_collator = self.eval_data_collator  # read once, when the DataLoader is built
-        try:
-            return super().get_eval_dataloader(eval_dataset)
-        finally:
-            self.data_collator = training_collator
-
     def evaluate_base_model(self) -> dict:
         """trainer.evaluate() as the untrained base runs (LoRA starts as a no-op; a new CTC head is untrained).
 
         The random generators are put back afterwards: building a DataLoader draws from them, and a run must train
         the same whether its zero-shot result was measured now or reused from the cache."""
-        windowed, self.eval_data_collator = self.eval_data_collator, self.base_model_collator
         with preserved_random_state():
-            try:
-                return self.evaluate()
-            finally:
-                self.eval_data_collator = windowed
+            return self.evaluate()
 
 
-def stage_plan(config) -> StagePlan | None:
-    """The run's stages on the global step axis, or None for an ordinary one-stage run."""
+def stage_plan(config, family) -> StagePlan | None:
+    """The run's stages on the global step axis, or None for an ordinary one-stage run. Refused for a family whose
+    model has no parts to train in turn (ModelFamily.stage_parts)."""
     if not config.stages:
         return None
+    if not family.stage_parts:
+        raise TrainingSetupError(f"stages train one part of a model after another, and a {family.name} model has no parts "
+                                 f"to train in turn. Leave stages empty for a {family.name} run")
+    for stage in config.stages:
+        if stage.train not in (*family.stage_parts, "both"):
+            raise TrainingSetupError(f"stages[{stage.name}].train={stage.train}: a {family.name} model's parts are "
+                                     f"{', '.join(family.stage_parts)} (or both)")
     try:
         return StagePlan(config.stages, config.learning_rate, config.warmup_steps, config.lr_scheduler_type)
     except ValueError as error:
@@ -464,7 +459,7 @@ def build_training_arguments(config, precision: Precision, run_dir: Path, family
             learning_rate=config.learning_rate,
             weight_decay=config.weight_decay,
             num_train_epochs=config.num_train_epochs,
-            max_steps=stage_plan(config).total_steps if config.stages else config.max_steps,
+            max_steps=stage_plan(config, family).total_steps if config.stages else config.max_steps,
             # transformers 5 merged warmup_ratio into warmup_steps: values below 1 are a ratio.
             warmup_steps=config.warmup_steps if config.warmup_steps > 0 else config.warmup_ratio,
             lr_scheduler_type=config.lr_scheduler_type,
@@ -581,9 +576,9 @@ def build_trainer(model, processor, args, data: TrainingData, config, family, re
     scorer = DevScorer(family.prediction_texts(processor), data.dev_sources) if data.dev is not None else None
     if scorer is not None:
         callbacks.append(DevUtterancesCallback(scorer, args.output_dir))
-    stages = stage_plan(config)
+    stages = stage_plan(config, family)
     if stages is not None:
-        callbacks.append(StageCallback(stages, model, report, write_record=log_callback.append_record))
+        callbacks.append(StageCallback(stages, model, family, report, write_record=log_callback.append_record))
     if config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold))
     sources = dict.fromkeys(data.dev_sources)

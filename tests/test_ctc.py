@@ -316,6 +316,19 @@ def test_a_model_that_is_neither_whisper_nor_ctc_is_refused(tmp_path):
         family_for_base_source(str(tmp_path))
 
 
+def test_stages_are_refused_by_the_shared_code_for_a_family_whose_model_has_no_parts():
+    import dataclasses
+
+    from config import TrainingStage, load_config
+    from kowhisper.families import family_named
+    from kowhisper.training import TrainingSetupError, stage_plan
+
+    config = dataclasses.replace(load_config(["learning_rate=1e-4"]), stages=[TrainingStage("head", "decoder", 2)])
+    with pytest.raises(TrainingSetupError, match="a ctc model has no parts to train in turn. Leave stages empty"):
+        stage_plan(config, family_named("ctc"))
+    assert stage_plan(config, family_named("whisper")).total_steps == 2
+
+
 # ---- learning -------------------------------------------------------------------------------------------------------
 
 # The sample's train clips of at most 2.5 s: four short espeak sentences (1.9-2.5 s, 8-15 characters each), one

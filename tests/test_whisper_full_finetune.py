@@ -152,10 +152,11 @@ def test_a_stage_trains_only_its_part_of_the_full_weights(tiny_workspace):
     from kowhisper.stages import StageCallback, StagePlan
 
     config = load_config([f"workspace={tiny_workspace}", "finetune=full"])
-    model = family_of(tiny_workspace / "model").load_trainable_model(tiny_workspace, config, training.choose_precision(config, lora=False))
+    family = family_of(tiny_workspace / "model")
+    model = family.load_trainable_model(tiny_workspace, config, training.choose_precision(config, lora=False))
     stages = [TrainingStage("decoder", "decoder", 2), TrainingStage("both", "both", 2)]
     lines = []
-    callback = StageCallback(StagePlan(stages, 1e-5, 0, "linear"), model, report=lines.append)
+    callback = StageCallback(StagePlan(stages, 1e-5, 0, "linear"), model, family, report=lines.append)
     state = type("State", (), {"global_step": 0, "is_world_process_zero": True})()
     callback.on_step_begin(None, state, None)
     decoder = sum(p.numel() for name, p in model.named_parameters() if ".encoder." not in name)

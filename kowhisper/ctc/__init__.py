@@ -95,14 +95,6 @@ class CTCFamily(ModelFamily):
         # ctc_finetune is finetune's old name, still read for CTC models.
         return config.finetune or config.ctc_finetune or self.default_finetune
 
-    def start_run(self, config, run_dir: Path, resuming: bool) -> list[str]:
-        from kowhisper.training import TrainingSetupError
-
-        if config.stages:
-            raise TrainingSetupError("stages train a Whisper decoder and encoder in turn; a CTC model has no decoder. "
-                                     "Leave stages empty for a CTC run")
-        return []
-
     def model_card_intro(self, run_name: str, base_model: str, train_clips, config) -> list[str]:
         lora = self.trains_lora(config)
         load = (["from peft import PeftModel", "from transformers import AutoModelForCTC, AutoProcessor", "",

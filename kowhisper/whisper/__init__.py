@@ -176,5 +176,10 @@ class WhisperFamily(ModelFamily):
             mode += ", encoder frozen"
         return {"fine-tuning": mode, "encoder window": EncoderWindow.from_config(config).describe()}
 
+    stage_parts = ("encoder", "decoder")
+
+    def part_of(self, parameter_name: str) -> str:
+        return "encoder" if ".encoder." in parameter_name else "decoder"
+
 
 WHISPER = WhisperFamily()

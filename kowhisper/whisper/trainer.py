@@ -109,6 +109,9 @@ def _whisper_trainer_class():
     class WhisperTrainer(KowhisperTrainerMixin, Seq2SeqTrainer):
         """Seq2SeqTrainer that evaluates the way inference.py decodes.
 
+        - Dev batches come from their own collator (`eval_data_collator`): training batches may carry timestamped
+          labels, dev batches never do. The zero-shot evaluation (`evaluate_base_model`) runs the base as it runs
+          everywhere, at Whisper's full window (`base_model_collator`), whatever window the run trains with.
         - It encodes evaluation batches itself and hands generate() the encoder output: Whisper's generate()
           pads input features to 3000 frames with zeros, which would undo a fitted window (and zeros are not
           what silence looks like in Whisper's log-mel). The one encoder pass also serves the dev loss.
@@ -117,9 +120,26 @@ def _whisper_trainer_class():
         - It generates under the training precision's autocast (bf16 on CPUs that do it natively).
         """
 
-        def __init__(self, *args, decoding: Decoding, **kwargs):
+        def __init__(self, *args, decoding: Decoding, eval_data_collator, base_model_collator, **kwargs):
             super().__init__(*args, **kwargs)
             self.decoding = decoding
+            self.eval_data_collator = eval_data_collator
+            self.base_model_collator = base_model_collator
+
+        def get_eval_dataloader(self, eval_dataset=None):
+            training_collator = self.data_collator
+            self.data_collator = self.eval_data_collator  # read once, when the DataLoader is built
+            try:
+                return super().get_eval_dataloader(eval_dataset)
+            finally:
+                self.data_collator = training_collator
+
+        def evaluate_base_model(self) -> dict:
+            windowed, self.eval_data_collator = self.eval_data_collator, self.base_model_collator
+            try:
+                return super().evaluate_base_model()
+            finally:
+                self.eval_data_collator = windowed
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
             if self.args.predict_with_generate and not prediction_loss_only and "input_features" in inputs:
