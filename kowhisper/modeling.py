@@ -255,7 +255,7 @@ class ModelFamily(ABC):
         raise ModelError(f"CTranslate2 export is for Whisper models; {source.label} is a {self.name} model. "
                          "Serve it with inference.py, or merge it (--merge) for other runtimes.")
 
-    # ---- training (train_offline.py through kowhisper.training) ----
+    # ---- training (train_offline.py through kowhisper.training and kowhisper.trainer_base) ----
 
     @abstractmethod
     def load_processor(self, workspace: Path, config):
@@ -275,7 +275,7 @@ class ModelFamily(ABC):
 
     @abstractmethod
     def build_trainer(self, model, processor, args, data, config, callbacks: list, stages=None, compute_metrics=None):
-        """A Trainer for this family, built on kowhisper.training.KowhisperTrainerMixin; `stages` is the run's
+        """A Trainer for this family, built on kowhisper.trainer_base.KowhisperTrainerMixin; `stages` is the run's
         kowhisper.stages.StagePlan or None, `compute_metrics` scores dev from prediction_texts' output."""
 
     @abstractmethod

@@ -109,15 +109,15 @@ def test_a_fit_window_batch_with_timestamped_labels_reaches_every_weight(tiny_wo
     from datasets import load_from_disk
 
     from config import load_config
-    from kowhisper import training
     from kowhisper.families import family_of
+    from kowhisper.precision import choose_precision
     from kowhisper.whisper.encoder_window import EncoderWindow
     from kowhisper.whisper.features import SpeechBatchCollator, TimestampedLabels
     from kowhisper.workspace import split_dir
 
     config = load_config([f"workspace={tiny_workspace}", "finetune=full"])
     family = family_of(tiny_workspace / "model")
-    precision = training.choose_precision(config, lora=family.trains_lora(config))
+    precision = choose_precision(config, lora=family.trains_lora(config))
     assert not precision.int8 and "full fine-tuning" in precision.summary
     model = family.load_trainable_model(tiny_workspace, config, precision)
     assert not hasattr(model, "peft_config")
@@ -147,13 +147,13 @@ def test_a_fit_window_batch_with_timestamped_labels_reaches_every_weight(tiny_wo
 
 def test_a_stage_trains_only_its_part_of_the_full_weights(tiny_workspace):
     from config import TrainingStage, load_config
-    from kowhisper import training
     from kowhisper.families import family_of
+    from kowhisper.precision import choose_precision
     from kowhisper.stages import StageCallback, StagePlan
 
     config = load_config([f"workspace={tiny_workspace}", "finetune=full"])
     family = family_of(tiny_workspace / "model")
-    model = family.load_trainable_model(tiny_workspace, config, training.choose_precision(config, lora=False))
+    model = family.load_trainable_model(tiny_workspace, config, choose_precision(config, lora=False))
     stages = [TrainingStage("decoder", "decoder", 2), TrainingStage("both", "both", 2)]
     lines = []
     callback = StageCallback(StagePlan(stages, 1e-5, 0, "linear"), model, family, report=lines.append)

@@ -18,7 +18,8 @@ from kowhisper.audio import SAMPLING_RATE
 from kowhisper.ctc.storage import FrameGeometry, from_int16
 from kowhisper.ctc.vocabulary import WORD_DELIMITER
 from kowhisper.modeling import FINAL_ADAPTER_DIR, FINAL_FULL_DIR
-from kowhisper.training import KowhisperTrainerMixin, TrainingSetupError, apply_lora
+from kowhisper.trainer_base import KowhisperTrainerMixin, apply_lora
+from kowhisper.training import TrainingSetupError
 from kowhisper.workspace import model_dir
 
 # The collator's output lengths in frames, which the Trainer takes out before the model sees the batch.

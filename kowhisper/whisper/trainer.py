@@ -2,7 +2,7 @@
 scores dev by generating, and what a run records beside its final model.
 
 Under LoRA, CUDA loads the base in INT8 through bitsandbytes (prepare_model_for_kbit_training); the CPU keeps it in
-fp32 (kowhisper.training.choose_precision decides). Full fine-tuning always trains fp32 weights. The encoder takes
+fp32 (kowhisper.precision.choose_precision decides). Full fine-tuning always trains fp32 weights. The encoder takes
 windows fitted to each batch when encoder_window=fit (kowhisper.whisper.encoder_window), and a share of labels
 carries timestamps (kowhisper.whisper.features.TimestampedLabels).
 """
@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from kowhisper.modeling import FINAL_ADAPTER_DIR, FINAL_FULL_DIR
-from kowhisper.training import KowhisperTrainerMixin, TrainingSetupError, apply_lora
+from kowhisper.trainer_base import KowhisperTrainerMixin, apply_lora
+from kowhisper.training import TrainingSetupError
 from kowhisper.whisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
 from kowhisper.whisper.engines import Decoding
 from kowhisper.whisper.features import SpeechBatchCollator, TimestampedLabels, label_ids
