@@ -39,7 +39,8 @@ def main(argv=None) -> int:
     setup_logging()
 
     from kowhisper.export import merge_for_shipping
-    from kowhisper.modeling import ModelError, load_recognizer, resolve_model
+    from kowhisper.families import family_of_source, load_recognizer
+    from kowhisper.modeling import ModelError, resolve_model
     from kowhisper.workspace import WorkspaceError, require_verified_workspace
 
     try:
@@ -50,7 +51,7 @@ def main(argv=None) -> int:
             print(merge_for_shipping(source, config.merged_dir))
         if args.export_ct2:
             # Exported from the adapter itself (not the merged copy), so backend=auto recognises it as current.
-            print(f"CTranslate2 model: {source.family.export_ct2(source, config.ct2_quantization, config.ct2_dir)}")
+            print(f"CTranslate2 model: {family_of_source(source).export_ct2(source, config.ct2_quantization, config.ct2_dir)}")
         if not (args.paths or args.demo):
             return 0
         # The demo serves one recording at a time, and an engine may tune for that (see CT2Whisper).

@@ -50,9 +50,15 @@ def main(argv=None) -> int:
 
     from kowhisper import training
     from kowhisper.checkpoints import CheckpointError, checkpoint_step, resolve_resume_checkpoint
-    from kowhisper.modeling import ModelError, family_of
+    from kowhisper.dev_scoring import final_dev_metrics
+    from kowhisper.families import family_of
+    from kowhisper.modeling import ModelError
+    from kowhisper.precision import choose_precision
     from kowhisper.run_report import write_run_outputs
+    from kowhisper.trainer_base import build_trainer, count_parameters, restore_finished_run
+    from kowhisper.training_data import load_splits
     from kowhisper.workspace import model_dir, source_origins
+    from kowhisper.zero_shot import BaseWeights, ZeroShotAsBest, base_beats, judge_against_zero_shot, zero_shot_dev_metrics
 
     try:
         config, quick_test_notes = training.apply_quick_test(config, cli.explicit_keys)
@@ -68,24 +74,24 @@ def main(argv=None) -> int:
             say(note)
         run_dir = config.run_dir
         # Device and precision: INT8 on CUDA under LoRA; fp32, or bf16 where the CPU does it natively, on CPU.
-        precision = training.choose_precision(config, lora=family.trains_lora(config))
+        precision = choose_precision(config, lora=family.trains_lora(config))
         say(precision.notice())
 
-        data = training.load_splits(workspace, config)
+        data = load_splits(workspace, config)
         say("Data: " + ", ".join(f"{name} {count}" for name, count in data.counts.items()))
 
         processor = family.load_processor(workspace, config)
         for warning in family.training_warnings(data.train, processor, config):
             say(warning)
         model = family.load_trainable_model(workspace, config, precision)
-        base_weights = training.BaseWeights(model)  # the base is a candidate for the run's final model too
-        trainable, total = training.count_parameters(model)
+        base_weights = BaseWeights(model)  # the base is a candidate for the run's final model too
+        trainable, total = count_parameters(model)
         say(f"Parameters: {trainable:,} trainable of {total:,} ({100 * trainable / total:.2f}%)")
 
         args = training.build_training_arguments(config, precision, run_dir, family)
         plan = training.training_plan(len(data.train), args)
         say(plan.describe())
-        trainer = training.build_trainer(model, processor, args, data, config, family, report=say)
+        trainer = build_trainer(model, processor, args, data, config, family, report=say)
 
         # The same command again continues from the last checkpoint that was completely written.
         resume = resolve_resume_checkpoint(run_dir, config.resume_from_checkpoint, config.overwrite_output_dir, report=say)
@@ -98,12 +104,12 @@ def main(argv=None) -> int:
                 settings = {"base": {name: entry["sha256"] for name, entry in manifest["files"].items() if name.startswith("model/")},
                             "precision": precision.summary, "generation_max_length": config.generation_max_length,
                             "per_device_eval_batch_size": config.per_device_eval_batch_size}
-                zero_shot = training.zero_shot_dev_metrics(trainer, run_dir, data.dev, settings, report=say)
+                zero_shot = zero_shot_dev_metrics(trainer, run_dir, data.dev, settings, report=say)
                 if config.metric_for_best_model in zero_shot:
-                    trainer.add_callback(training.ZeroShotAsBest(zero_shot[config.metric_for_best_model]))
+                    trainer.add_callback(ZeroShotAsBest(zero_shot[config.metric_for_best_model]))
             if resume is not None and checkpoint_step(resume) >= plan.total_steps:
                 say(f"Resuming from {resume}: already the final step, so only the final evaluation and outputs are redone")
-                training.restore_finished_run(trainer, resume)
+                restore_finished_run(trainer, resume)
                 train_metrics = {}
             else:
                 say(f"Resuming from {resume} (step {checkpoint_step(resume)} of {plan.total_steps})" if resume
@@ -114,8 +120,8 @@ def main(argv=None) -> int:
             # evaluation, so running out of memory there (seed 000's reason for eval_strategy=no) loses nothing.
             if trainer.is_world_process_zero():
                 say(f"Final model saved to {family.save_trained(model, processor, run_dir, config)}")
-            dev, dev_step = training.final_dev_metrics(trainer) if data.dev is not None else ({}, None)
-            if training.base_beats(zero_shot, dev, config.metric_for_best_model):
+            dev, dev_step = final_dev_metrics(trainer) if data.dev is not None else ({}, None)
+            if base_beats(zero_shot, dev, config.metric_for_best_model):
                 # No checkpoint beat the base on dev: the run's final model is the base itself, as it was measured.
                 base_weights.restore(model)
                 dev, dev_step = zero_shot, 0
@@ -126,7 +132,7 @@ def main(argv=None) -> int:
             print(training.out_of_memory_advice(config), file=sys.stderr)
             return EXIT_OUT_OF_MEMORY
 
-        verdict = training.judge_against_zero_shot(zero_shot, dev, dev_step, config.metric_for_best_model, config, run_dir) if dev else None
+        verdict = judge_against_zero_shot(zero_shot, dev, dev_step, config.metric_for_best_model, config, run_dir) if dev else None
         if trainer.is_world_process_zero():
             write_run_outputs(
                 run_dir,

@@ -29,20 +29,23 @@ def measure(workspace: Path, window: str, batches: int, batch_size: int) -> dict
 
     from config import load_config
     from kowhisper import training
-    from kowhisper.modeling import family_of
+    from kowhisper.families import family_of
+    from kowhisper.precision import choose_precision
+    from kowhisper.trainer_base import build_trainer
+    from kowhisper.training_data import load_splits
     from kowhisper.workspace import model_dir
 
     config = load_config([f"workspace={workspace}", "freeze_encoder=true", f"encoder_window={window}", "eval_strategy=no",
                           "report_to=[]", f"per_device_train_batch_size={batch_size}", "timestamped_label_share=0"])
     family = family_of(model_dir(workspace))
     config, _ = training.resolve_run_defaults(config, family)  # LoRA at its default learning rate
-    precision = training.choose_precision(config)
+    precision = choose_precision(config)
     processor = family.load_processor(workspace, config)
     model = family.load_trainable_model(workspace, config, precision)
-    data = training.load_splits(workspace, config)
+    data = load_splits(workspace, config)
     data.dev = None
     args = training.build_training_arguments(config, precision, Path(tempfile.mkdtemp(prefix="bench-frozen-encoder-")), family)
-    trainer = training.build_trainer(model, processor, args, data, config, family, report=lambda _: None)
+    trainer = build_trainer(model, processor, args, data, config, family, report=lambda _: None)
     trainer.create_optimizer_and_scheduler(num_training_steps=batches)
     encoder = model.get_base_model().model.encoder
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.bf16)

@@ -120,12 +120,14 @@ def main(argv=None) -> None:
 
     from config import load_config
     from kowhisper.audio import SAMPLING_RATE, load_audio
-    from kowhisper.modeling import ModelSource, cpu_threads, load_recognizer
+    from kowhisper.families import load_recognizer
+    from kowhisper.modeling import ModelSource, cpu_threads
     from kowhisper.text import error_rates
     from kowhisper.transcribe import transcribe_files
     from kowhisper.whisper.ct2_export import export_ct2
     from kowhisper.whisper.encoder_window import EncoderWindow
-    from kowhisper.whisper.engines import Decoding, choose_engine, trained_window
+    from kowhisper.whisper.engines import Decoding, choose_engine
+    from kowhisper.whisper.loading import trained_window
     from utils import cpu_has_native_bf16, cpu_model_name
 
     clips = sample_clips(args.clips, args.clips_from)

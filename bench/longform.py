@@ -137,7 +137,7 @@ def score(reference: str, hypothesis: str) -> dict:
 
 
 def ours(source, config):
-    from kowhisper.modeling import load_recognizer
+    from kowhisper.families import load_recognizer
     from kowhisper.transcribe import transcribe_files
 
     recognizer = load_recognizer(source, config)

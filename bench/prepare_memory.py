@@ -90,7 +90,7 @@ def run_child(workspace: Path, manifest: Path, num_proc: int) -> None:
     config = load_config([f"workspace={workspace}", "data_source=manifest", f"data_path={manifest}", f"num_proc={num_proc}"])
     # Imports and the processor are the fixed cost every run pays; what grows with the clips comes after.
     from kowhisper.prepare import base_model_folder
-    from kowhisper.whisper.engines import load_processor
+    from kowhisper.whisper.loading import load_processor
 
     load_processor(base_model_folder(config))
     anon_before = status_kib("self", "RssAnon")

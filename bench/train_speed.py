@@ -78,18 +78,21 @@ def arm_config(workspace: Path, out_dir: Path, steps: int, window: str = "fit"):
 
 def train_ours(workspace: Path, out_dir: Path, steps: int, window: str) -> dict:
     from kowhisper import training
-    from kowhisper.modeling import family_of
+    from kowhisper.families import family_of
+    from kowhisper.precision import choose_precision
+    from kowhisper.trainer_base import build_trainer
+    from kowhisper.training_data import load_splits
     from kowhisper.workspace import model_dir
 
     family = family_of(model_dir(workspace))
     config, _ = training.resolve_run_defaults(arm_config(workspace, out_dir, steps, window), family)
-    precision = training.choose_precision(config)
-    data = training.load_splits(workspace, config)
+    precision = choose_precision(config)
+    data = load_splits(workspace, config)
     data.dev = None  # scored later, on equal terms with the other arms
     processor = family.load_processor(workspace, config)
     model = family.load_trainable_model(workspace, config, precision)
     args = training.build_training_arguments(config, precision, out_dir, family)
-    trainer = training.build_trainer(model, processor, args, data, config, family, report=lambda _: None)
+    trainer = build_trainer(model, processor, args, data, config, family, report=lambda _: None)
     timer = StepTimer()
     trainer.add_callback(timer)
     metrics = trainer.train().metrics

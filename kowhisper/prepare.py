@@ -35,8 +35,9 @@ from tqdm.auto import tqdm
 
 from config import SOURCE_KEYS, dataset_sources
 from kowhisper.audio import SAMPLING_RATE, AudioError, load_audio
+from kowhisper.families import family_of
 from kowhisper.leakage import count_leakage
-from kowhisper.modeling import ModelError, StorageError, family_of
+from kowhisper.modeling import ModelError, StorageError
 from kowhisper.sources import DataError, SourceRows, check_source, load_source, rows_dir
 from kowhisper.split_writer import SplitWriter
 from kowhisper.text import normalize_transcript

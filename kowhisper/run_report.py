@@ -90,7 +90,7 @@ class TrainingLogCallback(TrainerCallback):
 
 
 def is_zero_shot(record: dict) -> bool:
-    """The base model's dev evaluation before the first step (kowhisper.training.zero_shot_dev_metrics)."""
+    """The base model's dev evaluation before the first step (kowhisper.zero_shot.zero_shot_dev_metrics)."""
     return record.get("step") == 0 and "eval_cer" in record
 
 

@@ -5,14 +5,21 @@ as for any run and lands inside the right stage: the stage follows from the glob
 every trained weight from the start; a stage freezes the others by `requires_grad=False`, which leaves their
 gradients None, so AdamW neither moves nor decays them. The learning rate follows the run's schedule type
 within each stage, warm-up included, scaled to the stage's own peak rate.
+
+Which parts a model has (Whisper: encoder and decoder) and which part a weight belongs to is the model family's
+to say (ModelFamily.stage_parts and part_of); a family without parts offers no stages.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from transformers import TrainerCallback
+
+if TYPE_CHECKING:
+    from kowhisper.modeling import ModelFamily
 
 SCHEDULE_SHAPES = ("constant", "constant_with_warmup", "linear", "cosine")
 
@@ -21,7 +28,7 @@ SCHEDULE_SHAPES = ("constant", "constant_with_warmup", "linear", "cosine")
 class PlannedStage:
     index: int
     name: str
-    train: str  # decoder, encoder or both
+    train: str  # one of the family's stage_parts, or both
     first_step: int  # global steps first_step .. first_step + steps - 1 belong to this stage
     steps: int
     learning_rate: float
@@ -68,14 +75,11 @@ class StagePlan:
         return stage.learning_rate / self.base_learning_rate * shape if self.base_learning_rate else 0.0
 
 
-def part_of(parameter_name: str) -> str:
-    return "encoder" if ".encoder." in parameter_name else "decoder"
-
-
-def set_trainable_part(model, train: str, candidates: set[str]) -> int:
+def set_trainable_part(model, train: str, candidates: set[str], part_of) -> int:
     """Of the weights named in `candidates` (what the run trains: its LoRA weights, or every weight the model left
-    trainable under full fine-tuning), let those of `train` (decoder, encoder or both) learn and freeze the rest;
-    returns how many weights are trainable now. Weights outside `candidates` are never touched."""
+    trainable under full fine-tuning), let those of `train` (a part, as `part_of(name)` tells a weight's, or both)
+    learn and freeze the rest; returns how many weights are trainable now. Weights outside `candidates` are never
+    touched."""
     count = 0
     for name, parameter in model.named_parameters():
         if name not in candidates:
@@ -88,11 +92,12 @@ def set_trainable_part(model, train: str, candidates: set[str]) -> int:
 class StageCallback(TrainerCallback):
     """Switches the trainable part when a step begins in a new stage (also the first step after a resume), and
     reports it. Not at train begin: the Trainer builds its optimizer after that, and the optimizer must hold
-    every LoRA weight."""
+    every LoRA weight. `family` says which part of the model each weight is."""
 
-    def __init__(self, plan: StagePlan, model, report=print, write_record=None):
+    def __init__(self, plan: StagePlan, model, family: ModelFamily, report=print, write_record=None):
         self.plan = plan
         self.model = model
+        self.family = family
         # What the run trains, taken before any stage freezes part of it: the LoRA weights (peft froze the base), or
         # under full fine-tuning every weight the model itself left trainable (not Whisper's fixed encoder positions).
         self.candidates = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
@@ -106,10 +111,10 @@ class StageCallback(TrainerCallback):
         if stage is self.current:
             return
         self.current = stage
-        trainable = set_trainable_part(self.model, stage.train, self.candidates)
+        trainable = set_trainable_part(self.model, stage.train, self.candidates, self.family.part_of)
         if not state.is_world_process_zero:
             return
-        part = "encoder and decoder" if stage.train == "both" else stage.train
+        part = " and ".join(self.family.stage_parts) if stage.train == "both" else stage.train
         self.report(f"Stage {stage.index + 1}/{len(self.plan.stages)} '{stage.name}' (steps {stage.first_step + 1}-"
                     f"{stage.first_step + stage.steps}): trains the {part} {self.what}, {trainable:,} trainable parameters, "
                     f"learning rate {stage.learning_rate:g}")

@@ -22,8 +22,8 @@ def train_reciting_adapter(model_dir: Path, rows: list[dict], out_dir: Path, ste
     from transformers import WhisperForConditionalGeneration
 
     from kowhisper.whisper.encoder_window import EncoderWindow, allow_fitted_window
-    from kowhisper.whisper.engines import load_processor
     from kowhisper.whisper.features import SpeechBatchCollator
+    from kowhisper.whisper.loading import load_processor
 
     window = window or EncoderWindow()
     torch.manual_seed(0)

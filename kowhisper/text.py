@@ -25,6 +25,8 @@ _UNREADABLE_NUMBER = re.compile(r"\d{21,}")
 # The character rates that are scored per utterance (edits and reference characters), so they can be summed
 # over any set of utterances: a corpus, a source, or a bootstrap resample.
 CHARACTER_RATES = ("cer", "cer_nospace", "kocer_cer")
+# Every rate a set of pairs is scored with (corpus_rates), overall and per source.
+RATES = ("cer", "wer", "cer_nospace", "kocer_cer")
 # Above this many characters (reference and hypothesis together) kocer's alignment, which is quadratic in pure
 # Python, is run on pieces of the text cut where reference and hypothesis agree (see kocer_pieces).
 KOCER_PIECE_CHARS = 600
@@ -99,6 +101,24 @@ def corpus_rates(references: list[str], hypotheses: list[str], counts: list[dict
     wer = jiwer.wer([normalize_for_metric(r) for r, _, _ in scored], [normalize_for_metric(h) for _, h, _ in scored])
     return {"cer": rates["cer"], "wer": wer, "cer_nospace": rates["cer_nospace"], "kocer_cer": rates["kocer_cer"],
             "num_scored": len(scored)}
+
+
+def rates_by_source(references: list[str], hypotheses: list[str], counts: list[dict[str, int] | None],
+                    sources: list[str]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """(overall, per source) for pairs tagged with their source: each source's corpus_rates, in the order the sources
+    first occur, and the overall rates with their num_scored. With several sources the overall rates are the sources'
+    rates weighted by their scored pairs, so a large source does not hide a small one; with one, its own rates.
+    Training's dev metrics and evaluation both score this way."""
+    per_source = {}
+    for name in dict.fromkeys(sources):
+        picked = [i for i, source in enumerate(sources) if source == name]
+        per_source[name] = corpus_rates([references[i] for i in picked], [hypotheses[i] for i in picked], [counts[i] for i in picked])
+    if len(per_source) == 1:
+        return dict(next(iter(per_source.values()))), per_source
+    scored = sum(rates["num_scored"] for rates in per_source.values())
+    overall = {rate: sum(rates[rate] * rates["num_scored"] for rates in per_source.values()) / scored if scored else float("nan")
+               for rate in RATES}
+    return {**overall, "num_scored": scored}, per_source
 
 
 def utterance_cer(reference: str, hypothesis: str) -> float:

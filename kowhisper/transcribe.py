@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from kowhisper.audio import CHUNK_SAMPLES, SAMPLING_RATE, AudioError, load_audio
+from kowhisper.audio import SAMPLING_RATE, AudioError, load_audio
 from kowhisper.modeling import Recognizer
 from kowhisper.transcript import Transcript, is_silent
 
 AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".webm", ".mp4", ".mkv", ".aiff", ".aif", ".amr"}
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
-# Audio held in memory at once when many files are given (about 60 MB); windows of these files are batched.
-SAMPLES_IN_FLIGHT = 32 * CHUNK_SAMPLES
+# Audio held in memory at once when many files are given: 16 minutes (about 60 MB); windows of these files are batched.
+SAMPLES_IN_FLIGHT = 16 * 60 * SAMPLING_RATE
 
 # ---- files --------------------------------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@
       data/<source>/report.json     that source's kept and dropped rows per split
       model/                        base Whisper: safetensors, processor, generation config
       wheelhouse/                   pip wheels for the offline box
-      runs/<run_name>/              training output (written offline, not part of the manifest)
+      runs/<run_name>/              training output (written offline, not part of the manifest); its final model in
+                                    adapter/ (LoRA) or model/ (full weights)
 
 Format 1 (before several sources) kept its one source's splits in data/<split>/ and data/report.json, and its
 manifest has no "sources"; such a workspace still loads, verifies and trains, as one source whose folder is data/.
@@ -38,6 +39,9 @@ OLD_CACHE_NAME = ".cache"
 # Temporary names older versions of the setup used, which a killed setup may have left: the model's staging folder
 # (tempfile.mkdtemp(prefix=".model-")) and a split's (data/<source>/.<split>.tmp).
 _OLD_TEMPORARY_NAMES = re.compile(r"\.model-[a-z0-9_]{8}|\.(train|dev|test)\.tmp")
+# Where a run keeps its final model: a LoRA adapter in <run>/adapter, fully fine-tuned weights in <run>/model.
+FINAL_ADAPTER_DIR = "adapter"
+FINAL_FULL_DIR = "model"
 
 
 def data_dir(workspace: Path) -> Path:

@@ -37,7 +37,7 @@ def test_seed_001_values_are_one_config_file_away():
 
 
 def test_defaults_are_seed_001_except_what_real_speech_changed():
-    from kowhisper.modeling import family_named
+    from kowhisper.families import family_named
     from kowhisper.training import resolve_run_defaults
 
     # learning_rate is left unset and filled in per fine-tuning mode when training starts; Whisper's default, LoRA,
@@ -132,14 +132,14 @@ def test_target_modules_takes_one_regex_as_peft_does(tmp_path):
 def test_a_regex_target_reaches_lora_unchanged(tiny_model_dir, tmp_path):
     """The training model gets adapters exactly where peft matches the regex against full module names: here the
     encoder's q/v, not the decoder's (whose cross-attention, encoder_attn, a looser '.*encoder.*' would catch)."""
-    from kowhisper import training
-    from kowhisper.modeling import family_of
+    from kowhisper.families import family_of
+    from kowhisper.precision import choose_precision
 
     workspace = tmp_path / "ws"
     workspace.mkdir()
     (workspace / "model").symlink_to(tiny_model_dir)
     config = load_config([f"workspace={workspace}", f"target_modules={ENCODER_QV}"])
-    model = family_of(workspace / "model").load_trainable_model(workspace, config, training.choose_precision(config))
+    model = family_of(workspace / "model").load_trainable_model(workspace, config, choose_precision(config))
     adapted = sorted(name.removeprefix("base_model.model.model.") for name, module in model.named_modules() if hasattr(module, "lora_A"))
     assert adapted == [f"encoder.layers.{layer}.self_attn.{proj}" for layer in (0, 1) for proj in ("q_proj", "v_proj")]
 

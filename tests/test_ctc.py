@@ -293,7 +293,8 @@ def test_the_demo_serves_the_ctc_run(ctc_workspace, trained_run, python_executab
         server.wait(timeout=30)
     from config import load_config
     from kowhisper.demo import transcribe_for_demo
-    from kowhisper.modeling import load_recognizer, resolve_model
+    from kowhisper.families import load_recognizer
+    from kowhisper.modeling import resolve_model
 
     recognizer = load_recognizer(resolve_model(ctc_workspace, None), load_config([f"workspace={ctc_workspace}"]))
     _, status = transcribe_for_demo(recognizer, str(sorted(SAMPLE_CLIPS.glob("*.mp3"))[0]), 60.0)
@@ -307,11 +308,25 @@ def test_ctranslate2_export_of_a_ctc_model_is_refused_clearly(ctc_workspace, tra
 
 
 def test_a_model_that_is_neither_whisper_nor_ctc_is_refused(tmp_path):
-    from kowhisper.modeling import ModelError, family_for_base_source
+    from kowhisper.families import family_for_base_source
+    from kowhisper.modeling import ModelError
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}), encoding="utf-8")
     with pytest.raises(ModelError, match="neither Whisper nor a CTC model"):
         family_for_base_source(str(tmp_path))
+
+
+def test_stages_are_refused_by_the_shared_code_for_a_family_whose_model_has_no_parts():
+    import dataclasses
+
+    from config import TrainingStage, load_config
+    from kowhisper.families import family_named
+    from kowhisper.training import TrainingSetupError, stage_plan
+
+    config = dataclasses.replace(load_config(["learning_rate=1e-4"]), stages=[TrainingStage("head", "decoder", 2)])
+    with pytest.raises(TrainingSetupError, match="a ctc model has no parts to train in turn. Leave stages empty"):
+        stage_plan(config, family_named("ctc"))
+    assert stage_plan(config, family_named("whisper")).total_steps == 2
 
 
 # ---- learning -------------------------------------------------------------------------------------------------------
@@ -338,7 +353,8 @@ def test_a_small_model_learns_to_read_the_clips_it_trains_on(tmp_path, python_ex
     from datasets import load_from_disk
 
     from config import load_config
-    from kowhisper.modeling import load_recognizer, resolve_model
+    from kowhisper.families import load_recognizer
+    from kowhisper.modeling import resolve_model
     from kowhisper.testing import random_wav2vec2
     from kowhisper.text import error_rates, normalize_for_metric
 

@@ -83,7 +83,7 @@ def test_a_fit_window_batch_trains_and_its_gradients_reach_the_encoder_lora(make
 
 def test_a_run_remembers_its_window_and_evaluation_uses_it_unasked(make_workspace, tiny_model_dir, tmp_path, python_executable):
     from kowhisper.modeling import resolve_model
-    from kowhisper.whisper.engines import trained_window
+    from kowhisper.whisper.loading import trained_window
 
     workspace = make_workspace(tiny_model_dir)
     run_dir = workspace / "runs" / "fitted"

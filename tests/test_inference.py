@@ -91,14 +91,16 @@ def config(workspace):
 @pytest.fixture(scope="module")
 def default_recognizer(workspace, config):
     """What `inference.py workspace=WS` runs: the latest run's adapter on backend=auto."""
-    from kowhisper.modeling import load_recognizer, resolve_model
+    from kowhisper.families import load_recognizer
+    from kowhisper.modeling import resolve_model
 
     return load_recognizer(resolve_model(workspace, None), config)
 
 
 @pytest.fixture(scope="module")
 def base_recognizer(workspace, config):
-    from kowhisper.modeling import load_recognizer, resolve_model
+    from kowhisper.families import load_recognizer
+    from kowhisper.modeling import resolve_model
 
     return load_recognizer(resolve_model(workspace, "base"), config)
 
@@ -285,7 +287,8 @@ def test_ct2_export_transcribes_like_transformers_and_faster_whisper(workspace, 
 
     from faster_whisper import WhisperModel
 
-    from kowhisper.modeling import load_recognizer, resolve_model
+    from kowhisper.families import load_recognizer
+    from kowhisper.modeling import resolve_model
     from kowhisper.transcribe import transcribe_files
     from kowhisper.whisper.ct2_export import export_ct2
     from kowhisper.whisper.engines import CT2Whisper, HFWhisper
@@ -322,13 +325,14 @@ def test_fit_window_adapter_transcribes_alike_in_transformers_merged_and_ctransl
     from datasets import load_from_disk
 
     from kowhisper.export import merge_adapter
-    from kowhisper.modeling import load_recognizer, resolve_model
+    from kowhisper.families import load_recognizer
+    from kowhisper.modeling import resolve_model
     from kowhisper.testing import train_reciting_adapter
     from kowhisper.transcribe import transcribe_files
     from kowhisper.whisper.ct2_export import export_ct2
     from kowhisper.whisper.encoder_window import WINDOW_FILE, EncoderWindow
-    from kowhisper.whisper.engines import trained_window
     from kowhisper.whisper.features import N_FRAMES
+    from kowhisper.whisper.loading import trained_window
 
     workspace = make_workspace(real_model_dir)
     window = EncoderWindow("fit", tail_frames=50, round_frames=100)

@@ -148,3 +148,19 @@ def test_a_hallucinated_digit_run_too_long_for_kocer_is_scored_not_a_crash():
     assert rates["kocer_cer"] > 1 and rates["cer"] > 1
     breakdown = score(Dataset.from_dict({"id": ["a"], "text": ["사과 3개"], "duration": [1.0]}), ["0" + "7" * 30])[0]["breakdown"]
     assert sum(breakdown["errors"].values()) == breakdown["raw_errors"]
+
+
+def test_rates_by_source_weights_each_source_by_its_scored_pairs_and_one_source_is_itself():
+    from kowhisper.text import rates_by_source, utterance_counts
+
+    references = ["가나다라", "가나다라", "마바", "!"]  # "!" normalises to nothing: not scored
+    hypotheses = ["가나다라", "가나다라", "마", "?"]
+    sources = ["big", "big", "small", "small"]
+    counts = [utterance_counts(r, h) for r, h in zip(references, hypotheses)]
+    overall, per_source = rates_by_source(references, hypotheses, counts, sources)
+    assert list(per_source) == ["big", "small"]
+    assert per_source["small"]["cer"] == 0.5 and per_source["small"]["num_scored"] == 1
+    # 2 scored pairs of big at 0, 1 of small at 0.5: the unscored "!" weighs nothing.
+    assert overall["cer"] == pytest.approx(0.5 / 3) and overall["num_scored"] == 3
+    only, per_source = rates_by_source(references[:2], hypotheses[:2], counts[:2], sources[:2])
+    assert only == per_source["big"]

@@ -15,7 +15,7 @@ import pytest
 from test_sources import EXTRA_SOURCE, build, extra_manifest  # noqa: F401 (a fixture)
 
 from config import load_config
-from kowhisper import training
+from kowhisper.training_data import load_splits, mix_sources
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TINY = ["per_device_train_batch_size=4", "per_device_eval_batch_size=4", "max_eval_samples=4", "generation_max_length=12",
@@ -27,13 +27,13 @@ def test_weights_are_probabilities_over_sources_and_the_seed_fixes_the_order():
 
     big = Dataset.from_dict({"id": [f"a{i}" for i in range(600)], "source": ["a"] * 600})
     small = Dataset.from_dict({"id": [f"b{i}" for i in range(600)], "source": ["b"] * 600})
-    mixed = training.mix_sources([big, small], [3.0, 1.0], seed=7)
+    mixed = mix_sources([big, small], [3.0, 1.0], seed=7)
     share = Counter(mixed["source"])["b"] / len(mixed)
     # Binomial sampling error of a 1/4 share over ~800 draws is about 0.015.
     assert abs(share - 0.25) < 0.05, share
     assert set(mixed["id"]) == set(big["id"]) | set(small["id"]), "every row of every source is drawn (all_exhausted)"
-    assert mixed["id"] == training.mix_sources([big, small], [3.0, 1.0], seed=7)["id"]
-    assert mixed["id"] != training.mix_sources([big, small], [3.0, 1.0], seed=8)["id"]
+    assert mixed["id"] == mix_sources([big, small], [3.0, 1.0], seed=7)["id"]
+    assert mixed["id"] != mix_sources([big, small], [3.0, 1.0], seed=8)["id"]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def mixed_workspace(make_workspace, tiny_model_dir, extra_manifest, tmp_path_fac
 
 
 def test_the_training_data_mixes_the_trained_sources_and_evaluates_every_source(mixed_workspace):
-    data = training.load_splits(mixed_workspace, load_config([f"workspace={mixed_workspace}", "max_eval_samples=4"]))
+    data = load_splits(mixed_workspace, load_config([f"workspace={mixed_workspace}", "max_eval_samples=4"]))
     drawn = Counter(data.train["source"])
     assert set(drawn) == {"cv", "extra"}, "a held-out source is never trained on"
     assert drawn["cv"] >= 40 and drawn["extra"] >= 4, "every clip of every trained source is drawn"

@@ -210,7 +210,7 @@ def format_1_workspace(make_workspace, model_dir: Path) -> Path:
 
 
 def test_a_format_1_workspace_still_verifies_and_loads_for_training(make_workspace, tiny_model_dir):
-    from kowhisper.training import load_splits
+    from kowhisper.training_data import load_splits
 
     workspace = format_1_workspace(make_workspace, tiny_model_dir)
     data = workspace / "data"

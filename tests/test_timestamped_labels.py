@@ -17,7 +17,7 @@ from kowhisper.whisper.features import FRAME_SECONDS, SpeechBatchCollator, Times
 def rows_and_tokenizer(make_workspace, tiny_model_dir):
     from datasets import load_from_disk
 
-    from kowhisper.whisper.engines import load_processor
+    from kowhisper.whisper.loading import load_processor
     from kowhisper.workspace import split_dir
 
     workspace = make_workspace(tiny_model_dir, copy=False)

@@ -148,8 +148,8 @@ def test_labels_are_not_prefixed_twice_and_generation_starts_with_language_and_t
     from transformers.models.whisper.modeling_whisper import shift_tokens_right
 
     from config import Config
-    from kowhisper import training
-    from kowhisper.modeling import family_of
+    from kowhisper.families import family_of
+    from kowhisper.precision import choose_precision
     from kowhisper.whisper.features import SpeechBatchCollator
 
     config = Config(workspace=str(tiny_workspace))
@@ -161,7 +161,7 @@ def test_labels_are_not_prefixed_twice_and_generation_starts_with_language_and_t
     assert batch["input_features"].shape == (3, 80, 3000)
     assert (batch["labels"] == -100).any(), "shorter labels are padded with -100"
 
-    model = family.load_trainable_model(tiny_workspace, config, training.choose_precision(config)).eval()
+    model = family.load_trainable_model(tiny_workspace, config, choose_precision(config)).eval()
     decoder_input = shift_tokens_right(batch["labels"], model.config.pad_token_id, model.config.decoder_start_token_id)
     assert (decoder_input[:, 0] == tokens("<|startoftranscript|>")).all()
     assert (decoder_input[:, 1] == tokens("<|ko|>")).all()
@@ -303,13 +303,13 @@ def test_spec_augment_masks_training_batches_inside_each_clip(tiny_workspace):
     from datasets import load_from_disk
 
     from config import Config
-    from kowhisper import training
-    from kowhisper.modeling import family_of
+    from kowhisper.families import family_of
+    from kowhisper.precision import choose_precision
     from kowhisper.whisper.encoder_window import EncoderWindow
     from kowhisper.whisper.features import SpeechBatchCollator
 
     config = Config(workspace=str(tiny_workspace), spec_augment=True, mask_time_prob=0.2)
-    model = family_of(tiny_workspace / "model").load_trainable_model(tiny_workspace, config, training.choose_precision(config))
+    model = family_of(tiny_workspace / "model").load_trainable_model(tiny_workspace, config, choose_precision(config))
     rows = list(load_from_disk(str(split_dir(tiny_workspace, "train"))).with_format("numpy").select(range(4)))
     batch = SpeechBatchCollator(EncoderWindow("fit", 50, 100))(rows)
     whisper = model.get_base_model().model
@@ -541,7 +541,7 @@ def test_int8_without_cuda_or_a_cpu_capable_bitsandbytes_is_refused(tiny_workspa
 
 def test_this_cpu_gets_fp32_or_native_bf16_and_int8_only_when_asked():
     from config import Config
-    from kowhisper.training import choose_precision
+    from kowhisper.precision import choose_precision
     from utils import cpu_has_native_bf16
 
     default = choose_precision(Config())

@@ -53,7 +53,7 @@ def safetensors_of(folder: Path) -> dict:
 
 def test_the_mode_decides_the_learning_rate_and_run_name_when_they_are_unset():
     from config import load_config
-    from kowhisper.modeling import family_named
+    from kowhisper.families import family_named
     from kowhisper.training import resolve_run_defaults
 
     whisper, ctc = family_named("whisper"), family_named("ctc")
@@ -109,15 +109,15 @@ def test_a_fit_window_batch_with_timestamped_labels_reaches_every_weight(tiny_wo
     from datasets import load_from_disk
 
     from config import load_config
-    from kowhisper import training
-    from kowhisper.modeling import family_of
+    from kowhisper.families import family_of
+    from kowhisper.precision import choose_precision
     from kowhisper.whisper.encoder_window import EncoderWindow
     from kowhisper.whisper.features import SpeechBatchCollator, TimestampedLabels
     from kowhisper.workspace import split_dir
 
     config = load_config([f"workspace={tiny_workspace}", "finetune=full"])
     family = family_of(tiny_workspace / "model")
-    precision = training.choose_precision(config, lora=family.trains_lora(config))
+    precision = choose_precision(config, lora=family.trains_lora(config))
     assert not precision.int8 and "full fine-tuning" in precision.summary
     model = family.load_trainable_model(tiny_workspace, config, precision)
     assert not hasattr(model, "peft_config")
@@ -147,15 +147,16 @@ def test_a_fit_window_batch_with_timestamped_labels_reaches_every_weight(tiny_wo
 
 def test_a_stage_trains_only_its_part_of_the_full_weights(tiny_workspace):
     from config import TrainingStage, load_config
-    from kowhisper import training
-    from kowhisper.modeling import family_of
+    from kowhisper.families import family_of
+    from kowhisper.precision import choose_precision
     from kowhisper.stages import StageCallback, StagePlan
 
     config = load_config([f"workspace={tiny_workspace}", "finetune=full"])
-    model = family_of(tiny_workspace / "model").load_trainable_model(tiny_workspace, config, training.choose_precision(config, lora=False))
+    family = family_of(tiny_workspace / "model")
+    model = family.load_trainable_model(tiny_workspace, config, choose_precision(config, lora=False))
     stages = [TrainingStage("decoder", "decoder", 2), TrainingStage("both", "both", 2)]
     lines = []
-    callback = StageCallback(StagePlan(stages, 1e-5, 0, "linear"), model, report=lines.append)
+    callback = StageCallback(StagePlan(stages, 1e-5, 0, "linear"), model, family, report=lines.append)
     state = type("State", (), {"global_step": 0, "is_world_process_zero": True})()
     callback.on_step_begin(None, state, None)
     decoder = sum(p.numel() for name, p in model.named_parameters() if ".encoder." not in name)
@@ -279,7 +280,8 @@ def test_inference_merge_export_and_demo_use_the_full_weights(full_run, tiny_wor
     from config import load_config
     from kowhisper.demo import transcribe_for_demo
     from kowhisper.export import EXPORT_MARKER, merge_for_shipping
-    from kowhisper.modeling import load_recognizer, resolve_model
+    from kowhisper.families import load_recognizer
+    from kowhisper.modeling import resolve_model
     from kowhisper.whisper.encoder_window import EncoderWindow
 
     run_dir = full_run[0]

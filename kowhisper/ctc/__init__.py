@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kowhisper.modeling import ModelFamily, ModelSource, Recognizer, register_family
+from kowhisper.modeling import ModelFamily, ModelSource, Recognizer
 
 
 def _ctc_model_types() -> frozenset[str]:
@@ -67,7 +67,7 @@ class CTCFamily(ModelFamily):
     def load_trainable_model(self, workspace: Path, config, precision):
         from kowhisper.ctc.trainer import load_trainable_model
 
-        return load_trainable_model(workspace, config, precision)
+        return load_trainable_model(workspace, config, precision, lora=self.trains_lora(config))
 
     def training_arguments(self, config, arguments: dict):
         from kowhisper.ctc.trainer import training_arguments
@@ -87,21 +87,13 @@ class CTCFamily(ModelFamily):
     def save_trained(self, model, processor, run_dir: Path, config) -> Path:
         from kowhisper.ctc.trainer import save_trained
 
-        return save_trained(model, processor, run_dir, config)
+        return save_trained(model, processor, run_dir, lora=self.trains_lora(config))
 
     default_finetune = "full"
 
     def finetune_mode(self, config) -> str:
         # ctc_finetune is finetune's old name, still read for CTC models.
         return config.finetune or config.ctc_finetune or self.default_finetune
-
-    def start_run(self, config, run_dir: Path, resuming: bool) -> list[str]:
-        from kowhisper.training import TrainingSetupError
-
-        if config.stages:
-            raise TrainingSetupError("stages train a Whisper decoder and encoder in turn; a CTC model has no decoder. "
-                                     "Leave stages empty for a CTC run")
-        return []
 
     def model_card_intro(self, run_name: str, base_model: str, train_clips, config) -> list[str]:
         lora = self.trains_lora(config)
@@ -140,4 +132,4 @@ class CTCFamily(ModelFamily):
         }
 
 
-CTC = register_family(CTCFamily())
+CTC = CTCFamily()

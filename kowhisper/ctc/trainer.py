@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from kowhisper.audio import SAMPLING_RATE
-from kowhisper.ctc import CTC
 from kowhisper.ctc.storage import FrameGeometry, from_int16
 from kowhisper.ctc.vocabulary import WORD_DELIMITER
 from kowhisper.modeling import FINAL_ADAPTER_DIR, FINAL_FULL_DIR
-from kowhisper.training import KowhisperTrainerMixin, TrainingSetupError, apply_lora
+from kowhisper.trainer_base import KowhisperTrainerMixin, apply_lora
+from kowhisper.training import TrainingSetupError
 from kowhisper.workspace import model_dir
 
 # The collator's output lengths in frames, which the Trainer takes out before the model sees the batch.
@@ -75,7 +75,7 @@ class CTCBatchCollator:
         return batch
 
 
-def load_trainable_model(workspace: Path, config, precision):
+def load_trainable_model(workspace: Path, config, precision, lora: bool):
     from transformers import AutoModelForCTC
 
     folder = model_dir(workspace)
@@ -97,7 +97,7 @@ def load_trainable_model(workspace: Path, config, precision):
         model = AutoModelForCTC.from_pretrained(folder, dtype=torch.float32, **common)
     if config.ctc_freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
         model.freeze_feature_encoder()
-    if CTC.trains_lora(config):
+    if lora:
         return apply_lora(model, config, modules_to_save=[HEAD])
     return model
 
@@ -174,10 +174,10 @@ def build_trainer(model, processor, args, data, config, callbacks: list, stages,
     )
 
 
-def save_trained(model, processor, run_dir: Path, config) -> Path:
+def save_trained(model, processor, run_dir: Path, lora: bool) -> Path:
     """LoRA: the adapter (with the trained head) in <run>/adapter. Full: the whole model in <run>/model. Either way
     with the processor, so the folder transcribes on its own (a full model) or on the workspace's base (an adapter)."""
-    folder = Path(run_dir) / (FINAL_ADAPTER_DIR if CTC.trains_lora(config) else FINAL_FULL_DIR)
+    folder = Path(run_dir) / (FINAL_ADAPTER_DIR if lora else FINAL_FULL_DIR)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder

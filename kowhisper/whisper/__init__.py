@@ -1,17 +1,17 @@
 """The Whisper family: OpenAI Whisper of any size, fine-tuned with LoRA (the default) or in full, served by
 transformers or CTranslate2.
 
-Its parts: features (log-mel storage, labels, batches), encoder_window (training and decoding without 30 s of
-padding), engines (greedy decoding in transformers and CTranslate2), recognizer (evaluation rows and long audio
-with timestamps), trainer (the LoRA or fully trainable model and its Seq2SeqTrainer), ct2_import / ct2_export
-(faster-whisper models in and out).
+Its parts: frames (Whisper's time grid), features (log-mel storage, labels, batches), encoder_window (training and
+decoding without 30 s of padding), loading (a model folder's processor, weights and window), engines (greedy decoding
+in transformers and CTranslate2), recognizer (evaluation rows and long audio with timestamps), trainer (the LoRA or
+fully trainable model and its Seq2SeqTrainer), ct2_import / ct2_export (faster-whisper models in and out).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from kowhisper.modeling import ModelFamily, ModelSource, Recognizer, register_family
+from kowhisper.modeling import ModelFamily, ModelSource, Recognizer
 
 
 class WhisperFamily(ModelFamily):
@@ -25,13 +25,16 @@ class WhisperFamily(ModelFamily):
 
         return is_whisper_source(source)
 
+    def claims_model(self, source: ModelSource) -> bool:
+        return source.kind == "ct2"  # CTranslate2 exports are made from Whisper models only
+
     def save_base_model(self, source: str, out: Path, config) -> None:
         from kowhisper.whisper.storage import save_base_model
 
         save_base_model(source, out, config)
 
     def clip_encoder(self, model_folder: Path, config, train_texts):
-        from kowhisper.whisper.engines import load_processor
+        from kowhisper.whisper.loading import load_processor
         from kowhisper.whisper.storage import WhisperClipEncoder
 
         return WhisperClipEncoder(load_processor(model_folder), config)
@@ -47,12 +50,12 @@ class WhisperFamily(ModelFamily):
     def load_merged(self, source: ModelSource):
         import torch
 
-        from kowhisper.whisper.engines import load_hf_model
+        from kowhisper.whisper.loading import load_hf_model
 
         return load_hf_model(source, torch.device("cpu"), torch.float32)
 
     def copy_run_settings(self, source: ModelSource, folder: Path) -> None:
-        from kowhisper.whisper.engines import trained_window
+        from kowhisper.whisper.loading import trained_window
 
         trained_window(source).save(folder)
 
@@ -173,5 +176,10 @@ class WhisperFamily(ModelFamily):
             mode += ", encoder frozen"
         return {"fine-tuning": mode, "encoder window": EncoderWindow.from_config(config).describe()}
 
+    stage_parts = ("encoder", "decoder")
 
-WHISPER = register_family(WhisperFamily())
+    def part_of(self, parameter_name: str) -> str:
+        return "encoder" if ".encoder." in parameter_name else "decoder"
+
+
+WHISPER = WhisperFamily()

@@ -12,9 +12,19 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from kowhisper.export import EXPORT_MARKER, adapter_home, merge_adapter, read_marker, replace_folder, source_fingerprint, staging_dir
+import torch
+
+from kowhisper.export_folders import (
+    EXPORT_MARKER,
+    adapter_home,
+    read_marker,
+    replace_folder,
+    save_full_model,
+    source_fingerprint,
+    staging_dir,
+)
 from kowhisper.modeling import FINAL_FULL_DIR, ModelError, ModelSource, is_ct2_model_dir
-from kowhisper.whisper.engines import load_processor, trained_window
+from kowhisper.whisper.loading import load_hf_model, load_processor, trained_window
 from utils import atomic_write_json
 
 log = logging.getLogger("kowhisper")
@@ -57,7 +67,10 @@ def export_ct2(source: ModelSource, quantization: str = "int8", out_dir: Path | 
     try:
         model_dir = source.path
         if source.kind == "adapter":
-            model_dir = merge_adapter(source, staged / "merged")
+            # Merged as kowhisper.export merges (base in float32 on the CPU), into the scratch folder.
+            model_dir = staged / "merged"
+            save_full_model(source, model_dir, *load_hf_model(source, torch.device("cpu"), torch.float32), trained_window(source).save)
+            log.info("merged %s into %s", source.label, model_dir)
         converted = staged / "ct2"
         copy_files = [name for name in PROCESSOR_FILES if (model_dir / name).is_file()]
         TransformersConverter(str(model_dir), copy_files=copy_files).convert(str(converted), quantization=quantization)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kowhisper.whisper.features import N_FRAMES
+from kowhisper.whisper.frames import N_FRAMES
 
 FULL, FIT = "full", "fit"
 WINDOW_MODES = (FULL, FIT)

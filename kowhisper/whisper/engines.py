@@ -37,8 +37,10 @@ import numpy as np
 import torch
 
 from config import ConfigError
-from kowhisper.modeling import ModelError, ModelSource, cpu_threads, pick_device
+from kowhisper.modeling import ModelSource, cpu_threads, pick_device
+from kowhisper.whisper.ct2_export import ensure_ct2_export
 from kowhisper.whisper.encoder_window import EncoderWindow, allow_fitted_window
+from kowhisper.whisper.loading import load_hf_model, load_processor, trained_window
 from utils import cpu_has_native_bf16
 
 log = logging.getLogger("kowhisper")
@@ -320,39 +322,6 @@ class CT2Whisper(WhisperEngine):
         return generations
 
 
-def load_processor(path: Path):
-    from transformers import WhisperProcessor
-
-    return WhisperProcessor.from_pretrained(str(path))
-
-
-def load_hf_model(source: ModelSource, device: torch.device | None = None, dtype: torch.dtype | None = None):
-    """(model, processor) in eval mode; an adapter is merged into a float copy of its base.
-
-    safetensors only, and the model class is named explicitly, so no checkpoint can run code on load.
-    """
-    from transformers import WhisperForConditionalGeneration
-
-    if source.kind == "ct2":
-        raise ModelError(f"{source.path} is a CTranslate2 export; transformers cannot load it")
-    device = device or pick_device()
-    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
-    weights_dir = source.weights_dir
-    model = WhisperForConditionalGeneration.from_pretrained(str(weights_dir), dtype=torch.float32, use_safetensors=True)
-    if source.kind == "adapter":
-        from peft import PeftModel
-
-        # Merged in float32 whatever the serving dtype: merging into a quantized or half base loses the update.
-        model = PeftModel.from_pretrained(model, str(source.path)).merge_and_unload()
-    model = model.to(device=device, dtype=dtype).eval()
-    return model, load_processor(weights_dir)
-
-
-def trained_window(source: ModelSource) -> EncoderWindow:
-    """The encoder window `source` was trained with; a base model always runs at Whisper's full 30 s."""
-    return EncoderWindow() if source.kind == "base" else EncoderWindow.of_model(source.path)
-
-
 def load_engine(source: ModelSource, decoding: Decoding, backend: str = "auto", ct2_quantization: str = "int8",
                 ct2_dir: Path | None = None, parallel_clips: bool = True) -> WhisperEngine:
     """The engine `backend` asks for (see `choose_engine`), running `source` at the window it was trained with.
@@ -362,8 +331,6 @@ def load_engine(source: ModelSource, decoding: Decoding, backend: str = "auto", 
     engine = choose_engine(backend, source)
     window = trained_window(source)
     if engine == "ct2":
-        from kowhisper.whisper.ct2_export import ensure_ct2_export
-
         ct2_path = source.path if source.kind == "ct2" else ensure_ct2_export(source, ct2_quantization, ct2_dir)
         return CT2Whisper(ct2_path, load_processor(ct2_path), decoding, parallel_clips, window)
     device = pick_device()

@@ -24,13 +24,11 @@ import zlib
 import numpy as np
 import torch
 
-from kowhisper.audio import CHUNK_SAMPLES, HOP_LENGTH, SAMPLING_RATE
+from kowhisper.whisper.frames import CHUNK_SAMPLES, FRAME_SECONDS, HOP_LENGTH, N_FRAMES
 
 N_FFT = 400
-N_FRAMES = CHUNK_SAMPLES // HOP_LENGTH  # 3000
 # log10 of the 1e-10 power floor, rescaled as Whisper does: (-10 + 4) / 4.
 SILENCE_FLOOR = -1.5
-FRAME_SECONDS = HOP_LENGTH / SAMPLING_RATE  # 10 ms
 # Decoder positions of every Whisper size; a label (which lacks <|startoftranscript|>) may fill all but one.
 WHISPER_LABEL_POSITIONS = 447
 TIMESTAMP_SECONDS = 0.02  # Whisper's timestamp tokens are 20 ms apart

@@ -43,10 +43,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kowhisper.audio import HOP_LENGTH, SAMPLING_RATE
+from kowhisper.audio import SAMPLING_RATE
 from kowhisper.transcript import Segment, Transcript, is_silent
 from kowhisper.whisper.engines import TIME_PRECISION, Generation, WhisperEngine, incomplete_tail, text_of
-from kowhisper.whisper.features import N_FRAMES, LogMel, pad_features
+from kowhisper.whisper.features import LogMel, pad_features
+from kowhisper.whisper.frames import HOP_LENGTH, N_FRAMES
 
 # openai/whisper's compression_ratio_threshold: above it, a decoded text is taken for a repetition loop.
 LOOP_COMPRESSION_RATIO = 2.4

@@ -2,7 +2,7 @@
 scores dev by generating, and what a run records beside its final model.
 
 Under LoRA, CUDA loads the base in INT8 through bitsandbytes (prepare_model_for_kbit_training); the CPU keeps it in
-fp32 (kowhisper.training.choose_precision decides). Full fine-tuning always trains fp32 weights. The encoder takes
+fp32 (kowhisper.precision.choose_precision decides). Full fine-tuning always trains fp32 weights. The encoder takes
 windows fitted to each batch when encoder_window=fit (kowhisper.whisper.encoder_window), and a share of labels
 carries timestamps (kowhisper.whisper.features.TimestampedLabels).
 """
@@ -15,10 +15,13 @@ from pathlib import Path
 import torch
 
 from kowhisper.modeling import FINAL_ADAPTER_DIR, FINAL_FULL_DIR
-from kowhisper.training import KowhisperTrainerMixin, TrainingSetupError, apply_lora
+from kowhisper.trainer_base import KowhisperTrainerMixin, apply_lora
+from kowhisper.training import TrainingSetupError
 from kowhisper.whisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
-from kowhisper.whisper.engines import Decoding, load_processor
-from kowhisper.whisper.features import FRAME_SECONDS, SpeechBatchCollator, TimestampedLabels, label_ids
+from kowhisper.whisper.engines import Decoding
+from kowhisper.whisper.features import SpeechBatchCollator, TimestampedLabels, label_ids
+from kowhisper.whisper.frames import FRAME_SECONDS
+from kowhisper.whisper.loading import load_processor
 from kowhisper.workspace import model_dir
 
 # peft matches a string as a regex against full module names; Whisper's encoder modules are model.encoder.*.
@@ -107,6 +110,9 @@ def _whisper_trainer_class():
     class WhisperTrainer(KowhisperTrainerMixin, Seq2SeqTrainer):
         """Seq2SeqTrainer that evaluates the way inference.py decodes.
 
+        - Dev batches come from their own collator (`eval_data_collator`): training batches may carry timestamped
+          labels, dev batches never do. The zero-shot evaluation (`evaluate_base_model`) runs the base as it runs
+          everywhere, at Whisper's full window (`base_model_collator`), whatever window the run trains with.
         - It encodes evaluation batches itself and hands generate() the encoder output: Whisper's generate()
           pads input features to 3000 frames with zeros, which would undo a fitted window (and zeros are not
           what silence looks like in Whisper's log-mel). The one encoder pass also serves the dev loss.
@@ -115,9 +121,26 @@ def _whisper_trainer_class():
         - It generates under the training precision's autocast (bf16 on CPUs that do it natively).
         """
 
-        def __init__(self, *args, decoding: Decoding, **kwargs):
+        def __init__(self, *args, decoding: Decoding, eval_data_collator, base_model_collator, **kwargs):
             super().__init__(*args, **kwargs)
             self.decoding = decoding
+            self.eval_data_collator = eval_data_collator
+            self.base_model_collator = base_model_collator
+
+        def get_eval_dataloader(self, eval_dataset=None):
+            training_collator = self.data_collator
+            self.data_collator = self.eval_data_collator  # read once, when the DataLoader is built
+            try:
+                return super().get_eval_dataloader(eval_dataset)
+            finally:
+                self.data_collator = training_collator
+
+        def evaluate_base_model(self) -> dict:
+            windowed, self.eval_data_collator = self.eval_data_collator, self.base_model_collator
+            try:
+                return super().evaluate_base_model()
+            finally:
+                self.eval_data_collator = windowed
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
             if self.args.predict_with_generate and not prediction_loss_only and "input_features" in inputs:
