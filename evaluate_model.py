@@ -41,16 +41,20 @@ def main(argv=None) -> int:
     setup_logging()
 
     from kowhisper.evaluation import run_evaluation
+    from kowhisper.families import family_of, ignored_keys_notice
     from kowhisper.longform_scoring import run_longform_evaluation
     from kowhisper.modeling import ModelError
     from kowhisper.sources import DataError
-    from kowhisper.workspace import SPLITS, WorkspaceError, require_verified_workspace
+    from kowhisper.workspace import SPLITS, WorkspaceError, model_dir, require_verified_workspace
 
     workspace = config.workspace_dir
     try:
         # A split outside the workspace, or long recordings, are the user's own; only what the manifest vouches for is checked.
         own_split = config.eval_split in SPLITS and not config.eval_longform
         require_verified_workspace(workspace, only=("data", "model") if own_split else ("model",))
+        # The workspace's base is always measured, and every run was trained on it: its family is the one evaluated.
+        if ignored := ignored_keys_notice(family_of(model_dir(workspace)), args.explicit_keys):
+            print(ignored)
         if config.eval_longform:
             summary, table = run_longform_evaluation(config, workspace)
         else:

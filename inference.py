@@ -39,12 +39,14 @@ def main(argv=None) -> int:
     setup_logging()
 
     from kowhisper.export import merge_for_shipping
-    from kowhisper.families import family_of_source, load_recognizer
+    from kowhisper.families import family_of_source, ignored_keys_notice, load_recognizer
     from kowhisper.modeling import ModelError, resolve_model
     from kowhisper.workspace import WorkspaceError, require_verified_workspace
 
     try:
         source = resolve_model(config.workspace_dir, config.adapter)
+        if ignored := ignored_keys_notice(family_of_source(source), args.explicit_keys):
+            print(ignored)
         if source.kind in ("base", "adapter"):
             require_verified_workspace(config.workspace_dir, only=("model",))
         if args.merge:

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     from kowhisper import training
     from kowhisper.checkpoints import CheckpointError, checkpoint_step, resolve_resume_checkpoint
     from kowhisper.dev_scoring import final_dev_metrics
-    from kowhisper.families import family_of
+    from kowhisper.families import family_of, ignored_keys_notice
     from kowhisper.modeling import ModelError
     from kowhisper.precision import choose_precision
     from kowhisper.run_report import write_run_outputs
@@ -69,6 +69,8 @@ def main(argv=None) -> int:
         # What kind of model (Whisper or CTC) follows from the base model's own config; LoRA or full fine-tuning,
         # the learning rate and the run's name default per family and mode.
         family = family_of(model_dir(workspace))
+        if ignored := ignored_keys_notice(family, cli.explicit_keys):
+            say(ignored)
         config, default_notes = training.resolve_run_defaults(config, family)
         for note in default_notes:
             say(note)

@@ -70,5 +70,19 @@ def family_for_base_source(source: str) -> ModelFamily:
     raise ModelError(f"{source} is a {model_type} model, which is neither Whisper nor a CTC model")
 
 
+def ignored_keys_notice(family: ModelFamily, explicit_keys) -> str | None:
+    """One line naming the keys the user set (config.explicit_keys) that `family` does not read, because they belong to
+    another family, or None. A default value is never named: only a key the user set can be a mistake worth a line."""
+    ignored = {}
+    for other in FAMILIES:
+        keys = [key for key in other.own_config_keys if key in explicit_keys and key not in family.own_config_keys]
+        if other is not family and keys:
+            ignored[other.name] = keys
+    if not ignored:
+        return None
+    return f"ignored for a {family.name} model: " + "; ".join(
+        f"{', '.join(keys)} ({'they apply' if len(keys) > 1 else 'it applies'} to {name} models)" for name, keys in ignored.items())
+
+
 def load_recognizer(source: ModelSource, config, *, one_clip_at_a_time: bool = False) -> Recognizer:
     return family_of_source(source).recognizer(source, config, one_clip_at_a_time=one_clip_at_a_time)

@@ -16,6 +16,11 @@ from kowhisper.modeling import ModelFamily, ModelSource, Recognizer
 
 class WhisperFamily(ModelFamily):
     name = "whisper"
+    # Prompt tokens, the encoder window, timestamped labels, the decoder's token limits and the CTranslate2 engine: a CTC
+    # model has none of them.
+    own_config_keys = ("language", "task", "max_label_tokens", "freeze_encoder", "encoder_window", "encoder_window_tail_frames",
+                       "encoder_window_round_frames", "timestamped_label_share", "generation_max_length", "ct2_dir",
+                       "ct2_quantization")
 
     def accepts(self, model_type: str) -> bool:
         return model_type == "whisper"
