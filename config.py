@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import II, MISSING
 
+from kowhisper.config_error import ConfigError
 from kowhisper.workspace import SPLITS
 
 PROJECT_ROOT = Path(__file__).resolve().parent
@@ -435,10 +436,6 @@ class Config:
         return self.workspace_dir / "runs" / self.run_name
 
 
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key."""
-
-
 def _check_choice(key: str, value: str, choices) -> None:
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
@@ -539,6 +536,20 @@ def field_help() -> dict[str, str]:
     return helps
 
 
+def print_config_help() -> None:
+    """Every key with its help, grouped as kowhisper.families groups them: the keys every model family reads, then
+    each family's own."""
+    # Here, not at the top: the families import torch (2 s), which nothing but --help-config needs of them this early.
+    from kowhisper.families import config_key_groups
+
+    helps = field_help()
+    for title, keys in config_key_groups(list(helps)):
+        print(f"==== {title} ====\n")
+        for name in keys:
+            print(f"{name}\n    {helps[name]}")
+        print()
+
+
 def _names_existing_file(item: str) -> bool:
     try:
         return Path(item).exists()
@@ -631,8 +642,7 @@ def parse_config(parser: argparse.ArgumentParser, argv: list[str] | None = None)
     overrides = [item for item in args.rest if "=" in item and not _names_existing_file(item)]
     args.paths = [item for item in args.rest if item not in overrides]
     if args.help_config:
-        for name, text in field_help().items():
-            print(f"{name}\n    {text}")
+        print_config_help()
         sys.exit(0)
     try:
         config = load_config(overrides, args.config)

@@ -84,5 +84,13 @@ def ignored_keys_notice(family: ModelFamily, explicit_keys) -> str | None:
         f"{', '.join(keys)} ({'they apply' if len(keys) > 1 else 'it applies'} to {name} models)" for name, keys in ignored.items())
 
 
+def config_key_groups(keys: list[str]) -> list[tuple[str, list[str]]]:
+    """`keys` (config keys, in order) in the groups --help-config shows: the keys every family reads, then each family's
+    own. A dataset entry's key (datasets[].name) goes with the flat keys."""
+    own = {key for family in FAMILIES for key in family.own_config_keys}
+    groups = [("All model families", [key for key in keys if key not in own])]
+    return groups + [(f"{family.title} only", [key for key in keys if key in family.own_config_keys]) for family in FAMILIES]
+
+
 def load_recognizer(source: ModelSource, config, *, one_clip_at_a_time: bool = False) -> Recognizer:
     return family_of_source(source).recognizer(source, config, one_clip_at_a_time=one_clip_at_a_time)

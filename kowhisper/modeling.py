@@ -208,6 +208,7 @@ class ModelFamily(ABC):
     """Everything a kind of speech model does differently. One instance per family, stateless."""
 
     name: str = ""
+    title: str = ""  # the name people read in help texts: "Whisper", "CTC"
     # The config keys this family reads and no other does, as its package declares them; a key no family lists here
     # is read by every family. kowhisper.families reports a key the user set that the chosen family does not read.
     own_config_keys: tuple[str, ...] = ()

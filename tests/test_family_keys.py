@@ -1,9 +1,10 @@
 """Keys that apply to one model family: a key the user set that the chosen family does not read gets one line, a default
 never does, and --help-config lists each family's keys apart from the shared ones."""
 
+import subprocess
 from dataclasses import fields
 
-from config import Config, explicit_keys
+from config import PROJECT_ROOT, Config, explicit_keys
 from kowhisper.families import FAMILIES, family_named, ignored_keys_notice
 
 
@@ -37,3 +38,16 @@ def test_a_key_set_in_the_config_file_counts_even_at_its_default_value(tmp_path)
     yaml.write_text("language: Korean\n", encoding="utf-8")
     notice = ignored_keys_notice(family_named("ctc"), explicit_keys([], yaml))
     assert notice == "ignored for a ctc model: language (it applies to whisper models)"
+
+
+def test_help_config_lists_shared_keys_then_each_familys_own(python_executable):
+    result = subprocess.run([python_executable, "train_offline.py", "--help-config"], cwd=PROJECT_ROOT, capture_output=True,
+                            text=True, check=True)
+    sections = result.stdout.split("==== ")[1:]
+    titles = [section.split(" ====", 1)[0] for section in sections]
+    assert titles == ["All model families", "Whisper only", "CTC only"]
+    keys = [{line for line in section.splitlines()[1:] if line and not line.startswith(" ")} for section in sections]
+    assert {"workspace", "learning_rate", "language_abbr", "datasets[].name"} <= keys[0]
+    assert {"language", "task", "encoder_window", "freeze_encoder", "timestamped_label_share"} <= keys[1]
+    assert {"ctc_latin_digits", "ctc_punctuation", "ctc_finetune", "ctc_freeze_feature_encoder"} == keys[2]
+    assert not keys[0] & (keys[1] | keys[2])

@@ -21,6 +21,7 @@ def _ctc_model_types() -> frozenset[str]:
 
 class CTCFamily(ModelFamily):
     name = "ctc"
+    title = "CTC"
     own_config_keys = ("ctc_latin_digits", "ctc_punctuation", "ctc_finetune", "ctc_freeze_feature_encoder")
 
     def accepts(self, model_type: str) -> bool:

@@ -16,6 +16,7 @@ from kowhisper.modeling import ModelFamily, ModelSource, Recognizer
 
 class WhisperFamily(ModelFamily):
     name = "whisper"
+    title = "Whisper"
     # Prompt tokens, the encoder window, timestamped labels, the decoder's token limits and the CTranslate2 engine: a CTC
     # model has none of them.
     own_config_keys = ("language", "task", "max_label_tokens", "freeze_encoder", "encoder_window", "encoder_window_tail_frames",

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from config import ConfigError
+from kowhisper.config_error import ConfigError
 from kowhisper.modeling import ModelSource, cpu_threads, pick_device
 from kowhisper.whisper.ct2_export import ensure_ct2_export
 from kowhisper.whisper.encoder_window import EncoderWindow, allow_fitted_window
