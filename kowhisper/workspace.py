@@ -6,7 +6,8 @@
       data/<source>/<split>/        one source's split, in datasets' save_to_disk layout: input_features, labels,
                                     text, id, duration; dropped.jsonl lists its dropped rows with their reasons
       data/<source>/report.json     that source's kept and dropped rows per split
-      model/                        base Whisper: safetensors, processor, generation config
+      model/                        base model (Whisper or CTC): safetensors, processor (and vocabulary or
+                                    generation config, as its family keeps them)
       wheelhouse/                   pip wheels for the offline box
       runs/<run_name>/              training output (written offline, not part of the manifest); its final model in
                                     adapter/ (LoRA) or model/ (full weights)
