@@ -301,6 +301,14 @@ def test_the_demo_serves_the_ctc_run(ctc_workspace, trained_run, python_executab
     assert status.startswith(("Transcribed", "No speech was recognised")) and "CTC greedy" in status
 
 
+def test_a_whisper_key_set_for_a_ctc_model_is_reported_as_ignored(ctc_workspace, python_executable):
+    clip = str(sorted(SAMPLE_CLIPS.glob("*.mp3"))[0])
+    result = run([python_executable, "inference.py", f"workspace={ctc_workspace}", "adapter=base", "language=ko", clip])
+    assert "ignored for a ctc model: language (it applies to whisper models)" in result.stdout
+    result = run([python_executable, "inference.py", f"workspace={ctc_workspace}", "adapter=base", clip])
+    assert "ignored for" not in result.stdout
+
+
 def test_ctranslate2_export_of_a_ctc_model_is_refused_clearly(ctc_workspace, trained_run, python_executable):
     result = subprocess.run([python_executable, "inference.py", f"workspace={ctc_workspace}", f"adapter={trained_run}", "--export-ct2"],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
