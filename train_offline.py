@@ -123,6 +123,9 @@ def main(argv=None) -> int:
             if trainer.is_world_process_zero():
                 say(f"Final model saved to {family.save_trained(model, processor, run_dir, config)}")
             dev, dev_step = final_dev_metrics(trainer) if data.dev is not None else ({}, None)
+            run_config, dev = family.choose_run_config(trainer, config, dev, dev_step, config.metric_for_best_model, report=say)
+            if run_config is not config and trainer.is_world_process_zero():
+                say(f"Final model saved again, to run as dev chose, to {family.save_trained(model, processor, run_dir, run_config)}")
             if base_beats(zero_shot, dev, config.metric_for_best_model):
                 # No checkpoint beat the base on dev: the run's final model is the base itself, as it was measured.
                 base_weights.restore(model)

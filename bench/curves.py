@@ -13,8 +13,8 @@ The points of one run are not separate runs of that length: the learning rate de
 so at step 100 of 400 it is still at 77% of its peak. They show where a recipe is going; a recipe chosen from them
 is then run on its own for the chosen length (bench/quality.py) before it becomes a default.
 
-Fit-window recipes are also scored on dev at Whisper's full 30 s window at the early points (`@full`): does a
-model trained on fitted windows lag early because of the window it is run at?
+Fit-window recipes are also scored on dev at Whisper's full 30 s window at every point (`@full`): does a model
+trained on fitted windows lag early because of the window it is run at, and which window should it run at?
 
 Reported: a table of dev/test CER and kocer CER per recipe and step, the best dev point of each recipe with its
 test CER and the paired-bootstrap interval of its difference from zero-shot and from the default recipe's best
@@ -52,7 +52,7 @@ RECIPES = {
 }
 CURVE_STEPS = (25, 50, 100, 200, 300, 400)
 CURVE_SAVE_EVERY = 25
-FULL_WINDOW_STEPS = (25, 50, 100)
+FULL_WINDOW_STEPS = CURVE_STEPS
 SPLITS = ("dev", "test")
 RATES = ("cer", "wer", "cer_nospace", "kocer_cer")
 

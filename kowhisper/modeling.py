@@ -299,6 +299,12 @@ class ModelFamily(ABC):
         whose best model on dev is the base saves the base's weights with it."""
         return config
 
+    def choose_run_config(self, trainer, config, dev: dict, dev_step: int, metric: str, report=print) -> tuple[object, dict]:
+        """After training: the config the final model is to run under, and its dev metrics there. A family whose
+        trained models can run in more than one way scores the others on dev and keeps the best; the rest return
+        (config, dev)."""
+        return config, dev
+
     def trains_lora(self, config) -> bool:
         """Whether training puts LoRA on a frozen base (which may then be INT8), rather than training full weights."""
         return self.finetune_mode(config) == "lora"

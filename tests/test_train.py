@@ -77,6 +77,7 @@ def test_tiny_run_prints_its_plan_and_leaves_every_output(tiny_run, tiny_model_d
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     from kowhisper.checkpoints import checkpoint_problems
+    from kowhisper.whisper.encoder_window import EncoderWindow
     from utils import cpu_has_native_bf16
 
     run_dir, result = tiny_run
@@ -100,6 +101,12 @@ def test_tiny_run_prints_its_plan_and_leaves_every_output(tiny_run, tiny_model_d
     assert trainable == sum(tensor.numel() for tensor in weights.values())
     assert any(tensor.abs().sum() > 0 for name, tensor in weights.items() if "lora_B" in name)
 
+    # A fit-window run is scored on dev at the full window too, and its final model runs at the window that won,
+    # without adding an evaluation to the log (checked below: the log's evaluations are steps 0, 2 and 4 only).
+    choice = printed_line(stdout, "Dev cer at the fitted encoder window")
+    assert "at the full 30 s window" in choice
+    assert EncoderWindow.of_model(adapter_dir).is_fit == ("runs at the fitted window" in choice)
+
     base = WhisperForConditionalGeneration.from_pretrained(tiny_model_dir)
     model = PeftModel.from_pretrained(base, adapter_dir)
     assert model.peft_config["default"].r == 32
@@ -115,7 +122,8 @@ def test_tiny_run_prints_its_plan_and_leaves_every_output(tiny_run, tiny_model_d
     # evaluated during training: the final metrics reuse it instead of generating again.
     assert [record["step"] for record in evaluations] == [0, 2, 4]
     assert evaluations[0]["zero_shot"] is True and "zero_shot" not in evaluations[1]
-    assert metrics["dev"]["cer"] == evaluations[-1]["eval_cer"]
+    if EncoderWindow.of_model(run_dir / "adapter").is_fit:
+        assert metrics["dev"]["cer"] == evaluations[-1]["eval_cer"]
     assert metrics["zero_shot_dev"]["cer"] == evaluations[0]["eval_cer"]
     assert "step 0: dev CER" in stdout and "(zero-shot: the base model at its full window" in stdout
     assert printed_line(stdout, "dev CER").startswith(f"dev CER {100 * evaluations[0]['eval_cer']:.1f}% (zero-shot) -> ")

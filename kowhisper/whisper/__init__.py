@@ -108,6 +108,11 @@ class WhisperFamily(ModelFamily):
         # The base always runs at Whisper's own 30 s window: a base model cut to a fitted window loops.
         return dataclasses.replace(config, encoder_window="full")
 
+    def choose_run_config(self, trainer, config, dev: dict, dev_step: int, metric: str, report=print):
+        from kowhisper.whisper.trainer import choose_encoder_window
+
+        return choose_encoder_window(trainer, config, dev, dev_step, metric, report)
+
     def start_run(self, config, run_dir: Path, resuming: bool) -> list[str]:
         from kowhisper.whisper.trainer import start_run
 
