@@ -154,6 +154,10 @@ def plot(curves: dict, zero_shot: dict) -> Path:
             color = colors[number % len(colors)]
             axis.plot(steps, [100 * points[str(step)]["dev"]["metrics"][rate] for step in steps], "-", marker="o", markersize=3,
                       color=color, label=f"{recipe} (dev)")
+            at_full = sorted(int(step.split("@")[0]) for step in points if step.endswith("@full"))
+            if at_full:
+                axis.plot(at_full, [100 * points[f"{step}@full"]["dev"]["metrics"][rate] for step in at_full], "x", markersize=8,
+                          color=color, label=f"{recipe} (dev, same weights run at the full window)")
             tested = [step for step in steps if "test" in points[str(step)]]
             axis.plot(tested, [100 * points[str(step)]["test"]["metrics"][rate] for step in tested], "*", markersize=10,
                       color=color, label=f"{recipe} (test, at the best dev step)")
@@ -161,12 +165,13 @@ def plot(curves: dict, zero_shot: dict) -> Path:
             axis.axhline(100 * zero_shot[split]["metrics"][rate], color="black", linestyle=style, linewidth=1,
                          label=f"zero-shot ({split})")
         axis.set_xscale("log")
+        axis.minorticks_off()
         axis.set_xticks(CURVE_STEPS, [str(step) for step in CURVE_STEPS])
         axis.set_xlabel("training steps (batch 8; 105 steps = 1 epoch)")
         axis.set_ylabel(f"{title}, %")
         axis.set_title(f"{title} on real Korean speech, whisper-base")
         axis.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, ncol=2, loc="upper right")
+    axes[0].legend(fontsize=7, loc="lower left")
     figure.tight_layout()
     figure.savefig(PLOT, dpi=110)
     return PLOT
