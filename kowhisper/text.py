@@ -22,6 +22,7 @@ _WHITESPACE = re.compile(r"\s+")
 # kocer reads a digit run as one Sino-Korean number up to 경 (10^16 groups), and fails on longer runs. Only a
 # hallucinated hypothesis ("000…0111…1") has them; such a run is split into readable 20-digit pieces.
 _UNREADABLE_NUMBER = re.compile(r"\d{21,}")
+_THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3})")  # kocer drops these, joining the groups into one run
 # The character rates that are scored per utterance (edits and reference characters), so they can be summed
 # over any set of utterances: a corpus, a source, or a bootstrap resample.
 CHARACTER_RATES = ("cer", "cer_nospace", "kocer_cer")
@@ -131,10 +132,20 @@ def utterance_cer(reference: str, hypothesis: str) -> float:
 
 def kocer_counts(reference: str, hypothesis: str) -> tuple[int, int]:
     """(errors, reference characters) of kocer's reading-equivalent CER for one pair of any length."""
+
+    results = [_measure(r, h) for r, h in kocer_pieces(reference, hypothesis)]
+    return sum(result.errors for result in results), sum(result.ref_len for result in results)
+
+
+def _measure(reference: str, hypothesis: str):
+    """kocer.measure, and without reading numbers if kocer's number reader fails on this pair (it has failed on
+    hallucinated digit runs): one odd hypothesis must not end an evaluation or a training run."""
     import kocer
 
-    results = [kocer.measure(r, h) for r, h in kocer_pieces(reference, hypothesis)]
-    return sum(result.errors for result in results), sum(result.ref_len for result in results)
+    try:
+        return kocer.measure(reference, hypothesis)
+    except (IndexError, KeyError, ValueError):
+        return kocer.measure(reference, hypothesis, numbers=False)
 
 
 def kocer_breakdown(references: list[str], hypotheses: list[str]) -> dict:
@@ -145,6 +156,8 @@ def kocer_breakdown(references: list[str], hypotheses: list[str]) -> dict:
     import kocer
 
     pieces = [piece for r, h in zip(references, hypotheses) if normalize_for_metric(r) for piece in kocer_pieces(r, h)]
+    # A pair kocer's number reader fails on (see _measure) is left out of the breakdown, which is a diagnosis.
+    pieces = [(r, h) for r, h in pieces if _kocer_reads(r, h)]
     if not pieces:
         return {}
     result = kocer.breakdown([r for r, _ in pieces], [h for _, h in pieces])
@@ -159,9 +172,26 @@ def kocer_breakdown(references: list[str], hypotheses: list[str]) -> dict:
     }
 
 
+def _readable_numbers(text: str) -> str:
+    """The text with digit runs too long for kocer to read as one number split into 20-digit pieces."""
+    if not _UNREADABLE_NUMBER.search(_THOUSANDS_COMMA.sub("", text)):
+        return text
+    return _UNREADABLE_NUMBER.sub(_split_digits, _THOUSANDS_COMMA.sub("", text))
+
+
 def _split_digits(match: re.Match) -> str:
     digits = match.group()
     return " ".join(digits[i:i + 20] for i in range(0, len(digits), 20))
+
+
+def _kocer_reads(reference: str, hypothesis: str) -> bool:
+    import kocer
+
+    try:
+        kocer.measure(reference, hypothesis)
+        return True
+    except (IndexError, KeyError, ValueError):
+        return False
 
 
 def kocer_pieces(reference: str, hypothesis: str) -> list[tuple[str, str]]:
@@ -173,8 +203,7 @@ def kocer_pieces(reference: str, hypothesis: str) -> list[tuple[str, str]]:
     cut, and the pieces' errors add up to what kocer finds on the whole."""
     import jiwer
 
-    reference, hypothesis = (_UNREADABLE_NUMBER.sub(_split_digits, normalize_transcript(text))
-                             for text in (reference, hypothesis))
+    reference, hypothesis = (_readable_numbers(normalize_transcript(text)) for text in (reference, hypothesis))
     if len(reference) + len(hypothesis) <= KOCER_PIECE_CHARS or not hypothesis:
         return [(reference, hypothesis)]
     ref_words, hyp_words = reference.split(" "), hypothesis.split(" ")

@@ -146,6 +146,8 @@ def test_a_hallucinated_digit_run_too_long_for_kocer_is_scored_not_a_crash():
     # training run in an IndexError during the dev evaluation.
     rates = error_rates(["사과 3개"], ["1" * 45 + "개"])
     assert rates["kocer_cer"] > 1 and rates["cer"] > 1
+    # Thousands commas, which kocer removes, join groups into a run as long (this one failed a real training run).
+    assert error_rates(["사과 3개"], ["1," + ",".join(["000"] * 8) + "원"])["kocer_cer"] > 1
     breakdown = score(Dataset.from_dict({"id": ["a"], "text": ["사과 3개"], "duration": [1.0]}), ["0" + "7" * 30])[0]["breakdown"]
     assert sum(breakdown["errors"].values()) == breakdown["raw_errors"]
 

@@ -279,7 +279,8 @@ def test_inference_merge_export_and_demo_use_the_full_weights(full_run, tiny_wor
 
     from config import load_config
     from kowhisper.demo import transcribe_for_demo
-    from kowhisper.export import EXPORT_MARKER, merge_for_shipping
+    from kowhisper.export import merge_for_shipping
+    from kowhisper.export_folders import EXPORT_MARKER
     from kowhisper.families import load_recognizer
     from kowhisper.modeling import resolve_model
     from kowhisper.whisper.encoder_window import EncoderWindow
