@@ -204,7 +204,7 @@ def report(curves: dict, zero_shot: dict) -> str:
 
 
 def main(argv=None) -> None:
-    global BACKEND, CURVE_STEPS
+    global BACKEND, CURVE_STEPS, FULL_WINDOW_STEPS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipes", nargs="*", choices=list(RECIPES), default=list(RECIPES))
     parser.add_argument("--workspace", type=Path, default=OUT_DIR / "workspace")
@@ -212,9 +212,12 @@ def main(argv=None) -> None:
     parser.add_argument("--score-only", action="store_true", help="score the recipes trained so far, train nothing")
     parser.add_argument("--steps", nargs="*", type=int, choices=CURVE_STEPS, default=list(CURVE_STEPS),
                         help="score only these points (the others stay in the cache for a later run)")
+    parser.add_argument("--no-full-window", action="store_true", help="skip the @full points (the same weights at the full window)")
     parser.add_argument("--backend", choices=("ct2", "hf"), default="ct2", help="the engine that scores every point")
     args = parser.parse_args(argv)
     BACKEND, CURVE_STEPS = args.backend, tuple(args.steps)
+    if args.no_full_window:
+        FULL_WINDOW_STEPS = ()
 
     from bench.quality import REAL_SPEECH, build_workspace
     from kowhisper.modeling import resolve_model
