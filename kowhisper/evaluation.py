@@ -25,6 +25,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -245,32 +246,60 @@ def worse_than_base(results: list[EvalResult], metric: str) -> list[str]:
     return warnings
 
 
-def format_table(results: list[EvalResult], best: EvalResult | None, metric: str, settings: BootstrapSettings) -> str:
+@dataclass(frozen=True)
+class Column:
+    """One column of a model table: its title, width, and the cell text from a row's metrics and its result (None
+    on a per-source row under a model)."""
+
+    title: str
+    width: int
+    cell: Callable[[dict, object], str]
+
+
+def rate_column(title: str, rate: str, width: int, digits: int = 2) -> Column:
+    return Column(title, width, lambda metrics, result: format_percent(metrics[rate], digits))
+
+
+def model_rows(results: list, best, columns: list[Column], compared_rates: tuple[str, ...]) -> list[str]:
+    """The rows every model table shares: a model per row (per-source rows under it when it has several sources),
+    the paired difference from the base per compared rate, and * on the best when there is more than one model.
+    Results are EvalResult or LongformResult: a source, metrics and versus_base."""
     width = max(len(r.source.label) for r in results) + 4
-    ranked = len(results) > 1
     compared = any(r.versus_base for r in results)
-    head = f"{'model':<{width}}{'CER':>9}{'WER':>9}{'CER no-space':>14}{'kocer CER':>11}{'utts':>6}{'s/utt':>8}"
+
+    def row(label: str, metrics: dict, result) -> str:
+        return f"{label:<{width}}" + "".join(f"{column.cell(metrics, result):>{column.width}}" for column in columns)
+
+    head = f"{'model':<{width}}" + "".join(f"{column.title:>{column.width}}" for column in columns)
     if compared:
-        head += "  " + "".join(f"{RATE_NAMES[rate] + ' vs base':<30}" for rate in COMPARED_RATES)
+        head += "  " + "".join(f"{RATE_NAMES[rate] + ' vs base':<30}" for rate in compared_rates)
     lines = [head.rstrip()]
     for result in results:
-        m = result.metrics
-        line = (f"{result.source.label:<{width}}{format_percent(m['cer'], 2):>9}{format_percent(m['wer'], 2):>9}"
-                f"{format_percent(m['cer_nospace'], 2):>14}{format_percent(m['kocer_cer'], 2):>11}{m['num_scored']:>6}"
-                f"{result.seconds_per_utterance:>8.2f}")
+        line = row(result.source.label, result.metrics, result)
         if compared:
-            line += "  " + "".join(f"{result.versus_base[rate].describe() if result.versus_base else '-':<30}" for rate in COMPARED_RATES)
+            line += "  " + "".join(f"{result.versus_base[rate].describe() if result.versus_base else '-':<30}" for rate in compared_rates)
         # The mark goes last, so the leading columns split on whitespace the same on every row.
-        lines.append(line.rstrip() + ("  *" if ranked and result is best else ""))
-        if len(m["per_source"]) > 1:
-            lines += [f"{'  ' + name:<{width}}{format_percent(r['cer'], 2):>9}{format_percent(r['wer'], 2):>9}"
-                      f"{format_percent(r['cer_nospace'], 2):>14}{format_percent(r['kocer_cer'], 2):>11}{r['num_scored']:>6}"
-                      for name, r in m["per_source"].items()]
-    if compared:
+        lines.append(line.rstrip() + ("  *" if len(results) > 1 and result is best else ""))
+        per_source = result.metrics.get("per_source", {})
+        if len(per_source) > 1:
+            lines += [row("  " + name, metrics, None).rstrip() for name, metrics in per_source.items()]
+    return lines
+
+
+SPLIT_COLUMNS = [
+    rate_column("CER", "cer", 9), rate_column("WER", "wer", 9), rate_column("CER no-space", "cer_nospace", 14),
+    rate_column("kocer CER", "kocer_cer", 11), Column("utts", 6, lambda metrics, result: str(metrics["num_scored"])),
+    Column("s/utt", 8, lambda metrics, result: f"{result.seconds_per_utterance:.2f}" if result else ""),
+]
+
+
+def format_table(results: list[EvalResult], best: EvalResult | None, metric: str, settings: BootstrapSettings) -> str:
+    lines = model_rows(results, best, SPLIT_COLUMNS, COMPARED_RATES)
+    if any(r.versus_base for r in results):
         lines.append(f"vs base: percentage points, model minus base; {settings.describe(results[0].metrics['num_scored'])}. "
                      "better: the interval is below 0; worse: above 0; otherwise no clear difference.")
     lines += breakdown_lines(results)
-    if ranked and best is not None:
+    if len(results) > 1 and best is not None:
         lines.append(f"* best by {metric}: {best.source.label} ({best.source.path})")
     lines += [f"WARNING: {warning}" for warning in worse_than_base(results, metric)]
     return "\n".join(lines)

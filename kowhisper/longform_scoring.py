@@ -30,18 +30,20 @@ from pathlib import Path
 from kowhisper.audio import SAMPLING_RATE, AudioError, load_audio
 from kowhisper.bootstrap import BootstrapSettings, Difference, compare_with_reference
 from kowhisper.evaluation import (
-    RATE_NAMES,
+    Column,
     announce_replacement,
     evaluation_recognizer,
     file_name,
     model_entry,
+    model_rows,
     models_to_evaluate,
+    rate_column,
     utterance_rates,
     write_rows,
 )
 from kowhisper.modeling import ModelSource, Recognizer
 from kowhisper.sources import DataError, manifest_entries
-from kowhisper.text import format_percent, kocer_breakdown, normalize_for_metric, rates_from_counts, utterance_counts
+from kowhisper.text import kocer_breakdown, normalize_for_metric, rates_from_counts, utterance_counts
 from kowhisper.transcribe import SAMPLES_IN_FLIGHT
 from utils import atomic_write_json
 
@@ -139,24 +141,23 @@ def longform_results_dir(workspace: Path, manifest: str) -> Path:
     return Path(workspace) / "evaluations" / f"longform-{path.stem}-{digest}"
 
 
+def real_time_factor(metrics: dict, result) -> str:
+    return f"{result.seconds / metrics['audio_seconds'] if metrics['audio_seconds'] else math.nan:.2f}"
+
+
+LONGFORM_COLUMNS = [
+    rate_column("CER no-space", "cer_nospace", 14), rate_column("kocer CER", "kocer_cer", 11),
+    rate_column("deleted", "deletion_share", 9, digits=1), Column("recs", 6, lambda metrics, result: str(metrics["num_scored"])),
+    Column("audio min", 11, lambda metrics, result: f"{metrics['audio_seconds'] / 60:.1f}"),
+    Column("x real time", 13, real_time_factor),
+]
+
+
 def format_longform_table(results: list[LongformResult], best: LongformResult | None, metric: str, settings: BootstrapSettings) -> str:
-    width = max(len(r.source.label) for r in results) + 4
-    compared = any(r.versus_base for r in results)
-    head = f"{'model':<{width}}{'CER no-space':>14}{'kocer CER':>11}{'deleted':>9}{'recs':>6}{'audio min':>11}{'x real time':>13}"
-    if compared:
-        head += "  " + "".join(f"{RATE_NAMES[rate] + ' vs base':<30}" for rate in LONGFORM_RATES)
-    lines = [head.rstrip()]
-    for result in results:
-        m = result.metrics
-        speed = result.seconds / m["audio_seconds"] if m["audio_seconds"] else math.nan
-        line = (f"{result.source.label:<{width}}{format_percent(m['cer_nospace'], 2):>14}{format_percent(m['kocer_cer'], 2):>11}"
-                f"{format_percent(m['deletion_share'], 1):>9}{m['num_scored']:>6}{m['audio_seconds'] / 60:>11.1f}{speed:>13.2f}")
-        if compared:
-            line += "  " + "".join(f"{result.versus_base[rate].describe() if result.versus_base else '-':<30}" for rate in LONGFORM_RATES)
-        lines.append(line.rstrip() + ("  *" if len(results) > 1 and result is best else ""))
+    lines = model_rows(results, best, LONGFORM_COLUMNS, LONGFORM_RATES)
     lines.append("deleted: reference characters the transcript left out, of all reference characters; x real time: "
                  "transcribing seconds per second of audio.")
-    if compared:
+    if any(r.versus_base for r in results):
         lines.append(f"vs base: percentage points, model minus base; {settings.describe(results[0].metrics['num_scored'], 'recordings')}. "
                      "better: the interval is below 0; worse: above 0; otherwise no clear difference.")
     elif len(results) > 1:
