@@ -50,6 +50,9 @@ RECIPES = {
     "lr1e-3": ["learning_rate=1e-3"],
     "all-linear": ["target_modules=all-linear"],
     "specaug": ["spec_augment=true"],
+    # The best combination: full fine-tuning, best on test and fastest on dev, overfits after 200 steps (dev CER
+    # rises to 400); SpecAugment is the regularizer that keeps a recipe learning longer.
+    "full-ft+specaug": ["finetune=full", "spec_augment=true"],
 }
 CURVE_STEPS = (25, 50, 100, 200, 300, 400)
 CURVE_SAVE_EVERY = 25
@@ -165,7 +168,7 @@ def plot(curves: dict, zero_shot: dict) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(13, 5), sharex=True)
+    figure, axes = plt.subplots(1, 2, figsize=(13, 6.5), sharex=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for axis, rate, title in ((axes[0], "cer", "CER"), (axes[1], "kocer_cer", "kocer CER (reading-equivalent)")):
         for number, (recipe, points) in enumerate(curves.items()):
@@ -190,8 +193,9 @@ def plot(curves: dict, zero_shot: dict) -> Path:
         axis.set_ylabel(f"{title}, %")
         axis.set_title(f"{title} on real Korean speech, whisper-base")
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="lower left")
-    figure.tight_layout()
+    # Below both panels: inside one, the legend of seven recipes would hide their curves.
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=5, fontsize=7)
+    figure.tight_layout(rect=(0, 0.17, 1, 1))
     figure.savefig(PLOT, dpi=110)
     return PLOT
 
