@@ -50,8 +50,8 @@ RECIPES = {
     "lr1e-3": ["learning_rate=1e-3"],
     "all-linear": ["target_modules=all-linear"],
     "specaug": ["spec_augment=true"],
-    # The best combination: full fine-tuning, best on test and fastest on dev, overfits after 200 steps (dev CER
-    # rises to 400); SpecAugment is the regularizer that keeps a recipe learning longer.
+    # The combination tried: full fine-tuning reaches its best dev CER by 100 steps and then rises, and SpecAugment
+    # is the regularizer that keeps a recipe learning longer. It did not help (bench/RESULTS.md).
     "full-ft+specaug": ["finetune=full", "spec_augment=true"],
 }
 CURVE_STEPS = (25, 50, 100, 200, 300, 400)
