@@ -4,7 +4,7 @@ Every recipe of issue 16 is trained once by train_offline.py, as a user runs it,
 bench/quality.py (835 train clips of ../shared/data/ko-real-speech; 105 steps are an epoch at batch 8), for
 CURVE_STEPS[-1] steps with a checkpoint every CURVE_SAVE_EVERY steps and no evaluation while training. Then the
 checkpoints at CURVE_STEPS are scored on the whole dev split (151 clips), and each recipe's best dev point on the
-whole test split (290 clips), by evaluate_model.py's own code (kowhisper.evaluation) with the engine inference.py
+whole test split (290 clips), by evaluate_model.py's own code (kowhisper.evaluate.split) with the engine inference.py
 runs on a CPU, the CTranslate2 int8 export (greedy, at the window each checkpoint was trained with; `--backend hf`
 for transformers fp32, about 5x slower here), and the base model beside them. Test is read only at the point dev
 chose, as a user would. Each point is cached in bench/out/quality/curves/, so a rerun scores only what is new.
@@ -18,7 +18,7 @@ trained on fitted windows lag early because of the window it is run at, and whic
 
 Reported: a table of dev/test CER and kocer CER per recipe and step, the best dev point of each recipe with its
 test CER and the paired-bootstrap interval of its difference from zero-shot and from the default recipe's best
-point (kowhisper.bootstrap, over the test utterances), and bench/curves.png.
+point (kowhisper.common.bootstrap, over the test utterances), and bench/curves.png.
 
     python -m bench.curves                       # train what is missing, score, plot, print
     python -m bench.curves --recipes default full-window --train-only
@@ -34,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from utils import force_offline
+from kowhisper.common.runtime import force_offline
 
 force_offline()
 
@@ -70,7 +70,7 @@ def train_curve(workspace: Path, recipe: str, overrides: list[str], stop_at: int
 
     `stop_at` ends the run once its checkpoint at that step is complete: the schedule stays the full-length one, so
     its points are the same points as a finished run's, for less CPU time. A later call without it resumes."""
-    from kowhisper.checkpoints import checkpoint_problems
+    from kowhisper.train.checkpoints import checkpoint_problems
 
     run_dir = workspace / "runs" / f"curve-{recipe}"
     if (run_dir / "metrics.json").is_file():
@@ -102,8 +102,8 @@ def scored(workspace: Path, key: str, source, split: str) -> dict:
     cache = CACHE / f"{key}-{split}-{BACKEND}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    from config import load_config
-    from kowhisper.evaluation import evaluate_source, load_eval_split
+    from kowhisper.config import load_config
+    from kowhisper.evaluate.split import evaluate_source, load_eval_split
 
     config = load_config([f"workspace={workspace}", f"eval_split={split}", f"backend={BACKEND}"])
     dataset, _ = load_eval_split(workspace, split, None)
@@ -117,7 +117,7 @@ def scored(workspace: Path, key: str, source, split: str) -> dict:
 
 def at_full_window(checkpoint: Path) -> Path:
     """A copy of a fit-window checkpoint's weights that says it was trained at the full window, to run it there."""
-    from kowhisper.whisper.encoder_window import EncoderWindow
+    from kowhisper.families.whisper.encoder_window import EncoderWindow
 
     copy = CACHE / "full-window-copies" / f"{checkpoint.parent.name}-{checkpoint.name}"
     if not copy.is_dir():
@@ -132,8 +132,8 @@ def at_full_window(checkpoint: Path) -> Path:
 def score_recipe(workspace: Path, recipe: str) -> dict:
     """{step: {split: record}} for the recipe's checkpoints at CURVE_STEPS (dev at every step, test at the best dev
     step), plus "<step>@full" dev points for a fit-window recipe."""
-    from kowhisper.modeling import resolve_model
-    from kowhisper.whisper.encoder_window import EncoderWindow
+    from kowhisper.families.base import resolve_model
+    from kowhisper.families.whisper.encoder_window import EncoderWindow
 
     run_dir = workspace / "runs" / f"curve-{recipe}"
     points = {}
@@ -158,7 +158,7 @@ def best_dev_step(points: dict) -> str:
 
 def interval(reference: dict, model: dict) -> str:
     """CER and kocer CER of `model` minus `reference` on the same utterances, with paired-bootstrap intervals."""
-    from kowhisper.bootstrap import BootstrapSettings, compare_with_reference
+    from kowhisper.common.bootstrap import BootstrapSettings, compare_with_reference
 
     differences = compare_with_reference(reference["counts"], {"model": model["counts"]}, reference["sources"],
                                          ("cer", "kocer_cer"), BootstrapSettings())["model"]
@@ -248,7 +248,7 @@ def main(argv=None) -> None:
         FULL_WINDOW_STEPS = ()
 
     from bench.quality import REAL_SPEECH, build_workspace
-    from kowhisper.modeling import resolve_model
+    from kowhisper.families.base import resolve_model
 
     if not (REAL_SPEECH / "ko" / "train.tsv").is_file():
         raise SystemExit(f"the real-speech set is not at {REAL_SPEECH}; this benchmark needs ../shared beside the project")

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from utils import force_offline
+from kowhisper.common.runtime import force_offline
 
 force_offline()
 
@@ -27,13 +27,13 @@ force_offline()
 def measure(workspace: Path, window: str, batches: int, batch_size: int) -> dict:
     import torch
 
-    from config import load_config
-    from kowhisper import training
-    from kowhisper.families import family_of
-    from kowhisper.precision import choose_precision
-    from kowhisper.trainer_base import build_trainer
-    from kowhisper.training_data import load_splits
-    from kowhisper.workspace import model_dir
+    from kowhisper.common.workspace import model_dir
+    from kowhisper.config import load_config
+    from kowhisper.families.registry import family_of
+    from kowhisper.train import arguments as training
+    from kowhisper.train.data import load_splits
+    from kowhisper.train.precision import choose_precision
+    from kowhisper.train.trainer import build_trainer
 
     config = load_config([f"workspace={workspace}", "freeze_encoder=true", f"encoder_window={window}", "eval_strategy=no",
                           "report_to=[]", f"per_device_train_batch_size={batch_size}", "timestamped_label_share=0"])
@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--window", nargs="+", default=["fit", "full"])
     options = parser.parse_args()
-    from utils import cpu_model_name
+    from kowhisper.common.cpu import cpu_model_name
 
     print(f"CPU: {cpu_model_name()}")
     print(f"{'window':<7}{'precision':<34}{'frames':>7}{'step s':>9}{'encoder s':>11}{'encoder share':>15}")

@@ -10,7 +10,7 @@ the same greedy decoding (language ko, task transcribe, no timestamps) and the s
   num_beams=1 (its default is beam 5, about 5x slower and not the same decoding).
 - **faster-whisper**: `WhisperModel` on the same int8 export, beam_size 1, temperature 0 (no fallback),
   without_timestamps, no VAD: greedy, like the others (its defaults, beam 5 with fallback, are slower).
-- **CTC wav2vec2-base**: the CTC family (kowhisper.ctc) through inference.py's own code, fp32, batch 8, greedy CTC,
+- **CTC wav2vec2-base**: the CTC family (kowhisper.families.ctc.family) through inference.py's own code, fp32, batch 8, greedy CTC,
   on a randomly initialised wav2vec2 of wav2vec2-base's shape (hidden 768, 12 layers, about 95M parameters, with a
   character head built from the clips' sentences). No pretrained CTC model can be fetched here, so its CER is
   meaningless: it is there for speed only, beside Whisper on the same clips.
@@ -18,7 +18,7 @@ the same greedy decoding (language ko, task transcribe, no timestamps) and the s
 The model (--model):
 - `base`: zero-shot whisper-base. On espeak Korean it loops to the token cap, so use it with --clips-from real.
 - `recite-full`, `recite-fit` (default): whisper-base plus a LoRA adapter trained here, at Whisper's full window
-  or at a fitted one (kowhisper.whisper.encoder_window), until it recites the clips: every path then has the true
+  or at a fitted one (kowhisper.families.whisper.encoder_window), until it recites the clips: every path then has the true
   sentence to produce and must stop where it ends, so the paths are compared at equal CER. inference.py runs
   the model at the window it was trained with; the pipeline and faster-whisper always pad to 30 s.
 
@@ -46,7 +46,7 @@ import resource
 import time
 from pathlib import Path
 
-from utils import force_offline
+from kowhisper.common.runtime import force_offline
 
 force_offline()
 
@@ -71,7 +71,7 @@ def sample_clips(count: int, clips_from: str) -> list[tuple[Path, str]]:
 
 def pypi_whisper_base() -> Path:
     """whisper-base from the PyPI packages as a transformers folder, converted once into bench/out."""
-    from kowhisper.whisper.ct2_import import assemble_pypi_whisper_base, convert_ct2_whisper
+    from kowhisper.families.whisper.ct2_import import assemble_pypi_whisper_base, convert_ct2_whisper
 
     hf_dir = OUT_DIR / "whisper-base"
     if not (hf_dir / "model.safetensors").is_file():
@@ -84,11 +84,11 @@ def reciting_model(base_dir: Path, clips: list[tuple[Path, str]], window):
     the pipeline."""
     from transformers import WhisperProcessor
 
-    from kowhisper.audio import load_audio
-    from kowhisper.export import merge_adapter
-    from kowhisper.modeling import ModelSource
+    from kowhisper.common.audio import load_audio
+    from kowhisper.families.base import ModelSource
+    from kowhisper.families.whisper.features import LogMel, label_ids
+    from kowhisper.serve.export import merge_adapter
     from kowhisper.testing import train_reciting_adapter
-    from kowhisper.whisper.features import LogMel, label_ids
 
     processor = WhisperProcessor.from_pretrained(base_dir)
     processor.tokenizer.set_prefix_tokens(language="korean", task="transcribe", predict_timestamps=False)
@@ -118,17 +118,17 @@ def main(argv=None) -> None:
     from faster_whisper import WhisperModel
     from transformers import pipeline
 
-    from config import load_config
-    from kowhisper.audio import SAMPLING_RATE, load_audio
-    from kowhisper.families import load_recognizer
-    from kowhisper.modeling import ModelSource, cpu_threads
-    from kowhisper.text import error_rates
-    from kowhisper.transcribe import transcribe_files
-    from kowhisper.whisper.ct2_export import export_ct2
-    from kowhisper.whisper.encoder_window import EncoderWindow
-    from kowhisper.whisper.engines import Decoding, choose_engine
-    from kowhisper.whisper.loading import trained_window
-    from utils import cpu_has_native_bf16, cpu_model_name
+    from kowhisper.common.audio import SAMPLING_RATE, load_audio
+    from kowhisper.common.cpu import cpu_has_native_bf16, cpu_model_name
+    from kowhisper.common.text import error_rates
+    from kowhisper.config import load_config
+    from kowhisper.families.base import ModelSource, cpu_threads
+    from kowhisper.families.registry import load_recognizer
+    from kowhisper.families.whisper.ct2_export import export_ct2
+    from kowhisper.families.whisper.encoder_window import EncoderWindow
+    from kowhisper.families.whisper.engines import Decoding, choose_engine
+    from kowhisper.families.whisper.loading import trained_window
+    from kowhisper.serve.transcribe import transcribe_files
 
     clips = sample_clips(args.clips, args.clips_from)
     paths = [path for path, _ in clips]
@@ -181,8 +181,8 @@ def main(argv=None) -> None:
         return "faster-whisper int8, beam 1, batch 1", run
 
     def ctc_wav2vec2():
-        from kowhisper.ctc.storage import save_vocabulary
-        from kowhisper.ctc.vocabulary import CharacterRules, build_vocabulary
+        from kowhisper.families.ctc.storage import save_vocabulary
+        from kowhisper.families.ctc.vocabulary import CharacterRules, build_vocabulary
         from kowhisper.testing import random_wav2vec2
 
         folder = random_wav2vec2(OUT_DIR / "wav2vec2-base-random", size="base")

@@ -10,12 +10,12 @@ sentence), written to bench/out/longform/:
   -50 dBFS) between some of them.
 
 Each transcriber gets every recording as a whole file. Scored per recording against its joined reference
-sentences, on the metric form (kowhisper.text) with all spaces removed: no-space CER of the whole transcript and
+sentences, on the metric form (kowhisper.common.text) with all spaces removed: no-space CER of the whole transcript and
 the characters deleted (from the same alignment). Beside it, the short-form no-space CER of the same clips
 transcribed one by one (each clip is one window) by the same model: long-form should cost little over it.
 
 Transcribers, in the same run, on the same whisper-base weights:
-- `inference.py`: this project's long-form decoder (kowhisper.whisper.longform) as the CLI runs it: backend=auto
+- `inference.py`: this project's long-form decoder (kowhisper.families.whisper.longform) as the CLI runs it: backend=auto
   (CTranslate2 int8 on CPU), batch size per_device_eval_batch_size, one recording at a time;
 - `faster-whisper`: faster-whisper 1.2.1 on the same CTranslate2 int8 export, greedy (beam_size=1), its other
   defaults (temperature fallback, condition_on_previous_text), language ko; with and without vad_filter, and
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import force_offline
+from kowhisper.common.runtime import force_offline
 
 force_offline()
 
@@ -78,7 +78,7 @@ def pink_noise(samples: int, rng: np.random.Generator, dbfs: float) -> np.ndarra
 
 
 def build_recordings() -> list[Recording]:
-    from kowhisper.audio import SAMPLING_RATE, load_audio
+    from kowhisper.common.audio import SAMPLING_RATE, load_audio
     from tests.test_inference import write_wav
 
     OUT_DIR.mkdir(parents=True, exist_ok=True)
@@ -105,8 +105,8 @@ def build_recordings() -> list[Recording]:
 
 
 def metric_chars(text: str) -> str:
-    """The form transcripts are scored in: kowhisper.text's metric form with every space removed."""
-    from kowhisper.text import normalize_for_metric
+    """The form transcripts are scored in: kowhisper.common.text's metric form with every space removed."""
+    from kowhisper.common.text import normalize_for_metric
 
     return normalize_for_metric(text).replace(" ", "")
 
@@ -137,8 +137,8 @@ def score(reference: str, hypothesis: str) -> dict:
 
 
 def ours(source, config):
-    from kowhisper.families import load_recognizer
-    from kowhisper.transcribe import transcribe_files
+    from kowhisper.families.registry import load_recognizer
+    from kowhisper.serve.transcribe import transcribe_files
 
     recognizer = load_recognizer(source, config)
 
@@ -156,7 +156,7 @@ def ours(source, config):
 def faster_whisper(ct2_dir: Path, vad: bool, previous_text: bool = True):
     from faster_whisper import WhisperModel
 
-    from kowhisper.modeling import cpu_threads
+    from kowhisper.families.base import cpu_threads
 
     model = WhisperModel(str(ct2_dir), device="cpu", compute_type="int8", cpu_threads=cpu_threads())
 
@@ -182,10 +182,10 @@ def main(argv=None) -> None:
         raise SystemExit(f"the real-speech set is not at {REAL_SPEECH}; this benchmark needs ../shared beside the project")
 
     from bench.inference_speed import pypi_whisper_base
-    from config import load_config
-    from kowhisper.modeling import ModelSource, resolve_model
-    from kowhisper.whisper.ct2_export import export_ct2
-    from utils import cpu_has_native_bf16, cpu_model_name
+    from kowhisper.common.cpu import cpu_has_native_bf16, cpu_model_name
+    from kowhisper.config import load_config
+    from kowhisper.families.base import ModelSource, resolve_model
+    from kowhisper.families.whisper.ct2_export import export_ct2
 
     recordings = [r for r in build_recordings() if not args.only or r.name in args.only]
     config = load_config([f"workspace={args.workspace}"] if args.workspace else [])

@@ -27,12 +27,13 @@ import threading
 import time
 from pathlib import Path
 
-from utils import cpu_flags, cpu_model_name, quiet_telemetry
+from kowhisper.common.cpu import cpu_flags, cpu_model_name
+from kowhisper.common.runtime import quiet_telemetry
 
 quiet_telemetry()
 
 from bench.preprocess import looped_sample  # noqa: E402
-from config import PROJECT_ROOT  # noqa: E402
+from kowhisper.config import PROJECT_ROOT  # noqa: E402
 
 SAMPLE_CLIPS = 60
 RESULT_PREFIX = "RESULT "
@@ -84,13 +85,13 @@ class PeakSampler(threading.Thread):
 
 def run_child(workspace: Path, manifest: Path, num_proc: int) -> None:
     """Inside the child: prepare the manifest into the workspace and print one JSON result line."""
-    from config import load_config
-    from kowhisper.prepare import prepare_data
+    from kowhisper.config import load_config
+    from kowhisper.online.prepare import prepare_data
 
     config = load_config([f"workspace={workspace}", "data_source=manifest", f"data_path={manifest}", f"num_proc={num_proc}"])
     # Imports and the processor are the fixed cost every run pays; what grows with the clips comes after.
-    from kowhisper.prepare import base_model_folder
-    from kowhisper.whisper.loading import load_processor
+    from kowhisper.families.whisper.loading import load_processor
+    from kowhisper.online.prepare import base_model_folder
 
     load_processor(base_model_folder(config))
     anon_before = status_kib("self", "RssAnon")
@@ -142,7 +143,7 @@ def main() -> None:
 
     from transformers import WhisperProcessor
 
-    from kowhisper.whisper.ct2_import import assemble_pypi_whisper_base, convert_ct2_whisper
+    from kowhisper.families.whisper.ct2_import import assemble_pypi_whisper_base, convert_ct2_whisper
 
     with tempfile.TemporaryDirectory(prefix="bench-prepare-memory-") as scratch:
         work = Path(scratch)

@@ -21,12 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from utils import quiet_telemetry
+from kowhisper.common.runtime import quiet_telemetry
 
 quiet_telemetry()
 
-from config import SAMPLE_DATA, load_config  # noqa: E402
-from kowhisper.workspace import SPLITS, model_dir, source_dir  # noqa: E402
+from kowhisper.common.workspace import SPLITS, model_dir, source_dir  # noqa: E402
+from kowhisper.config import SAMPLE_DATA, load_config  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -52,7 +52,7 @@ def looped_sample(count: int) -> list[dict]:
 
 
 def run_ours(rows: list[dict], processor, work: Path, num_proc: int) -> dict:
-    from kowhisper.prepare import prepare_data
+    from kowhisper.online.prepare import prepare_data
 
     workspace = work / "ours"
     processor.save_pretrained(model_dir(workspace))
@@ -108,7 +108,7 @@ def main() -> None:
 
     from transformers import WhisperProcessor
 
-    from kowhisper.whisper.ct2_import import assemble_pypi_whisper_base, convert_ct2_whisper
+    from kowhisper.families.whisper.ct2_import import assemble_pypi_whisper_base, convert_ct2_whisper
 
     with tempfile.TemporaryDirectory(prefix="bench-preprocess-") as scratch:
         work = Path(scratch)

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from utils import force_offline
+from kowhisper.common.runtime import force_offline
 
 force_offline()
 
@@ -56,9 +56,9 @@ def train(workspace: Path, run_name: str, config_file: Path | None, overrides: l
 
 def score(workspace: Path, model: str, split: str) -> dict:
     """CER/WER of a model on a whole split, as evaluate_model.py measures it (transformers, greedy)."""
-    from config import load_config
-    from kowhisper.evaluation import evaluate_source, load_eval_split
-    from kowhisper.modeling import resolve_model
+    from kowhisper.config import load_config
+    from kowhisper.evaluate.split import evaluate_source, load_eval_split
+    from kowhisper.families.base import resolve_model
 
     config = load_config([f"workspace={workspace}", f"eval_split={split}", "backend=hf"])
     dataset, _ = load_eval_split(workspace, split, None)
@@ -93,7 +93,7 @@ def long_recording(workspace: Path) -> Path:
 
 def srt_blocks(workspace: Path, model: str, recording: Path) -> dict:
     """Subtitle blocks of the recording as inference.py writes them, and the longest block in seconds."""
-    from kowhisper.audio import SAMPLING_RATE, load_audio
+    from kowhisper.common.audio import SAMPLING_RATE, load_audio
 
     result = subprocess.run([sys.executable, "inference.py", f"workspace={workspace}", f"adapter={model}", str(recording),
                              "output_format=json", "backend=hf"], cwd=PROJECT_ROOT, check=True, capture_output=True, text=True)
@@ -125,7 +125,7 @@ def main(argv=None) -> None:
     if not (REAL_SPEECH / "ko" / "train.tsv").is_file():
         raise SystemExit(f"the real-speech set is not at {REAL_SPEECH}; this benchmark needs ../shared beside the project")
 
-    from utils import cpu_has_native_bf16, cpu_model_name
+    from kowhisper.common.cpu import cpu_has_native_bf16, cpu_model_name
 
     workspace = build_workspace(args.workspace.resolve())
     base = base_scores(workspace)

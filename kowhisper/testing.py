@@ -21,9 +21,9 @@ def train_reciting_adapter(model_dir: Path, rows: list[dict], out_dir: Path, ste
     from peft import LoraConfig, get_peft_model
     from transformers import WhisperForConditionalGeneration
 
-    from kowhisper.whisper.encoder_window import EncoderWindow, allow_fitted_window
-    from kowhisper.whisper.features import SpeechBatchCollator
-    from kowhisper.whisper.loading import load_processor
+    from kowhisper.families.whisper.encoder_window import EncoderWindow, allow_fitted_window
+    from kowhisper.families.whisper.features import SpeechBatchCollator
+    from kowhisper.families.whisper.loading import load_processor
 
     window = window or EncoderWindow()
     torch.manual_seed(0)

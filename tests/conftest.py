@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(PROJECT_ROOT))
+from kowhisper.common.runtime import force_offline
 
-from utils import force_offline  # noqa: E402
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # Tests never reach the Hub: whatever would need it must fail loudly instead of hanging on the network.
 force_offline()
@@ -31,7 +30,7 @@ def python_executable() -> str:
 @pytest.fixture(scope="session")
 def real_model_dir(tmp_path_factory) -> Path:
     """whisper-base (MIT) from the PyPI CTranslate2 packages, converted to transformers once per session."""
-    from kowhisper.whisper.ct2_import import assemble_pypi_whisper_base, convert_ct2_whisper
+    from kowhisper.families.whisper.ct2_import import assemble_pypi_whisper_base, convert_ct2_whisper
 
     root = tmp_path_factory.mktemp("real-whisper-base")
     ct2_dir = assemble_pypi_whisper_base(root / "ct2")
@@ -87,8 +86,8 @@ def make_workspace(tmp_path_factory):
     """make_workspace(model_dir, **overrides) -> a fresh copy of a workspace built by the real online setup
     (sample data, that model, no wheelhouse). Builds once per distinct argument set, copies per call, so a
     test may alter its copy freely."""
-    from config import load_config
-    from kowhisper.online_setup import build_workspace
+    from kowhisper.config import load_config
+    from kowhisper.online.setup import build_workspace
 
     built: dict[tuple, Path] = {}
     counter = itertools.count()

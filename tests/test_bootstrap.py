@@ -1,6 +1,6 @@
 """The paired bootstrap that says whether a difference in error rate is real: identical hypotheses give an interval
 around 0, a clearly better list one below 0, a seed makes it reproducible, and with several sources the draws keep
-the sources' weights. Hypotheses are scored by the project's own scorer (kowhisper.text.utterance_counts)."""
+the sources' weights. Hypotheses are scored by the project's own scorer (kowhisper.common.text.utterance_counts)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kowhisper.bootstrap import BootstrapSettings, compare_with_reference
-from kowhisper.text import error_rates, utterance_counts
+from kowhisper.common.bootstrap import BootstrapSettings, compare_with_reference
+from kowhisper.common.text import error_rates, utterance_counts
 
 SENTENCES = Path(__file__).resolve().parents[1] / "sample_data" / "cv-corpus-ko-sample" / "ko" / "validated.tsv"
 RATES = ("cer", "kocer_cer")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from config import PROJECT_ROOT, ConfigError, load_config
+from kowhisper.config import PROJECT_ROOT, ConfigError, load_config
 
 SEED_001 = {
     "model_name_or_path": "openai/whisper-small",
@@ -37,8 +37,8 @@ def test_seed_001_values_are_one_config_file_away():
 
 
 def test_defaults_are_seed_001_except_what_real_speech_changed():
-    from kowhisper.families import family_named
-    from kowhisper.training import resolve_run_defaults
+    from kowhisper.families.registry import family_named
+    from kowhisper.train.arguments import resolve_run_defaults
 
     # learning_rate is left unset and filled in per fine-tuning mode when training starts; Whisper's default, LoRA,
     # gets the measured rate.
@@ -106,7 +106,7 @@ ENCODER_QV = r".*encoder\.layers.*\.(q_proj|v_proj)"
 
 
 def test_a_key_value_longer_than_a_file_name_is_an_override():
-    from config import build_parser, parse_config
+    from kowhisper.config import build_parser, parse_config
 
     assert len(LONG_ARGUMENT) > 255
     config, args = parse_config(build_parser("test"), [LONG_ARGUMENT, "lora_r=4"])
@@ -132,8 +132,8 @@ def test_target_modules_takes_one_regex_as_peft_does(tmp_path):
 def test_a_regex_target_reaches_lora_unchanged(tiny_model_dir, tmp_path):
     """The training model gets adapters exactly where peft matches the regex against full module names: here the
     encoder's q/v, not the decoder's (whose cross-attention, encoder_attn, a looser '.*encoder.*' would catch)."""
-    from kowhisper.families import family_of
-    from kowhisper.precision import choose_precision
+    from kowhisper.families.registry import family_of
+    from kowhisper.train.precision import choose_precision
 
     workspace = tmp_path / "ws"
     workspace.mkdir()
@@ -145,7 +145,7 @@ def test_a_regex_target_reaches_lora_unchanged(tiny_model_dir, tmp_path):
 
 
 def test_flat_keys_are_one_source_named_after_data_source():
-    from config import dataset_sources
+    from kowhisper.config import dataset_sources
 
     [source] = dataset_sources(load_config(["data_source=manifest", "data_path=/corpus/list.csv", "max_samples=9"]))
     assert (source.name, source.data_source, source.data_path, source.max_samples, source.weight) == (
@@ -153,7 +153,7 @@ def test_flat_keys_are_one_source_named_after_data_source():
 
 
 def test_dataset_entries_inherit_the_flat_keys_they_do_not_set(tmp_path):
-    from config import dataset_sources
+    from kowhisper.config import dataset_sources
 
     config_file = tmp_path / "sources.yaml"
     config_file.write_text("max_samples: 100\nsplit_seed: 7\ndatasets:\n"

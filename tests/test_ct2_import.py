@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kowhisper.whisper import ct2_import
-from kowhisper.whisper.ct2_import import (
+from kowhisper.families.whisper.ct2_import import (
     MODEL_ALIAS,
     convert_ct2_whisper,
     find_pypi_whisper_base,
@@ -21,6 +20,7 @@ from kowhisper.whisper.ct2_import import (
     read_ct2_variables,
     resolve_ct2_source,
 )
+from kowhisper.families.whisper.family import ct2_import
 
 CLIP_TEXT = {
     "ko": ("ko+f3", "안녕하세요 오늘 날씨가 좋네요"),

@@ -1,4 +1,4 @@
-"""The CTC family (kowhisper.ctc) with a small random wav2vec2, as no pretrained CTC model can be fetched here.
+"""The CTC family (kowhisper.families.ctc.family) with a small random wav2vec2, as no pretrained CTC model can be fetched here.
 
 The vocabulary builder and the frame geometry are checked against transformers' own numbers; the whole flow runs
 as a user runs it (online setup, training, kill -9 and resume, evaluation, inference to SRT, the demo), under
@@ -39,7 +39,7 @@ def run(command: list[str], timeout: float = 600) -> subprocess.CompletedProcess
 
 
 def test_vocabulary_is_the_same_for_nfc_and_nfd_text_and_spells_syllables():
-    from kowhisper.ctc.vocabulary import PAD, UNK, WORD_DELIMITER, CharacterRules, build_vocabulary
+    from kowhisper.families.ctc.vocabulary import PAD, UNK, WORD_DELIMITER, CharacterRules, build_vocabulary
 
     text = "한국어 음성 인식"
     rules = CharacterRules()
@@ -51,7 +51,7 @@ def test_vocabulary_is_the_same_for_nfc_and_nfd_text_and_spells_syllables():
 
 
 def test_latin_digits_and_punctuation_follow_the_config():
-    from kowhisper.ctc.vocabulary import CharacterRules, build_vocabulary
+    from kowhisper.families.ctc.vocabulary import CharacterRules, build_vocabulary
 
     text = "LG 5G폰, 3월에 나와요!"
     default = CharacterRules()
@@ -65,8 +65,8 @@ def test_latin_digits_and_punctuation_follow_the_config():
 
 
 def test_unseen_characters_become_unk_and_are_reported(tmp_path):
-    from kowhisper.ctc.storage import CTCClipEncoder, FrameGeometry, save_vocabulary
-    from kowhisper.ctc.vocabulary import CharacterRules, build_vocabulary, coverage
+    from kowhisper.families.ctc.storage import CTCClipEncoder, FrameGeometry, save_vocabulary
+    from kowhisper.families.ctc.vocabulary import CharacterRules, build_vocabulary, coverage
 
     rules = CharacterRules()
     train = ["大韓民國 만세", "ㅋㅋ 좋아요"]
@@ -92,10 +92,10 @@ def _extractor():
 def test_a_vocabulary_missing_too_much_of_the_training_text_is_refused(tmp_path, tiny_ctc_model_dir):
     import shutil
 
-    from config import load_config
-    from kowhisper.ctc.storage import clip_encoder
-    from kowhisper.modeling import StorageError
-    from kowhisper.workspace import model_dir
+    from kowhisper.common.workspace import model_dir
+    from kowhisper.config import load_config
+    from kowhisper.families.base import StorageError
+    from kowhisper.families.ctc.storage import clip_encoder
 
     config = load_config([f"workspace={tmp_path}"])
     shutil.copytree(tiny_ctc_model_dir, model_dir(tmp_path))
@@ -112,8 +112,8 @@ def test_frame_counts_match_the_model_and_short_clips_are_dropped(tiny_ctc_model
     import torch
     from transformers import AutoConfig, AutoModelForCTC
 
-    from kowhisper.ctc.storage import CTCClipEncoder, FrameGeometry, save_vocabulary
-    from kowhisper.ctc.vocabulary import CharacterRules, build_vocabulary
+    from kowhisper.families.ctc.storage import CTCClipEncoder, FrameGeometry, save_vocabulary
+    from kowhisper.families.ctc.vocabulary import CharacterRules, build_vocabulary
 
     model = AutoModelForCTC.from_pretrained(tiny_ctc_model_dir)
     geometry = FrameGeometry.from_config(AutoConfig.from_pretrained(tiny_ctc_model_dir))
@@ -135,7 +135,7 @@ def test_frame_counts_match_the_model_and_short_clips_are_dropped(tiny_ctc_model
 
 
 def test_long_audio_chunks_keep_every_sample_once():
-    from kowhisper.ctc.recognizer import plan_chunks
+    from kowhisper.families.ctc.recognizer import plan_chunks
 
     for samples in (16_000 * 5, 16_000 * 20, 16_000 * 20 + 1, 16_000 * 61 + 7):
         chunks = plan_chunks(0, samples)
@@ -168,7 +168,7 @@ def test_online_setup_stores_int16_audio_lengths_and_a_vocabulary(ctc_workspace)
     from datasets import load_from_disk
     from transformers import Wav2Vec2CTCTokenizer
 
-    from kowhisper.ctc.vocabulary import CharacterRules
+    from kowhisper.families.ctc.vocabulary import CharacterRules
 
     manifest = json.loads((ctc_workspace / "manifest.json").read_text(encoding="utf-8"))
     assert "model/vocab.json" in manifest["files"]
@@ -201,7 +201,7 @@ def train_command(python: str, workspace: Path, run_name: str, *overrides: str) 
 @pytest.fixture(scope="module")
 def trained_run(ctc_workspace, python_executable) -> Path:
     """A full fine-tuning run killed with -9 after its first checkpoint, then resumed by the same command."""
-    from kowhisper.checkpoints import last_complete_checkpoint
+    from kowhisper.train.checkpoints import last_complete_checkpoint
 
     run_dir = ctc_workspace / "runs" / "ctc"
     command = isolated(train_command(python_executable, ctc_workspace, "ctc", "max_steps=8", "save_steps=2", "eval_steps=2"))
@@ -223,7 +223,7 @@ def trained_run(ctc_workspace, python_executable) -> Path:
 
 
 def test_training_resumes_after_kill_9_and_leaves_a_full_model(trained_run):
-    from kowhisper.checkpoints import checkpoint_problems
+    from kowhisper.train.checkpoints import checkpoint_problems
 
     assert (trained_run / "model" / "model.safetensors").is_file() and (trained_run / "model" / "vocab.json").is_file()
     assert checkpoint_problems(trained_run / "checkpoint-8") == []
@@ -243,7 +243,7 @@ def test_evaluation_scores_base_and_run_on_the_test_split(ctc_workspace, trained
 
 
 def test_inference_writes_srt_with_monotonic_times_inside_the_clip(ctc_workspace, trained_run, python_executable, tmp_path):
-    from kowhisper.audio import load_audio
+    from kowhisper.common.audio import load_audio
 
     clips = sorted(SAMPLE_CLIPS.glob("*.mp3"))[:12]
     pause = np.zeros(16_000, dtype=np.float32)
@@ -291,10 +291,10 @@ def test_the_demo_serves_the_ctc_run(ctc_workspace, trained_run, python_executab
     finally:
         server.terminate()
         server.wait(timeout=30)
-    from config import load_config
-    from kowhisper.demo import transcribe_for_demo
-    from kowhisper.families import load_recognizer
-    from kowhisper.modeling import resolve_model
+    from kowhisper.config import load_config
+    from kowhisper.families.base import resolve_model
+    from kowhisper.families.registry import load_recognizer
+    from kowhisper.serve.demo import transcribe_for_demo
 
     recognizer = load_recognizer(resolve_model(ctc_workspace, None), load_config([f"workspace={ctc_workspace}"]))
     _, status = transcribe_for_demo(recognizer, str(sorted(SAMPLE_CLIPS.glob("*.mp3"))[0]), 60.0)
@@ -316,8 +316,8 @@ def test_ctranslate2_export_of_a_ctc_model_is_refused_clearly(ctc_workspace, tra
 
 
 def test_a_model_that_is_neither_whisper_nor_ctc_is_refused(tmp_path):
-    from kowhisper.families import family_for_base_source
-    from kowhisper.modeling import ModelError
+    from kowhisper.families.base import ModelError
+    from kowhisper.families.registry import family_for_base_source
 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}), encoding="utf-8")
     with pytest.raises(ModelError, match="neither Whisper nor a CTC model"):
@@ -327,9 +327,9 @@ def test_a_model_that_is_neither_whisper_nor_ctc_is_refused(tmp_path):
 def test_stages_are_refused_by_the_shared_code_for_a_family_whose_model_has_no_parts():
     import dataclasses
 
-    from config import TrainingStage, load_config
-    from kowhisper.families import family_named
-    from kowhisper.training import TrainingSetupError, stage_plan
+    from kowhisper.config import TrainingStage, load_config
+    from kowhisper.families.registry import family_named
+    from kowhisper.train.arguments import TrainingSetupError, stage_plan
 
     config = dataclasses.replace(load_config(["learning_rate=1e-4"]), stages=[TrainingStage("head", "decoder", 2)])
     with pytest.raises(TrainingSetupError, match="a ctc model has no parts to train in turn. Leave stages empty"):
@@ -360,11 +360,11 @@ def test_a_small_model_learns_to_read_the_clips_it_trains_on(tmp_path, python_ex
     leave it by a clear margin and then spell the clips' syllables."""
     from datasets import load_from_disk
 
-    from config import load_config
-    from kowhisper.families import load_recognizer
-    from kowhisper.modeling import resolve_model
+    from kowhisper.common.text import error_rates, normalize_for_metric
+    from kowhisper.config import load_config
+    from kowhisper.families.base import resolve_model
+    from kowhisper.families.registry import load_recognizer
     from kowhisper.testing import random_wav2vec2
-    from kowhisper.text import error_rates, normalize_for_metric
 
     model = random_wav2vec2(tmp_path / "model", size="learnable")
     workspace = tmp_path / "workspace"

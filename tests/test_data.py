@@ -20,14 +20,14 @@ import numpy as np
 import pytest
 from datasets import Audio, Dataset, Features, Value, load_from_disk
 
-from config import PROJECT_ROOT, SAMPLE_DATA, dataset_sources, load_config
-from kowhisper import prepare as prepare_module
-from kowhisper.audio import SAMPLING_RATE, load_audio
-from kowhisper.prepare import DROP_REASONS, DataError, prepare_data
-from kowhisper.sources import load_source
-from kowhisper.text import normalize_transcript
-from kowhisper.whisper.features import N_FRAMES, dataset_features, pad_features
-from kowhisper.workspace import SPLITS, source_dir, source_report_path
+from kowhisper.common.audio import SAMPLING_RATE, load_audio
+from kowhisper.common.text import normalize_transcript
+from kowhisper.common.workspace import SPLITS, source_dir, source_report_path
+from kowhisper.config import PROJECT_ROOT, SAMPLE_DATA, dataset_sources, load_config
+from kowhisper.families.whisper.features import N_FRAMES, dataset_features, pad_features
+from kowhisper.online import prepare as prepare_module
+from kowhisper.online.prepare import DROP_REASONS, DataError, prepare_data
+from kowhisper.online.sources import load_source
 
 SAMPLE_RELEASE = SAMPLE_DATA / "ko"
 CV_HEADER = ["client_id", "path", "sentence", "up_votes", "down_votes", "locale"]

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from test_inference import PROJECT_ROOT, add_reciting_run, reference_clips, write_wav
 
-from kowhisper.audio import SAMPLING_RATE, load_audio
-from kowhisper.demo import NOT_AUDIO, SILENT
-from kowhisper.text import utterance_cer
+from kowhisper.common.audio import SAMPLING_RATE, load_audio
+from kowhisper.common.text import utterance_cer
+from kowhisper.serve.demo import NOT_AUDIO, SILENT
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
 

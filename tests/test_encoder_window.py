@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kowhisper.whisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
-from kowhisper.whisper.features import N_FRAMES, SpeechBatchCollator
-from kowhisper.workspace import split_dir
+from kowhisper.common.workspace import split_dir
+from kowhisper.families.whisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
+from kowhisper.families.whisper.features import N_FRAMES, SpeechBatchCollator
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FIT = EncoderWindow("fit", tail_frames=50, round_frames=100)
@@ -82,8 +82,8 @@ def test_a_fit_window_batch_trains_and_its_gradients_reach_the_encoder_lora(make
 
 
 def test_a_run_remembers_its_window_and_evaluation_uses_it_unasked(make_workspace, tiny_model_dir, tmp_path, python_executable):
-    from kowhisper.modeling import resolve_model
-    from kowhisper.whisper.loading import trained_window
+    from kowhisper.families.base import resolve_model
+    from kowhisper.families.whisper.loading import trained_window
 
     workspace = make_workspace(tiny_model_dir)
     run_dir = workspace / "runs" / "fitted"
@@ -121,16 +121,16 @@ def test_a_run_remembers_its_window_and_evaluation_uses_it_unasked(make_workspac
 def test_auto_backend_follows_the_measurement_on_both_kinds_of_cpu(tmp_path, monkeypatch):
     """backend=auto on a CPU is CTranslate2 int8 whether or not the CPU does bf16 natively: measured faster than
     transformers bf16 on an AMX machine as well as faster than fp32 on an AVX2-only one (bench/RESULTS.md)."""
-    import utils
-    from kowhisper.modeling import ModelSource
-    from kowhisper.whisper.engines import choose_engine
+    from kowhisper.common import cpu
+    from kowhisper.families.base import ModelSource
+    from kowhisper.families.whisper.engines import choose_engine
 
     source = ModelSource("base", tmp_path, "base")
     for flags, native in (("fpu sse avx avx2 fma", False), ("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", True)):
         cpuinfo = tmp_path / f"cpuinfo-{native}"
         cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n\n")
-        monkeypatch.setattr(utils, "CPUINFO_PATH", cpuinfo)
-        assert utils.cpu_has_native_bf16() is native
+        monkeypatch.setattr(cpu, "CPUINFO_PATH", cpuinfo)
+        assert cpu.cpu_has_native_bf16() is native
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
         assert choose_engine("auto", source) == "ct2"
         assert choose_engine("hf", source) == "hf"

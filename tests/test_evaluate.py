@@ -44,8 +44,8 @@ def run_with_checkpoints(make_workspace, real_model_dir, tmp_path_factory) -> tu
 
 @pytest.mark.real_model
 def test_every_checkpoint_is_measured_and_the_best_marked(run_with_checkpoints):
-    from config import load_config
-    from kowhisper.evaluation import run_evaluation
+    from kowhisper.config import load_config
+    from kowhisper.evaluate.split import run_evaluation
 
     workspace, run = run_with_checkpoints
     # The base and two of the checkpoints cannot read espeak Korean and loop to the token cap; 48 tokens still
@@ -147,7 +147,7 @@ def test_a_split_from_another_workspace_never_replaces_this_workspaces_results(m
     """eval_split=<other workspace>/data/cv/test used to write into this workspace's evaluations/test, named after
     the folder; now it gets a folder of its own, and a re-run that replaces results says so."""
     import evaluate_model
-    from kowhisper.workspace import workspace_sources
+    from kowhisper.common.workspace import workspace_sources
 
     workspace, other = make_workspace(real_model_dir), make_workspace(real_model_dir)
     quick = ["eval_run=base", "max_samples=1", "generation_max_length=24"]

@@ -4,8 +4,8 @@ never does, and --help-config lists each family's keys apart from the shared one
 import subprocess
 from dataclasses import fields
 
-from config import PROJECT_ROOT, Config, explicit_keys
-from kowhisper.families import FAMILIES, family_named, ignored_keys_notice
+from kowhisper.config import PROJECT_ROOT, Config, explicit_keys
+from kowhisper.families.registry import FAMILIES, family_named, ignored_keys_notice
 
 
 def test_every_family_key_is_a_config_field():

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kowhisper.audio import SAMPLING_RATE, load_audio
-from kowhisper.workspace import split_dir
+from kowhisper.common.audio import SAMPLING_RATE, load_audio
+from kowhisper.common.workspace import split_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DIR = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample" / "ko"
@@ -83,7 +83,7 @@ def workspace(make_workspace, real_model_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def config(workspace):
-    from config import load_config
+    from kowhisper.config import load_config
 
     return load_config([f"workspace={workspace}"])
 
@@ -91,16 +91,16 @@ def config(workspace):
 @pytest.fixture(scope="module")
 def default_recognizer(workspace, config):
     """What `inference.py workspace=WS` runs: the latest run's adapter on backend=auto."""
-    from kowhisper.families import load_recognizer
-    from kowhisper.modeling import resolve_model
+    from kowhisper.families.base import resolve_model
+    from kowhisper.families.registry import load_recognizer
 
     return load_recognizer(resolve_model(workspace, None), config)
 
 
 @pytest.fixture(scope="module")
 def base_recognizer(workspace, config):
-    from kowhisper.families import load_recognizer
-    from kowhisper.modeling import resolve_model
+    from kowhisper.families.base import resolve_model
+    from kowhisper.families.registry import load_recognizer
 
     return load_recognizer(resolve_model(workspace, "base"), config)
 
@@ -120,7 +120,7 @@ def long_recording(tmp_path_factory) -> Path:
 
 
 def test_files_folders_and_lists_are_collected(tmp_path):
-    from kowhisper.transcribe import collect_audio_paths
+    from kowhisper.serve.transcribe import collect_audio_paths
 
     folder = tmp_path / "calls"
     (folder / "day1").mkdir(parents=True)
@@ -135,7 +135,7 @@ def test_files_folders_and_lists_are_collected(tmp_path):
 
 
 def test_token_budget_follows_audio_length():
-    from kowhisper.whisper.engines import Decoding
+    from kowhisper.families.whisper.engines import Decoding
 
     decoding = Decoding("ko", max_new_tokens=225)
     assert decoding.tokens_for(2.0) == 70
@@ -148,7 +148,7 @@ def test_token_budget_follows_audio_length():
 
 @pytest.mark.real_model
 def test_default_path_transcribes_korean_clips(workspace, default_recognizer):
-    from kowhisper.transcribe import transcribe_files
+    from kowhisper.serve.transcribe import transcribe_files
 
     expected = reference_clips(workspace)
     results = list(transcribe_files(default_recognizer, [clip for clip, _ in expected], batch_size=8, progress=False))
@@ -162,7 +162,7 @@ def test_default_path_transcribes_korean_clips(workspace, default_recognizer):
 
 @pytest.mark.real_model
 def test_zero_shot_base_writes_hangul(workspace, base_recognizer):
-    from kowhisper.transcribe import transcribe_files
+    from kowhisper.serve.transcribe import transcribe_files
 
     clip = reference_clips(workspace, 1)[0][0]
     [(_, transcript, problem)] = transcribe_files(base_recognizer, [clip], batch_size=1, progress=False)
@@ -185,7 +185,7 @@ def parse_srt(text: str) -> list[tuple[int, float, float, str]]:
 
 @pytest.mark.real_model
 def test_long_recording_is_sought_through_with_increasing_timestamps(base_recognizer, long_recording, tmp_path):
-    from kowhisper.transcribe import transcribe_to_outputs
+    from kowhisper.serve.transcribe import transcribe_to_outputs
 
     duration = len(load_audio(long_recording)) / SAMPLING_RATE
     assert 65 < duration < 75
@@ -215,7 +215,7 @@ def test_long_recording_is_sought_through_with_increasing_timestamps(base_recogn
 
 @pytest.mark.real_model
 def test_bad_files_are_reported_and_the_rest_transcribed(workspace, default_recognizer, tmp_path, capsys):
-    from kowhisper.transcribe import transcribe_to_outputs
+    from kowhisper.serve.transcribe import transcribe_to_outputs
 
     clip, sentence = reference_clips(workspace, 1)[0]
     not_audio = tmp_path / "minutes.wav"
@@ -237,7 +237,7 @@ def test_bad_files_are_reported_and_the_rest_transcribed(workspace, default_reco
 
 @pytest.mark.real_model
 def test_same_stem_twice_gets_two_files(workspace, default_recognizer, tmp_path):
-    from kowhisper.transcribe import transcribe_to_outputs
+    from kowhisper.serve.transcribe import transcribe_to_outputs
 
     (clip, sentence), (second, _) = reference_clips(workspace, 2)
     (tmp_path / "a").mkdir()
@@ -256,9 +256,9 @@ def test_merged_model_logits_match_base_plus_adapter(workspace, tmp_path):
     from peft import PeftModel
     from transformers import WhisperForConditionalGeneration
 
-    from kowhisper.export import merge_adapter
-    from kowhisper.modeling import resolve_model
-    from kowhisper.whisper.features import SpeechBatchCollator
+    from kowhisper.families.base import resolve_model
+    from kowhisper.families.whisper.features import SpeechBatchCollator
+    from kowhisper.serve.export import merge_adapter
 
     merged_dir = merge_adapter(resolve_model(workspace, None), tmp_path / "merged")
     assert sorted(p.name for p in merged_dir.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".safetensors")) == ["model.safetensors"]
@@ -287,11 +287,11 @@ def test_ct2_export_transcribes_like_transformers_and_faster_whisper(workspace, 
 
     from faster_whisper import WhisperModel
 
-    from kowhisper.families import load_recognizer
-    from kowhisper.modeling import resolve_model
-    from kowhisper.transcribe import transcribe_files
-    from kowhisper.whisper.ct2_export import export_ct2
-    from kowhisper.whisper.engines import CT2Whisper, HFWhisper
+    from kowhisper.families.base import resolve_model
+    from kowhisper.families.registry import load_recognizer
+    from kowhisper.families.whisper.ct2_export import export_ct2
+    from kowhisper.families.whisper.engines import CT2Whisper, HFWhisper
+    from kowhisper.serve.transcribe import transcribe_files
 
     source = resolve_model(workspace, None)
     ct2_dir = export_ct2(source, "int8", tmp_path / "ct2-int8")
@@ -324,15 +324,15 @@ def test_fit_window_adapter_transcribes_alike_in_transformers_merged_and_ctransl
 
     from datasets import load_from_disk
 
-    from kowhisper.export import merge_adapter
-    from kowhisper.families import load_recognizer
-    from kowhisper.modeling import resolve_model
+    from kowhisper.families.base import resolve_model
+    from kowhisper.families.registry import load_recognizer
+    from kowhisper.families.whisper.ct2_export import export_ct2
+    from kowhisper.families.whisper.encoder_window import WINDOW_FILE, EncoderWindow
+    from kowhisper.families.whisper.features import N_FRAMES
+    from kowhisper.families.whisper.loading import trained_window
+    from kowhisper.serve.export import merge_adapter
+    from kowhisper.serve.transcribe import transcribe_files
     from kowhisper.testing import train_reciting_adapter
-    from kowhisper.transcribe import transcribe_files
-    from kowhisper.whisper.ct2_export import export_ct2
-    from kowhisper.whisper.encoder_window import WINDOW_FILE, EncoderWindow
-    from kowhisper.whisper.features import N_FRAMES
-    from kowhisper.whisper.loading import trained_window
 
     workspace = make_workspace(real_model_dir)
     window = EncoderWindow("fit", tail_frames=50, round_frames=100)
@@ -369,8 +369,8 @@ def test_fit_window_adapter_transcribes_alike_in_transformers_merged_and_ctransl
 
 @pytest.mark.real_model
 def test_export_never_overwrites_a_folder_it_did_not_write(workspace, tmp_path):
-    from kowhisper.modeling import ModelError, resolve_model
-    from kowhisper.whisper.ct2_export import export_ct2
+    from kowhisper.families.base import ModelError, resolve_model
+    from kowhisper.families.whisper.ct2_export import export_ct2
 
     precious = tmp_path / "precious"
     precious.mkdir()
@@ -454,7 +454,7 @@ def test_undecodable_audio_is_reported_in_the_users_terms(tiny_workspace, python
 
 
 def test_a_repetition_loop_is_told_from_korean_speech_by_its_compression_ratio():
-    from kowhisper.whisper.longform import LOOP_COMPRESSION_RATIO, compression_ratio
+    from kowhisper.families.whisper.longform import LOOP_COMPRESSION_RATIO, compression_ratio
 
     assert compression_ratio("새 " * 60) > LOOP_COMPRESSION_RATIO
     assert compression_ratio("그 눈가 흐는 " * 12) > LOOP_COMPRESSION_RATIO

@@ -7,16 +7,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kowhisper.audio import SAMPLING_RATE
-from kowhisper.whisper.longform import FRAMES_PER_TIMESTAMP, Stream, add_window, plan_streams, read_window
+from kowhisper.common.audio import SAMPLING_RATE
+from kowhisper.families.whisper.longform import FRAMES_PER_TIMESTAMP, Stream, add_window, plan_streams, read_window
 
 WINDOW_FRAMES = 3000
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir):
-    from kowhisper.modeling import ModelSource
-    from kowhisper.whisper.engines import Decoding, load_engine
+    from kowhisper.families.base import ModelSource
+    from kowhisper.families.whisper.engines import Decoding, load_engine
 
     # A random model writes to the token cap; a small cap keeps its windows fast.
     return load_engine(ModelSource("merged", tiny_model_dir, "tiny"), Decoding("ko", max_new_tokens=24), backend="hf")
@@ -128,7 +128,7 @@ def test_recordings_are_split_at_their_quietest_moment_until_every_worker_has_on
 
 
 def test_long_audio_through_the_tiny_model_gives_ordered_segments_inside_the_audio(engine):
-    from kowhisper.whisper.longform import transcribe_long
+    from kowhisper.families.whisper.longform import transcribe_long
 
     rng = np.random.default_rng(0)
     noise = (0.1 * rng.standard_normal(SAMPLING_RATE * 70)).astype(np.float32)

@@ -10,8 +10,8 @@ import unicodedata
 import pytest
 from datasets import Dataset
 
-from kowhisper.evaluation import score
-from kowhisper.text import error_rates, normalize_for_metric, utterance_cer
+from kowhisper.common.text import error_rates, normalize_for_metric, utterance_cer
+from kowhisper.evaluate.split import score
 
 
 def nfd(text: str) -> str:
@@ -130,7 +130,7 @@ def test_evaluation_rows_carry_every_rate_and_its_edit_counts_and_the_breakdown_
 def test_a_long_transcript_is_scored_by_kocer_in_pieces_that_add_up_to_the_whole():
     import kocer
 
-    from kowhisper.text import KOCER_PIECE_CHARS, kocer_counts, kocer_pieces
+    from kowhisper.common.text import KOCER_PIECE_CHARS, kocer_counts, kocer_pieces
 
     reference = " ".join(["오늘 회의는 3시에 시작해서 약 2시간 동안 진행되었습니다. AI 도입 건은 다음 달로 미뤘다."] * 30)
     hypothesis = reference.replace("3시에", "세 시에").replace("진행되었습니다", "진행됐습니다").replace("미뤘다.", "미뤘다 그리고", 4)
@@ -153,7 +153,7 @@ def test_a_hallucinated_digit_run_too_long_for_kocer_is_scored_not_a_crash():
 
 
 def test_rates_by_source_weights_each_source_by_its_scored_pairs_and_one_source_is_itself():
-    from kowhisper.text import rates_by_source, utterance_counts
+    from kowhisper.common.text import rates_by_source, utterance_counts
 
     references = ["가나다라", "가나다라", "마바", "!"]  # "!" normalises to nothing: not scored
     hypotheses = ["가나다라", "가나다라", "마", "?"]

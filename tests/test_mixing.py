@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from test_sources import EXTRA_SOURCE, build, extra_manifest  # noqa: F401 (a fixture)
 
-from config import load_config
-from kowhisper.training_data import load_splits, mix_sources
+from kowhisper.config import load_config
+from kowhisper.train.data import load_splits, mix_sources
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TINY = ["per_device_train_batch_size=4", "per_device_eval_batch_size=4", "max_eval_samples=4", "generation_max_length=12",
@@ -70,7 +70,7 @@ def test_per_source_dev_metrics_pick_the_best_and_a_kill_9_resume_ends_where_an_
     import torch
     from safetensors.torch import load_file
 
-    from kowhisper.checkpoints import COMPLETE_MARKER
+    from kowhisper.train.checkpoints import COMPLETE_MARKER
 
     settings = ["max_steps=6", "metric_for_best_model=cer_extra", "data_seed=11"]
     straight = run_training(python_executable, mixed_workspace, tmp_path / "straight", *settings)

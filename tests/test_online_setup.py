@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from config import PROJECT_ROOT, load_config
-from kowhisper.workspace import WORKSPACE_FORMAT_VERSION, load_manifest, verify_workspace, workspace_sources
+from kowhisper.common.workspace import WORKSPACE_FORMAT_VERSION, load_manifest, verify_workspace, workspace_sources
+from kowhisper.config import PROJECT_ROOT, load_config
 
 
 def run_setup(*args, cwd=PROJECT_ROOT):
@@ -79,7 +79,7 @@ def test_toolkit_copy_is_enough_to_run_the_offline_scripts(workspace):
 
 
 def test_second_run_is_a_no_op(make_workspace, tiny_model_dir):
-    from kowhisper.online_setup import build_workspace
+    from kowhisper.online.setup import build_workspace
 
     workspace = make_workspace(tiny_model_dir)
     before = {path: path.stat().st_mtime_ns for path in workspace.rglob("*") if path.is_file()}
@@ -90,7 +90,7 @@ def test_second_run_is_a_no_op(make_workspace, tiny_model_dir):
 
 
 def test_wheelhouse_downloads_for_the_target_platform(tmp_path):
-    from kowhisper.online_setup import build_wheelhouse
+    from kowhisper.online.setup import build_wheelhouse
 
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("soxr==1.1.0\n")
@@ -182,7 +182,7 @@ def test_a_kill_9_while_the_model_is_written_leaves_nothing_behind(tiny_model_di
 def test_the_workspace_is_what_is_copied_and_the_size_line_is_its_size_on_disk(tiny_model_dir, tmp_path):
     """A Common Voice tarball is extracted into the user's cache folder, not into the workspace; the size the setup prints
     is what `du` says the folder takes, and the README's copy command copies that folder."""
-    from utils import human_size
+    from kowhisper.common.files import human_size
 
     workspace = tmp_path / "ws"
     result = subprocess.run(setup_command(workspace, tiny_model_dir, f"data_path={cv_tarball(tmp_path / 'cv-corpus-ko.tar.gz')}"),

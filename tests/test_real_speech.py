@@ -59,7 +59,7 @@ def joined_test_clips(tmp_path_factory) -> Path:
 def across_a_window(tmp_path_factory) -> tuple[Path, list[str], float]:
     """(recording, its sentences, its seconds): at least 60 s of real test clips joined end to end, starting at the
     first clip that puts Whisper's 30 s window boundary well inside a sentence."""
-    from kowhisper.audio import SAMPLING_RATE, load_audio
+    from kowhisper.common.audio import SAMPLING_RATE, load_audio
     from tests.test_inference import write_wav
 
     with open(REAL_SPEECH / "ko" / "test.tsv", encoding="utf-8", newline="") as handle:
@@ -113,7 +113,7 @@ def test_a_long_recording_comes_back_whole_in_every_format(make_workspace, real_
 
 def test_a_fine_tuned_adapter_keeps_sentence_sized_subtitles(make_workspace, real_model_dir, joined_test_clips, python_executable):
     """The defaults train on fitted encoder windows: long audio then runs full 30 s windows and a fitted last one."""
-    from kowhisper.audio import SAMPLING_RATE, load_audio
+    from kowhisper.common.audio import SAMPLING_RATE, load_audio
 
     seconds = len(load_audio(joined_test_clips)) / SAMPLING_RATE
     workspace = make_workspace(real_model_dir, copy=False, data_path=str(REAL_SPEECH), max_samples=160)
@@ -148,7 +148,7 @@ def test_a_run_worse_than_zero_shot_ends_with_the_base_itself(make_workspace, re
     window, and the base's dev figures."""
     from safetensors.torch import load_file
 
-    from kowhisper.whisper.encoder_window import EncoderWindow
+    from kowhisper.families.whisper.encoder_window import EncoderWindow
 
     workspace = make_workspace(real_model_dir, copy=False, data_path=str(REAL_SPEECH), max_samples=160)
     result = subprocess.run([python_executable, "train_offline.py", f"workspace={workspace}", "run_name=ruined", "max_steps=3",

@@ -15,7 +15,7 @@ TINY = ["per_device_train_batch_size=4", "per_device_eval_batch_size=4", "max_ev
 
 
 def test_every_run_is_ranked_with_what_differs(make_workspace, tiny_model_dir, python_executable):
-    from kowhisper.run_ranking import differing_keys
+    from kowhisper.evaluate.ranking import differing_keys
 
     configs = [{"learning_rate": 1e-3, "lora_r": 8, "run_name": "a"}, {"learning_rate": 1e-4, "lora_r": 8, "run_name": "b"}]
     assert differing_keys(configs) == ["learning_rate"]

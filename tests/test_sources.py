@@ -19,11 +19,8 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
-from config import PROJECT_ROOT, SAMPLE_DATA, Config, dataset_sources, load_config
-from kowhisper.online_setup import build_workspace, summary_text
-from kowhisper.prepare import DataError
-from kowhisper.sources import load_source
-from kowhisper.workspace import (
+from kowhisper.common.files import atomic_write_json
+from kowhisper.common.workspace import (
     WorkspaceError,
     WorkspaceSource,
     load_manifest,
@@ -32,7 +29,10 @@ from kowhisper.workspace import (
     workspace_sources,
     write_manifest,
 )
-from utils import atomic_write_json
+from kowhisper.config import PROJECT_ROOT, SAMPLE_DATA, Config, dataset_sources, load_config
+from kowhisper.online.prepare import DataError
+from kowhisper.online.setup import build_workspace, summary_text
+from kowhisper.online.sources import load_source
 
 SAMPLE_RELEASE = SAMPLE_DATA / "ko"
 
@@ -210,7 +210,7 @@ def format_1_workspace(make_workspace, model_dir: Path) -> Path:
 
 
 def test_a_format_1_workspace_still_verifies_and_loads_for_training(make_workspace, tiny_model_dir):
-    from kowhisper.training_data import load_splits
+    from kowhisper.train.data import load_splits
 
     workspace = format_1_workspace(make_workspace, tiny_model_dir)
     data = workspace / "data"

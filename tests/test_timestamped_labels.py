@@ -1,4 +1,4 @@
-"""Timestamped training labels (kowhisper.whisper.features.TimestampedLabels): a share of training batches is joined
+"""Timestamped training labels (kowhisper.families.whisper.features.TimestampedLabels): a share of training batches is joined
 into multi-sentence examples whose labels carry each clip's speech start and end, so fine-tuning keeps Whisper's
 timestamps; dev batches never change."""
 
@@ -9,16 +9,16 @@ import re
 import numpy as np
 import pytest
 
-from kowhisper.whisper.encoder_window import EncoderWindow
-from kowhisper.whisper.features import FRAME_SECONDS, SpeechBatchCollator, TimestampedLabels, speech_bounds
+from kowhisper.families.whisper.encoder_window import EncoderWindow
+from kowhisper.families.whisper.features import FRAME_SECONDS, SpeechBatchCollator, TimestampedLabels, speech_bounds
 
 
 @pytest.fixture(scope="module")
 def rows_and_tokenizer(make_workspace, tiny_model_dir):
     from datasets import load_from_disk
 
-    from kowhisper.whisper.loading import load_processor
-    from kowhisper.workspace import split_dir
+    from kowhisper.common.workspace import split_dir
+    from kowhisper.families.whisper.loading import load_processor
 
     workspace = make_workspace(tiny_model_dir, copy=False)
     rows = list(load_from_disk(str(split_dir(workspace, "train"))).with_format("numpy").select(range(8)))

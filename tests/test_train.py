@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kowhisper.workspace import split_dir
+from kowhisper.common.workspace import split_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = PROJECT_ROOT / "train_offline.py"
@@ -76,9 +76,9 @@ def test_tiny_run_prints_its_plan_and_leaves_every_output(tiny_run, tiny_model_d
     from safetensors.torch import load_file
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-    from kowhisper.checkpoints import checkpoint_problems
-    from kowhisper.whisper.encoder_window import EncoderWindow
-    from utils import cpu_has_native_bf16
+    from kowhisper.common.cpu import cpu_has_native_bf16
+    from kowhisper.families.whisper.encoder_window import EncoderWindow
+    from kowhisper.train.checkpoints import checkpoint_problems
 
     run_dir, result = tiny_run
     stdout = result.stdout
@@ -155,10 +155,10 @@ def test_labels_are_not_prefixed_twice_and_generation_starts_with_language_and_t
     from datasets import load_from_disk
     from transformers.models.whisper.modeling_whisper import shift_tokens_right
 
-    from config import Config
-    from kowhisper.families import family_of
-    from kowhisper.precision import choose_precision
-    from kowhisper.whisper.features import SpeechBatchCollator
+    from kowhisper.config import Config
+    from kowhisper.families.registry import family_of
+    from kowhisper.families.whisper.features import SpeechBatchCollator
+    from kowhisper.train.precision import choose_precision
 
     config = Config(workspace=str(tiny_workspace))
     family = family_of(tiny_workspace / "model")
@@ -197,7 +197,7 @@ def test_rerunning_a_finished_run_only_redoes_the_final_outputs(tiny_run, tmp_pa
 
 
 def test_kill_9_after_the_first_checkpoint_then_the_same_command_resumes(tiny_workspace, tmp_path, python_executable):
-    from kowhisper.checkpoints import COMPLETE_MARKER, checkpoint_step, last_complete_checkpoint
+    from kowhisper.train.checkpoints import COMPLETE_MARKER, checkpoint_step, last_complete_checkpoint
 
     run_dir = tmp_path / "run"
     command = train_command(python_executable, tiny_workspace, run_dir, "max_steps=6", "report_to=[]")
@@ -249,7 +249,7 @@ def test_two_stages_resume_across_the_boundary_and_count_their_parameters(model,
     Whisper and on the real whisper-base, whose larger model is what a user's stages run on."""
     from safetensors.torch import load_file
 
-    from kowhisper.checkpoints import COMPLETE_MARKER, checkpoint_step, last_complete_checkpoint
+    from kowhisper.train.checkpoints import COMPLETE_MARKER, checkpoint_step, last_complete_checkpoint
 
     model_dir = request.getfixturevalue("tiny_model_dir" if model == "tiny" else "real_model_dir")
     workspace = make_workspace(model_dir, copy=False)
@@ -310,11 +310,11 @@ def test_spec_augment_masks_training_batches_inside_each_clip(tiny_workspace):
     import torch
     from datasets import load_from_disk
 
-    from config import Config
-    from kowhisper.families import family_of
-    from kowhisper.precision import choose_precision
-    from kowhisper.whisper.encoder_window import EncoderWindow
-    from kowhisper.whisper.features import SpeechBatchCollator
+    from kowhisper.config import Config
+    from kowhisper.families.registry import family_of
+    from kowhisper.families.whisper.encoder_window import EncoderWindow
+    from kowhisper.families.whisper.features import SpeechBatchCollator
+    from kowhisper.train.precision import choose_precision
 
     config = Config(workspace=str(tiny_workspace), spec_augment=True, mask_time_prob=0.2)
     model = family_of(tiny_workspace / "model").load_trainable_model(tiny_workspace, config, choose_precision(config))
@@ -332,7 +332,7 @@ def test_spec_augment_masks_training_batches_inside_each_clip(tiny_workspace):
 
 
 def test_half_written_checkpoints_are_never_picked(tiny_run, tmp_path):
-    from kowhisper.checkpoints import (
+    from kowhisper.train.checkpoints import (
         COMPLETE_MARKER,
         CheckpointError,
         checkpoint_problems,
@@ -371,7 +371,7 @@ def test_half_written_checkpoints_are_never_picked(tiny_run, tmp_path):
 
 
 def test_cleanup_keeps_the_best_and_the_last_checkpoint_plus_save_total_limit(tiny_workspace, tmp_path, python_executable):
-    from kowhisper.checkpoints import checkpoint_problems, checkpoints_to_remove, list_checkpoints
+    from kowhisper.train.checkpoints import checkpoint_problems, checkpoints_to_remove, list_checkpoints
 
     steps = [tmp_path / f"checkpoint-{n}" for n in (1, 2, 3, 4, 5)]
     assert checkpoints_to_remove(steps, steps[0], 1) == steps[1:3], "best (1), last (5) and the newest other (4) stay"
@@ -468,7 +468,7 @@ LAUNCHERS = {
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
 def test_ddp_with_two_cpu_processes(launcher, tiny_workspace, tmp_path, python_executable):
-    from kowhisper.checkpoints import checkpoint_problems
+    from kowhisper.train.checkpoints import checkpoint_problems
 
     run_dir = tmp_path / "run"
     command = train_command(python_executable, tiny_workspace, run_dir, "max_steps=2", "report_to=[]")
@@ -519,8 +519,8 @@ def _replace_train_split(workspace: Path, empty: bool) -> None:
     """A workspace whose online setup produced no usable training rows, manifest and all."""
     from datasets import Dataset
 
-    from kowhisper.whisper.features import dataset_features
-    from kowhisper.workspace import load_manifest, write_manifest
+    from kowhisper.common.workspace import load_manifest, write_manifest
+    from kowhisper.families.whisper.features import dataset_features
 
     manifest = load_manifest(workspace)
     shutil.rmtree(split_dir(workspace, "train"))
@@ -548,9 +548,9 @@ def test_int8_without_cuda_or_a_cpu_capable_bitsandbytes_is_refused(tiny_workspa
 
 
 def test_this_cpu_gets_fp32_or_native_bf16_and_int8_only_when_asked():
-    from config import Config
-    from kowhisper.precision import choose_precision
-    from utils import cpu_has_native_bf16
+    from kowhisper.common.cpu import cpu_has_native_bf16
+    from kowhisper.config import Config
+    from kowhisper.train.precision import choose_precision
 
     default = choose_precision(Config())
     assert (default.device, default.int8, default.fp16, default.bf16) == ("cpu", False, False, cpu_has_native_bf16())
@@ -559,8 +559,8 @@ def test_this_cpu_gets_fp32_or_native_bf16_and_int8_only_when_asked():
 
 
 def test_out_of_memory_advice_halves_the_batch_and_keeps_the_effective_batch():
-    from config import Config
-    from kowhisper.training import out_of_memory_advice
+    from kowhisper.config import Config
+    from kowhisper.train.arguments import out_of_memory_advice
 
     advice = out_of_memory_advice(Config(per_device_train_batch_size=16, gradient_accumulation_steps=2))
     assert "per_device_train_batch_size=8 gradient_accumulation_steps=4" in advice
@@ -612,7 +612,7 @@ def test_quick_test_shortens_the_stages_instead_of_refusing_them(tiny_workspace,
 
 
 def test_quick_test_keeps_the_keys_the_user_set(tiny_workspace, tmp_path, python_executable):
-    from kowhisper.checkpoints import checkpoint_step, list_checkpoints
+    from kowhisper.train.checkpoints import checkpoint_step, list_checkpoints
 
     run_dir = tmp_path / "run"
     result = run(quick_test_command(python_executable, tiny_workspace, run_dir, "save_steps=2", "save_total_limit=null"))

