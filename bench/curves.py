@@ -79,7 +79,7 @@ def train_curve(workspace: Path, recipe: str, overrides: list[str], stop_at: int
     if stop_at is not None and stop.is_dir() and not checkpoint_problems(stop):
         return run_dir
     command = [sys.executable, "train_offline.py", f"workspace={workspace}", f"run_name={run_dir.name}", "report_to=[]",
-               f"max_steps={CURVE_STEPS[-1]}", f"save_steps={CURVE_SAVE_EVERY}", "save_total_limit=null", "eval_strategy=no",
+               f"max_steps={CURVE_STEPS[-1]}", f"save_steps={CURVE_SAVE_EVERY}", "keep_other_checkpoints=null", "eval_strategy=no",
                *overrides]
     with subprocess.Popen(command, cwd=PROJECT_ROOT) as training:
         while training.poll() is None:

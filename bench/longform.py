@@ -4,7 +4,7 @@ Recordings are real Korean read speech: test clips of `../shared/data/ko-real-sp
 copied into the repository) decoded to 16 kHz and joined end to end in the test list's order (speaker, then
 sentence), written to bench/out/longform/:
 
-- `joined-11`: the first 11 test clips, the recording tests/test_real_speech.py uses (about 58 s);
+- `joined-11`: the first 11 test clips, the recording tests/integration/test_real_speech.py uses (about 58 s);
 - `1min`, `5min`, `10min`: the clips that follow, until the recording reaches that length;
 - `gaps`: about 2 minutes of the next clips, with 2-4 s of digital silence or of room noise (pink noise at about
   -50 dBFS) between some of them.
@@ -79,7 +79,7 @@ def pink_noise(samples: int, rng: np.random.Generator, dbfs: float) -> np.ndarra
 
 def build_recordings() -> list[Recording]:
     from kowhisper.common.audio import SAMPLING_RATE, load_audio
-    from tests.test_inference import write_wav
+    from tests.integration.test_inference import write_wav
 
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     clips = [(load_audio(path), sentence) for path, sentence in test_clips()]

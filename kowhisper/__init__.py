@@ -2,8 +2,9 @@
 
 The package is laid out by phase, each depending only on the ones listed before it:
 
-    common/    audio, text and metrics, transcripts, the workspace layout, files, the CPU, errors
-    config/    the configuration groups and the command line that fills them
+    common/    audio, text and metrics, transcripts, the workspace layout, files, the CPU, errors, config key building blocks
+    config/    the configuration groups (each family's own: families/<family>/options.py) and the command line that
+               fills them
     families/  base.py: the model-family interface and which model to run; whisper/ and ctc/: the families;
                registry.py: which family a model belongs to
     train/     the run's settings, data, the Trainer every family builds on, checkpoints, dev scoring, the run report;

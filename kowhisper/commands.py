@@ -1,49 +1,28 @@
 """The console commands `pip install -e .` puts on PATH, one per script of the design card. Each sets the process up
 (offline switches, or quiet telemetry for the online phase) before importing its command, because the Hugging Face
-libraries read those switches once, when they are first imported: that is why the imports here are inside functions."""
+libraries read those switches once, when they are first imported: that is why the command's module is imported only
+when the command runs."""
 
 from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
 
 from kowhisper.common.runtime import force_offline, quiet_telemetry
 
 
-def download_data() -> int:
-    quiet_telemetry()
-    from kowhisper.online.run import download_data
+def _command(set_up: Callable[[], None], module: str, function: str) -> Callable[[], int]:
+    def run() -> int:
+        set_up()
+        return getattr(importlib.import_module(module), function)()
 
-    return download_data()
-
-
-def download_model() -> int:
-    quiet_telemetry()
-    from kowhisper.online.run import download_model
-
-    return download_model()
+    run.__name__ = function
+    return run
 
 
-def online_setup() -> int:
-    quiet_telemetry()
-    from kowhisper.online.run import online_setup
-
-    return online_setup()
-
-
-def train() -> int:
-    force_offline()
-    from kowhisper.train.run import main
-
-    return main()
-
-
-def evaluate() -> int:
-    force_offline()
-    from kowhisper.evaluate.run import main
-
-    return main()
-
-
-def inference() -> int:
-    force_offline()
-    from kowhisper.serve.run import main
-
-    return main()
+download_data = _command(quiet_telemetry, "kowhisper.online.run", "download_data")
+download_model = _command(quiet_telemetry, "kowhisper.online.run", "download_model")
+online_setup = _command(quiet_telemetry, "kowhisper.online.run", "online_setup")
+train = _command(force_offline, "kowhisper.train.run", "main")
+evaluate = _command(force_offline, "kowhisper.evaluate.run", "main")
+inference = _command(force_offline, "kowhisper.serve.run", "main")

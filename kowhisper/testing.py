@@ -9,6 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, WhisperForConditionalGeneration
+
+from kowhisper.common.runtime import peft_checkpointing_alias_quiet
+from kowhisper.families.whisper.encoder_window import EncoderWindow, allow_fitted_window
+from kowhisper.families.whisper.features import SpeechBatchCollator
+from kowhisper.families.whisper.loading import load_processor
+
 # Decoder-only LoRA: the encoder output does not change, so it is computed once and each step is cheap.
 RECITING_TARGETS = r"model\.decoder\.layers\.\d+\.(self_attn\.q_proj|self_attn\.v_proj|fc1|fc2)"
 
@@ -17,14 +26,6 @@ def train_reciting_adapter(model_dir: Path, rows: list[dict], out_dir: Path, ste
     """A LoRA adapter trained until the model recites `rows` (input_features and labels as a prepared split
     stores them), saved with the processor and its encoder window as train_offline.py saves <run>/adapter.
     With a fitted `window` the encoder sees each clip padded as train_offline.py would pad it alone."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import WhisperForConditionalGeneration
-
-    from kowhisper.families.whisper.encoder_window import EncoderWindow, allow_fitted_window
-    from kowhisper.families.whisper.features import SpeechBatchCollator
-    from kowhisper.families.whisper.loading import load_processor
-
     window = window or EncoderWindow()
     torch.manual_seed(0)
     model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
@@ -34,7 +35,8 @@ def train_reciting_adapter(model_dir: Path, rows: list[dict], out_dir: Path, ste
     batches = [SpeechBatchCollator(window)(rows[i : i + 1]) for i in range(len(rows))] if window.is_fit else [SpeechBatchCollator()(rows)]
     with torch.no_grad():
         encoded = [model.model.encoder(batch["input_features"]).last_hidden_state for batch in batches]
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=RECITING_TARGETS))
+    with peft_checkpointing_alias_quiet():
+        model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=RECITING_TARGETS))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     model.train()
     for _ in range(steps):
@@ -69,9 +71,6 @@ WAV2VEC2_SIZES["learnable"] = dict(WAV2VEC2_SIZES["tiny"], hidden_size=128, inte
 def random_wav2vec2(out_dir: Path, size: str = "tiny", seed: int = 0) -> Path:
     """A randomly initialised Wav2Vec2ForCTC with a placeholder 32-token head and no vocabulary, saved as safetensors
     with its feature extractor: what a pretraining checkpoint such as XLS-R looks like to the online setup."""
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
-
     config = Wav2Vec2Config(vocab_size=32, feat_extract_norm="layer", do_stable_layer_norm=True, layerdrop=0.0,
                             **WAV2VEC2_SIZES[size])
     torch.manual_seed(seed)

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import soxr
 
 SAMPLING_RATE = 16_000
 
@@ -26,6 +27,7 @@ class AudioError(ValueError):
 
 def load_audio(source: str | Path | bytes, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
     """Decode a file (or its bytes) to mono float32 at `sampling_rate`. Raises AudioError, never crashes."""
+    # Here, not at the top: torchcodec loads torch (1-2 s), and kowhisper.common stays importable without it.
     from torchcodec.decoders import AudioDecoder
 
     if isinstance(source, (str, Path)):
@@ -57,13 +59,7 @@ def resample(waveform: np.ndarray, orig_sr: int, target_sr: int = SAMPLING_RATE)
         raise AudioError("empty_audio", "audio has zero samples")
     if orig_sr == target_sr:
         return waveform
-    import soxr
-
     return soxr.resample(waveform, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
-
-
-def duration_seconds(waveform: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> float:
-    return len(waveform) / sampling_rate
 
 
 # torchcodec starts its errors with the C++ class, source file and line that raised them ("SingleStreamDecoder,

@@ -1,7 +1,8 @@
 """The error a configuration value that cannot work raises.
 
-It sits below config.py and the model families: a family checks keys of its own (Whisper's language, say) and raises
-it without importing config.py, which in turn asks kowhisper.families.registry how to group its keys for --help-config.
+It sits below kowhisper.config and the model families: a family checks keys of its own (Whisper's language, say) and
+raises it without importing kowhisper.config, and so do the families' options groups (kowhisper.common.keys), which
+kowhisper.config composes into the flat Config.
 """
 
 

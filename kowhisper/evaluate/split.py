@@ -29,10 +29,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datasets import Dataset, concatenate_datasets, load_from_disk
+from tqdm.auto import tqdm
+
 from kowhisper.common.bootstrap import BootstrapSettings, Difference, compare_with_reference
 from kowhisper.common.files import atomic_write_json
 from kowhisper.common.text import CHARACTER_RATES, RATES, format_percent, kocer_breakdown, rates_by_source, utterance_counts
 from kowhisper.common.workspace import SPLITS, list_runs, manifest_path, runs_dir, workspace_sources
+from kowhisper.config import Config, TrainingArgumentsGroup
+from kowhisper.evaluate.ranking import RankedModel, format_ranking, ranking_rows, run_settings, write_ranking
 from kowhisper.families.base import (
     ModelError,
     ModelSource,
@@ -70,8 +75,6 @@ class EvalResult:
 def load_eval_split(workspace: Path, eval_split: str, max_samples: int | None):
     """(dataset, description): a workspace split by name (train/dev/test) of every source, each row tagged with its
     source and each source capped at max_samples rows; or one prepared dataset folder, as one source named after it."""
-    from datasets import concatenate_datasets
-
     if eval_split in SPLITS and manifest_path(workspace).is_file():
         parts = []
         for source in workspace_sources(workspace):
@@ -88,8 +91,6 @@ def load_eval_split(workspace: Path, eval_split: str, max_samples: int | None):
 
 
 def _prepared_split(path: Path, max_samples: int | None):
-    from datasets import Dataset, load_from_disk
-
     dataset = load_from_disk(str(path))
     if not isinstance(dataset, Dataset):
         raise ModelError(f"{path} holds several splits ({', '.join(dataset)}); give eval_split the folder of one of them")
@@ -143,8 +144,6 @@ def models_to_evaluate(workspace: Path, eval_run: str | None, all_checkpoints: b
 def transcribe_split(recognizer: Recognizer, dataset, batch_size: int, desc: str) -> list[str]:
     """Hypotheses for every row of a prepared split, batched longest first (a batch decodes as long as its
     longest clip, and similar lengths pad least), returned in the split's order."""
-    from tqdm.auto import tqdm
-
     durations = list(dataset["duration"])
     # numpy format hands out stored arrays as they are; the default gives nested Python lists.
     stored = dataset.with_format("numpy")
@@ -182,14 +181,14 @@ def utterance_rates(counts: dict | None) -> dict[str, float]:
             for rate in CHARACTER_RATES}
 
 
-def evaluation_recognizer(source: ModelSource, config) -> Recognizer:
+def evaluation_recognizer(source: ModelSource, config: Config) -> Recognizer:
     if config.backend == "auto" and source.kind != "ct2":
         # The model as trained: transformers, with any adapter merged in float (see the module docstring).
         config = dataclasses.replace(config, backend="hf")
     return load_recognizer(source, config)
 
 
-def evaluate_source(source: ModelSource, dataset, config) -> EvalResult:
+def evaluate_source(source: ModelSource, dataset, config: Config) -> EvalResult:
     recognizer = evaluation_recognizer(source, config)
     log.info("evaluating %s (%s%s) on %d utterances", source.label, recognizer.description,
              f", {recognizer.settings}" if recognizer.settings else "", len(dataset))
@@ -200,7 +199,7 @@ def evaluate_source(source: ModelSource, dataset, config) -> EvalResult:
     return EvalResult(source, {**metrics, "backend": recognizer.description, "settings": recognizer.settings}, seconds, rows)
 
 
-def ranking_metric(config) -> str:
+def ranking_metric(config: TrainingArgumentsGroup) -> str:
     # metric_for_best_model may be "loss", which generation does not give; CER is the primary metric.
     return config.metric_for_best_model if config.metric_for_best_model in RATES else "cer"
 
@@ -248,48 +247,53 @@ def worse_than_base(results: list[EvalResult], metric: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Column:
-    """One column of a model table: its title, width, and the cell text from a row's metrics and its result (None
-    on a per-source row under a model)."""
+    """One column of a model table: its title and the cell text from a row's metrics and its result (None on a
+    per-source row under a model). Its width is its widest cell's."""
 
     title: str
-    width: int
     cell: Callable[[dict, object], str]
 
 
-def rate_column(title: str, rate: str, width: int, digits: int = 2) -> Column:
-    return Column(title, width, lambda metrics, result: format_percent(metrics[rate], digits))
+def rate_column(title: str, rate: str, digits: int = 2) -> Column:
+    return Column(title, lambda metrics, result: format_percent(metrics[rate], digits))
+
+
+# Spaces between two columns of a model table, however wide their cells.
+COLUMN_GAP = 2
 
 
 def model_rows(results: list, best, columns: list[Column], compared_rates: tuple[str, ...]) -> list[str]:
     """The rows every model table shares: a model per row (per-source rows under it when it has several sources),
     the paired difference from the base per compared rate, and * on the best when there is more than one model.
-    Results are EvalResult or LongformResult: a source, metrics and versus_base."""
-    width = max(len(r.source.label) for r in results) + 4
+    Results are EvalResult or LongformResult: a source, metrics and versus_base. Each column is as wide as its
+    widest cell, so a wide cell (a wide interval) never runs into the next."""
     compared = any(r.versus_base for r in results)
-
-    def row(label: str, metrics: dict, result) -> str:
-        return f"{label:<{width}}" + "".join(f"{column.cell(metrics, result):>{column.width}}" for column in columns)
-
-    head = f"{'model':<{width}}" + "".join(f"{column.title:>{column.width}}" for column in columns)
-    if compared:
-        head += "  " + "".join(f"{RATE_NAMES[rate] + ' vs base':<30}" for rate in compared_rates)
-    lines = [head.rstrip()]
+    # (label, metric cells, comparison cells, result): the header, then a model's row and its per-source rows.
+    table = [("model", [column.title for column in columns],
+              [RATE_NAMES[rate] + " vs base" for rate in compared_rates] if compared else [], None)]
     for result in results:
-        line = row(result.source.label, result.metrics, result)
-        if compared:
-            line += "  " + "".join(f"{result.versus_base[rate].describe() if result.versus_base else '-':<30}" for rate in compared_rates)
-        # The mark goes last, so the leading columns split on whitespace the same on every row.
-        lines.append(line.rstrip() + ("  *" if len(results) > 1 and result is best else ""))
+        versus = [result.versus_base[rate].describe() if result.versus_base else "-" for rate in compared_rates] if compared else []
+        table.append((result.source.label, [column.cell(result.metrics, result) for column in columns], versus, result))
         per_source = result.metrics.get("per_source", {})
         if len(per_source) > 1:
-            lines += [row("  " + name, metrics, None).rstrip() for name, metrics in per_source.items()]
+            table += [("  " + name, [column.cell(metrics, None) for column in columns], [], None) for name, metrics in per_source.items()]
+    label_width = max(len(label) for label, _, _, _ in table)
+    widths = [max(len(cells[i]) for _, cells, _, _ in table) for i in range(len(columns))]
+    versus_widths = [max(len(versus[i]) for _, _, versus, _ in table if versus) for i in range(len(compared_rates))] if compared else []
+    gap = " " * COLUMN_GAP
+    lines = []
+    for label, cells, versus, result in table:
+        line = f"{label:<{label_width}}" + "".join(f"{gap}{cell:>{width}}" for cell, width in zip(cells, widths))
+        line += "".join(f"{gap}{cell:<{width}}" for cell, width in zip(versus, versus_widths))
+        # The mark goes last, so the leading columns split on whitespace the same on every row.
+        lines.append(line.rstrip() + ("  *" if len(results) > 1 and result is not None and result is best else ""))
     return lines
 
 
 SPLIT_COLUMNS = [
-    rate_column("CER", "cer", 9), rate_column("WER", "wer", 9), rate_column("CER no-space", "cer_nospace", 14),
-    rate_column("kocer CER", "kocer_cer", 11), Column("utts", 6, lambda metrics, result: str(metrics["num_scored"])),
-    Column("s/utt", 8, lambda metrics, result: f"{result.seconds_per_utterance:.2f}" if result else ""),
+    rate_column("CER", "cer"), rate_column("WER", "wer"), rate_column("CER no-space", "cer_nospace"),
+    rate_column("kocer CER", "kocer_cer"), Column("utts", lambda metrics, result: str(metrics["num_scored"])),
+    Column("s/utt", lambda metrics, result: f"{result.seconds_per_utterance:.2f}" if result else ""),
 ]
 
 
@@ -306,18 +310,17 @@ def format_table(results: list[EvalResult], best: EvalResult | None, metric: str
 
 
 def breakdown_lines(results: list[EvalResult]) -> list[str]:
-    """kocer's split of each model's errors (text as written, spaces and punctuation counted) by kind."""
+    """kocer's split of each model's errors (text as written, spaces and punctuation counted) by kind, under a
+    heading that is there only when a model has a breakdown to show."""
     shown = [r for r in results if r.metrics.get("breakdown")]
-    if not shown:
-        return []
-    width = max(len(r.source.label) for r in shown) + 2
-    lines = ["Where the errors are (kocer: errors of the text as written, by kind):"]
+    width = max((len(r.source.label) for r in shown), default=0) + 2
+    lines = []
     for result in shown:
         b = result.metrics["breakdown"]
         shares = ", ".join(f"{name} {100 * b['shares'][key]:.0f}%" for key, name in
                            (("spacing", "spacing"), ("punctuation", "punctuation"), ("numbers_latin", "numbers/Latin"), ("real", "real")))
         lines.append(f"  {result.source.label:<{width}}{b['raw_errors']:>7,} errors: {shares}")
-    return lines
+    return ["Where the errors are (kocer: errors of the text as written, by kind):", *lines] if lines else []
 
 
 def file_name(label: str) -> str:
@@ -396,7 +399,7 @@ def write_outputs(out_dir: Path, results: list[EvalResult], best: EvalResult | N
     return summary
 
 
-def run_evaluation(config, workspace: Path, out_dir: Path | None = None) -> tuple[dict, str]:
+def run_evaluation(config: Config, workspace: Path, out_dir: Path | None = None) -> tuple[dict, str]:
     """Evaluate the base and the chosen run (every checkpoint of it, or with eval_run=all every finished run,
     ranked side by side); returns (summary, printable table)."""
     dataset, dataset_path = load_eval_split(workspace, config.eval_split, config.max_samples)
@@ -416,8 +419,6 @@ def run_evaluation(config, workspace: Path, out_dir: Path | None = None) -> tupl
 
 
 def _rank_runs(results: list[EvalResult], metric: str, out_dir: Path, dataset: str, summary: dict, settings: BootstrapSettings) -> str:
-    from kowhisper.evaluate.ranking import RankedModel, format_ranking, ranking_rows, run_settings, write_ranking
-
     models = []
     for result in results:
         run = result.source.run_dir

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from kowhisper.common.keys import KeyGroup
 from kowhisper.common.workspace import FINAL_ADAPTER_DIR, FINAL_FULL_DIR, list_checkpoints, list_runs, model_dir, runs_dir
+from kowhisper.config import Config, ModelGroup
 
 if TYPE_CHECKING:
     from kowhisper.common.transcript import Transcript
@@ -31,7 +33,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 CT2_WEIGHTS = "model.bin"
 # learning_rate unset: what a mode starts from unless its family says otherwise. 1e-4 for LoRA was measured on real
-# Korean speech (README, "Defaults and why"); it is also seed 000's rate for a CTC model's full fine-tuning.
+# Korean speech (docs/training.md, "Defaults and why"); it is also seed 000's rate for a CTC model's full fine-tuning.
 DEFAULT_LEARNING_RATE = 1e-4
 
 
@@ -207,9 +209,14 @@ class ModelFamily(ABC):
 
     name: str = ""
     title: str = ""  # the name people read in help texts: "Whisper", "CTC"
-    # The config keys this family reads and no other does, as its package declares them; a key no family lists here
-    # is read by every family. kowhisper.families.registry reports a key the user set that the chosen family does not read.
-    own_config_keys: tuple[str, ...] = ()
+    # The family's group of config keys (kowhisper.families.<family>.options), one of the groups kowhisper.config.groups
+    # composes into the flat Config: the keys this family reads and no other does. A key in no family's options is read
+    # by every family. kowhisper.families.registry reports a key the user set that the chosen family does not read.
+    options: type[KeyGroup] | None = None
+
+    @property
+    def own_config_keys(self) -> tuple[str, ...]:
+        return self.options.own_keys() if self.options is not None else ()
 
     @abstractmethod
     def accepts(self, model_type: str) -> bool:
@@ -226,12 +233,12 @@ class ModelFamily(ABC):
         return False
 
     @abstractmethod
-    def save_base_model(self, source: str, out: Path, config) -> None:
+    def save_base_model(self, source: str, out: Path, config: Config) -> None:
         """The base model named `source` (Hub id, local folder, ...) saved into `out` as safetensors with its processor,
         loadable offline. Raises StorageError for a source it cannot use."""
 
     @abstractmethod
-    def clip_encoder(self, model_folder: Path, config, train_texts):
+    def clip_encoder(self, model_folder: Path, config: Config, train_texts):
         """What turns a clip into its stored row: an object with `identity` (what decides the stored rows, for the
         preparation stamps), `features()` (datasets.Features of a prepared split), `encode_text(text)` and
         `encode_audio(waveform, labels)`, each returning (value, None, None) or (None, drop reason, detail). It is
@@ -241,7 +248,7 @@ class ModelFamily(ABC):
     # ---- inference ----
 
     @abstractmethod
-    def recognizer(self, source: ModelSource, config, *, one_clip_at_a_time: bool = False) -> Recognizer:
+    def recognizer(self, source: ModelSource, config: Config, *, one_clip_at_a_time: bool = False) -> Recognizer:
         """The model of `source` ready to transcribe, on the engine `config.backend` asks for. The demo serves one
         recording at a time and says so, where an engine tunes differently for it."""
 
@@ -260,15 +267,15 @@ class ModelFamily(ABC):
     # ---- training (train_offline.py through kowhisper.train.arguments and kowhisper.train.trainer) ----
 
     @abstractmethod
-    def load_processor(self, workspace: Path, config):
+    def load_processor(self, workspace: Path, config: Config):
         """The processor the workspace was prepared with, set up for training labels."""
 
     @abstractmethod
-    def load_trainable_model(self, workspace: Path, config, precision):
+    def load_trainable_model(self, workspace: Path, config: Config, precision):
         """The base model with what is trained (LoRA or full fine-tuning), on the device `precision` names."""
 
     @abstractmethod
-    def training_arguments(self, config, arguments: dict):
+    def training_arguments(self, config: Config, arguments: dict):
         """The family's TrainingArguments class built from the shared `arguments`, plus its own."""
 
     @abstractmethod
@@ -276,34 +283,34 @@ class ModelFamily(ABC):
         """A function turning the Trainer's dev predictions (EvalPrediction) into (references, hypotheses)."""
 
     @abstractmethod
-    def build_trainer(self, model, processor, args, data, config, callbacks: list, stages=None, compute_metrics=None):
+    def build_trainer(self, model, processor, args, data, config: Config, callbacks: list, stages=None, compute_metrics=None):
         """A Trainer for this family, built on kowhisper.train.trainer.KowhisperTrainerMixin; `stages` is the run's
         kowhisper.train.stages.StagePlan or None, `compute_metrics` scores dev from prediction_texts' output."""
 
     @abstractmethod
-    def save_trained(self, model, processor, run_dir: Path, config) -> Path:
+    def save_trained(self, model, processor, run_dir: Path, config: Config) -> Path:
         """The final model, with what inference needs to run it as trained, in <run>/adapter (LoRA) or <run>/model
         (full weights); returns the folder."""
 
     # What `finetune` means when it is unset: "lora" or "full".
     default_finetune: str = "lora"
 
-    def finetune_mode(self, config) -> str:
+    def finetune_mode(self, config: ModelGroup) -> str:
         """'lora' (adapters on a frozen base) or 'full' (every weight): config.finetune, else the family's default."""
         return config.finetune or self.default_finetune
 
-    def base_run_config(self, config):
+    def base_run_config(self, config: Config) -> Config:
         """The config under which the untrained base model runs, as its zero-shot dev score was measured: a run
         whose best model on dev is the base saves the base's weights with it."""
         return config
 
-    def choose_run_config(self, trainer, config, dev: dict, dev_step: int, metric: str, report=print) -> tuple[object, dict]:
+    def choose_run_config(self, trainer, config: Config, dev: dict, dev_step: int, metric: str, report=print) -> tuple[object, dict]:
         """After training: the config the final model is to run under, and its dev metrics there. A family whose
         trained models can run in more than one way scores the others on dev and keeps the best; the rest return
         (config, dev)."""
         return config, dev
 
-    def trains_lora(self, config) -> bool:
+    def trains_lora(self, config: ModelGroup) -> bool:
         """Whether training puts LoRA on a frozen base (which may then be INT8), rather than training full weights."""
         return self.finetune_mode(config) == "lora"
 
@@ -312,18 +319,14 @@ class ModelFamily(ABC):
         return DEFAULT_LEARNING_RATE
 
     @abstractmethod
-    def model_card_intro(self, run_name: str, base_model: str, train_clips, config) -> list[str]:
+    def model_card_intro(self, run_name: str, base_model: str, train_clips, config: Config) -> list[str]:
         """The head of a run's model card (front matter, title, how to load the final model), as Markdown lines."""
 
-    def start_run(self, config, run_dir: Path, resuming: bool) -> list[str]:
+    def start_run(self, config: Config, run_dir: Path, resuming: bool) -> list[str]:
         """Record what a run's checkpoints need beside their weights; returns lines for the log."""
         return []
 
-    def training_warnings(self, train, processor, config) -> list[str]:
-        """Problems with the prepared training data that do not stop training."""
-        return []
-
-    def run_summary(self, config) -> dict:
+    def run_summary(self, config: Config) -> dict:
         """Settings of this family worth a line in metrics.json and the model card."""
         return {}
 

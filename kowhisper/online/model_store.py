@@ -14,6 +14,7 @@ from pathlib import Path
 
 from kowhisper.common.files import PARTIAL_SUFFIX, atomic_write_json, partial_path, read_json
 from kowhisper.common.workspace import model_dir, remove_leftover
+from kowhisper.config import Config, ModelGroup
 from kowhisper.families.base import ModelError, StorageError
 from kowhisper.families.registry import family_for_base_source
 from kowhisper.train.checkpoints import WEIGHT_FORMS
@@ -26,7 +27,7 @@ class ModelSourceError(RuntimeError):
     """The model could not be fetched or read; the message says which source and why."""
 
 
-def prepare_model(config) -> Path:
+def prepare_model(config: Config) -> Path:
     """Populate <workspace>/model from config.model_name_or_path; skip if it is already there and whole."""
     target = model_dir(config.workspace_dir)
     source = str(config.model_name_or_path)
@@ -56,7 +57,7 @@ def prepare_model(config) -> Path:
     return target
 
 
-def check_model_source(config) -> None:
+def check_model_source(config: ModelGroup) -> None:
     """That the base model can be found and is of a family this toolkit trains, from its config.json alone (a small
     download for a Hub id), unless the workspace already holds it: the online setup's check before anything large."""
     source = str(config.model_name_or_path)

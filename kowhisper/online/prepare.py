@@ -7,9 +7,9 @@ a split whose stamp matches and whose files are intact; anything else is rebuilt
 nothing, and adding a source to a finished workspace prepares only that source. Bad rows never stop a run:
 each is dropped with a reason, counted in data/<name>/report.json and listed in its split's dropped.jsonl.
 
-Anything under data/ that belongs to no configured source (a source taken out of the config, or the
-data/<split> folders of a format-1 workspace) is left alone, so taking a source out by mistake costs no
-re-preparation, and left out of the manifest, so the offline box neither needs nor trusts it. The run says so.
+Anything under data/ that belongs to no configured source (a source taken out of the config) is left alone, so
+taking a source out by mistake costs no re-preparation, and left out of the manifest, so the offline box neither
+needs nor trusts it. The run says so.
 
 Workers are forked processes fed chunks of rows (a bounded number in flight, so hf audio bytes are read
 only as fast as they are used); the main process writes the results straight into the split's Arrow shards
@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+import torch
 from datasets import Value
 from tqdm.auto import tqdm
 
@@ -37,7 +38,7 @@ from kowhisper.common.audio import SAMPLING_RATE, AudioError, load_audio
 from kowhisper.common.files import atomic_write_json, partial_path, read_json, sha256_file
 from kowhisper.common.text import normalize_transcript
 from kowhisper.common.workspace import SPLITS, data_dir, model_dir, remove_leftovers, source_dir, source_report_path
-from kowhisper.config import SOURCE_KEYS, dataset_sources
+from kowhisper.config import SOURCE_KEYS, Config, DataGroup, DatasetSource, ModelGroup, dataset_sources
 from kowhisper.families.base import ModelError, StorageError
 from kowhisper.families.registry import family_of
 from kowhisper.online.leakage import count_leakage
@@ -95,7 +96,7 @@ class PreparedData:
         return totals
 
 
-def prepare_data(config, loaded: dict[str, SourceRows] | None = None) -> PreparedData:
+def prepare_data(config: Config, loaded: dict[str, SourceRows] | None = None) -> PreparedData:
     """Prepare every source of the config into data/<name>/ of config.workspace, with its drop report, and count
     test sentences that leak into train splits. `loaded`: the sources' rows if load_sources has read them already.
 
@@ -108,7 +109,7 @@ def prepare_data(config, loaded: dict[str, SourceRows] | None = None) -> Prepare
         shutil.rmtree(rows_dir(config), ignore_errors=True)
 
 
-def check_sources(config) -> None:
+def check_sources(config: DataGroup) -> None:
     """The quick checks of every configured source's input (kowhisper.online.sources.check_source), before any is read."""
     for source in dataset_sources(config):
         try:
@@ -117,14 +118,14 @@ def check_sources(config) -> None:
             raise DataError(f"source {source.name!r}: {error}") from None
 
 
-def load_sources(config) -> dict[str, SourceRows]:
+def load_sources(config: Config) -> dict[str, SourceRows]:
     """Every configured source's rows by name: the data read, downloaded or extracted as needed (into
     config.cache_path), its columns and splits checked. Needs no model."""
     check_sources(config)
     return {source.name: _load(source, config) for source in dataset_sources(config)}
 
 
-def _prepare(config, loaded: dict[str, SourceRows]) -> PreparedData:
+def _prepare(config: Config, loaded: dict[str, SourceRows]) -> PreparedData:
     workspace = config.workspace_dir
     # What a killed run left half-written is never trusted.
     remove_leftovers(workspace, under=data_dir(workspace).name)
@@ -152,7 +153,7 @@ def _prepare(config, loaded: dict[str, SourceRows]) -> PreparedData:
     return PreparedData(prepared, leakage, left_alone)
 
 
-def _load(source, config) -> SourceRows:
+def _load(source: DatasetSource, config: Config) -> SourceRows:
     try:
         return load_source(source, config)
     except DataError as error:
@@ -191,16 +192,12 @@ def _left_alone(workspace: Path, names: list[str]) -> list[str]:
     folder = data_dir(workspace)
     stale = [path for path in sorted(folder.iterdir()) if path.name not in names and not path.name.startswith(".")]
     for path in stale:
-        if path.name in (*SPLITS, "report.json"):  # names no source may take (config.DatasetSource)
-            print(f"data/{path.name}: left from a format-1 workspace, whose one source lived in data/<split>; left alone "
-                  "and left out of the manifest. Delete it to free the space.")
-        else:
-            print(f"data/{path.name}: not one of this config's sources ({', '.join(names)}); left alone and left out of "
-                  "the manifest. Delete it to free the space, or list its source again to use it.")
+        print(f"data/{path.name}: not one of this config's sources ({', '.join(names)}); left alone and left out of "
+              "the manifest. Delete it to free the space, or list its source again to use it.")
     return [f"data/{path.name}" for path in stale]
 
 
-def base_model_folder(config) -> Path:
+def base_model_folder(config: ModelGroup) -> Path:
     """The workspace's base model when the model step has saved it, else model_name_or_path if that is a folder."""
     local = model_dir(config.workspace_dir)
     if (local / "config.json").is_file():
@@ -290,8 +287,6 @@ _worker_pipeline: RowPipeline | None = None
 
 def _start_worker(pipeline: RowPipeline) -> None:
     global _worker_pipeline
-    import torch
-
     # num_proc processes already fill the cores; torch's own intra-op threads on top would only contend.
     torch.set_num_threads(1)
     _worker_pipeline = pipeline

@@ -19,14 +19,16 @@ from pathlib import Path
 
 from kowhisper.common.files import atomic_copy, human_size, partial_path
 from kowhisper.common.workspace import (
-    OLD_CACHE_NAME,
     WORKSPACE_FORMAT_VERSION,
     remove_leftover,
     remove_leftovers,
     wheelhouse_dir,
     write_manifest,
 )
-from kowhisper.config import PROJECT_ROOT, config_to_dict
+from kowhisper.config import PROJECT_ROOT, Config, OnlineGroup, config_to_dict
+from kowhisper.online.leakage import format_leakage
+from kowhisper.online.model_store import check_model_source, prepare_model
+from kowhisper.online.prepare import check_sources, format_summary, load_sources, prepare_data
 
 log = logging.getLogger(__name__)
 TOOLKIT_DIR_NAME = "toolkit"
@@ -38,23 +40,15 @@ class WheelhouseError(RuntimeError):
     """pip could not download the wheels; the message carries pip's own words."""
 
 
-def build_workspace(config) -> dict:
+def build_workspace(config: Config) -> dict:
     """Run every online step into config.workspace and return the manifest written last.
 
     Whatever can be checked without the model is checked before the model is downloaded or converted (several GB for
     a large Whisper): the wheelhouse's requirements file, every source's input (paths, a tarball's first header, a
     local dataset's files), then that the model exists and is of a trained family (its config.json), and then every
     source is read (tarballs extracted in full, lists and columns checked)."""
-    from kowhisper.online.model_store import check_model_source, prepare_model
-    from kowhisper.online.prepare import check_sources, load_sources, prepare_data
-
     workspace = config.workspace_dir
     workspace.mkdir(parents=True, exist_ok=True)
-    old_cache = workspace / OLD_CACHE_NAME
-    if old_cache.is_dir():
-        print(f"removing {old_cache} ({human_size(disk_usage(old_cache)[2])}): downloads and extractions now live in "
-              f"cache_dir ({config.cache_path}), outside the folder that is copied")
-        shutil.rmtree(old_cache)
     remove_leftovers(workspace)
     if config.wheelhouse:
         check_requirements_file(config)
@@ -79,7 +73,7 @@ def build_workspace(config) -> dict:
     )
 
 
-def build_wheelhouse(config) -> Path:
+def build_wheelhouse(config: OnlineGroup) -> Path:
     """pip download of the requirements for the offline box's Python and platform, a re-run fetching only what is missing.
 
     pip copies each wheel straight into its download folder and later trusts any file of the right name there, so a
@@ -118,7 +112,7 @@ def build_wheelhouse(config) -> Path:
     return target
 
 
-def check_requirements_file(config) -> Path:
+def check_requirements_file(config: OnlineGroup) -> Path:
     requirements = Path(config.wheelhouse_requirements)
     if not requirements.is_file():
         raise WheelhouseError(f"wheelhouse_requirements file not found: {requirements} (or set wheelhouse=false to build no wheelhouse)")
@@ -146,9 +140,6 @@ def copy_toolkit(target: Path) -> Path:
 
 
 def summary_text(manifest: dict, workspace: Path) -> str:
-    from kowhisper.online.leakage import format_leakage
-    from kowhisper.online.prepare import format_summary
-
     lines = [f"Workspace {workspace} (format {WORKSPACE_FORMAT_VERSION})", "", format_summary(manifest["sources"]),
              "", format_leakage(manifest["leakage"])]
     sizes, files, total = disk_usage(workspace)

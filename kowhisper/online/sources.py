@@ -36,13 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-from datasets import Audio, Dataset, DatasetDict, Features, Value, concatenate_datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import Audio, Dataset, DatasetDict, Features, Value, concatenate_datasets, load_dataset, load_from_disk
 from datasets.arrow_writer import ArrowWriter
 
 from kowhisper.common.files import PARTIAL_SUFFIX, partial_path
 from kowhisper.common.workspace import SPLITS
+from kowhisper.config import Config, DatasetSource, OnlineGroup
 
-_EXTRACTED_MARKER = ".extracted"
 _TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _CV_SPLIT_FILES = ("train", "dev", "test")
 ROW_FEATURES = Features({"id": Value("string"), "text": Value("string"), "audio": Value("string")})
@@ -87,14 +89,14 @@ def _exists(path: Path) -> bool:
         return False
 
 
-def rows_dir(config) -> Path:
+def rows_dir(config: OnlineGroup) -> Path:
     """The row files of the sources being prepared for config.workspace: scratch, one folder per workspace, so two
     workspaces set up from one cache folder do not meet."""
     key = hashlib.sha256(str(config.workspace_dir).encode()).hexdigest()[:16]
     return config.cache_path / "rows" / key
 
 
-def load_source(source, config) -> SourceRows:
+def load_source(source: DatasetSource, config: Config) -> SourceRows:
     """The rows of one config.DatasetSource. The config gives the cache folder (config.cache_path) for downloads,
     extractions and row files, and `language_abbr`, which picks the language folder of a Common Voice release."""
     cache = config.cache_path
@@ -322,12 +324,11 @@ def extract_tarball(tarball: Path, cache: Path) -> Path:
     is removed and redone."""
     stat = tarball.stat()
     target = cache / f"{tarball.name}-{stat.st_size}"
-    if (target / _EXTRACTED_MARKER).is_file():
+    if target.is_dir():  # only ever renamed into place whole
         return target
     staging = partial_path(target)
-    for leftover in (target, staging):  # the target without its marker: an older version's interrupted extraction
-        if leftover.exists():
-            shutil.rmtree(leftover)
+    if staging.exists():
+        shutil.rmtree(staging)
     staging.mkdir(parents=True)
     print(f"extracting {tarball} into {target}")
     try:
@@ -342,7 +343,6 @@ def extract_tarball(tarball: Path, cache: Path) -> Path:
             raise DataError(f"cannot extract {tarball} into {target}: {error.strerror}") from None
         raise DataError(f"{tarball} is damaged or incomplete ({type(error).__name__}: {error}), as an interrupted "
                         "download leaves it: download it again") from None
-    (staging / _EXTRACTED_MARKER).write_text(tarball.name + "\n", encoding="utf-8")
     staging.rename(target)
     return target
 
@@ -371,6 +371,7 @@ def _check_mdc_key(source) -> None:
 
 def _load_mdc(source, context: _SourceContext) -> _Loaded:
     _check_mdc_key(source)
+    # Here, not at the top: datacollective is the optional [online] extra, needed for data_source=mdc only.
     from datacollective import download_dataset
 
     downloads = context.cache / "mdc"
@@ -399,17 +400,15 @@ def _check_hf_input(source) -> Path | None:
 
 
 def _load_hf(source, context: _SourceContext) -> _Loaded:
-    import datasets
-
     path = _check_hf_input(source)
     hf_cache = str(context.cache / "hf")
     try:
         if path is not None and any((path / name).is_file() for name in ("dataset_dict.json", "state.json")):
-            loaded = datasets.load_from_disk(str(path))
+            loaded = load_from_disk(str(path))
         elif path is not None:
-            loaded = datasets.load_dataset(_file_format(path), data_dir=str(path), cache_dir=hf_cache)
+            loaded = load_dataset(_file_format(path), data_dir=str(path), cache_dir=hf_cache)
         else:
-            loaded = datasets.load_dataset(source.data_path, source.hf_config_name, cache_dir=hf_cache)
+            loaded = load_dataset(source.data_path, source.hf_config_name, cache_dir=hf_cache)
     except DataError:
         raise
     except Exception as error:  # datasets raises FileNotFoundError, DatasetNotFoundError, ConnectionError, ...
@@ -426,9 +425,6 @@ def check_data_files(directory: Path) -> None:
     """Open every parquet and Arrow file of a local dataset, so a damaged one is named before datasets reads
     them: its own error does not say which file failed. Parquet is checked by its footer (written last, so a
     cut-short file has none), Arrow by reading its record batches through a memory map (no data copied)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     def damaged(file: Path, error: Exception) -> DataError:
         return DataError(f"{file} is damaged or incomplete ({type(error).__name__}: {error}): download or export it again")
 

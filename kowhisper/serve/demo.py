@@ -16,6 +16,7 @@ import time
 
 from kowhisper.common.audio import SAMPLING_RATE, AudioError, load_audio
 from kowhisper.common.transcript import is_silent
+from kowhisper.config import Config
 from kowhisper.families.base import Recognizer
 
 log = logging.getLogger("kowhisper")
@@ -63,6 +64,7 @@ def transcribe_for_demo(recognizer: Recognizer, path: str | None, max_seconds: f
 
 
 def build_demo(recognizer: Recognizer, model_label: str, max_seconds: float, batch_size: int = 8):
+    # Here, not at the top: gradio takes about 2 s to import, and only --demo needs it.
     import gradio as gr
 
     def run(path):
@@ -80,7 +82,7 @@ def build_demo(recognizer: Recognizer, model_label: str, max_seconds: float, bat
     return demo
 
 
-def launch_demo(recognizer: Recognizer, model_label: str, config) -> None:
+def launch_demo(recognizer: Recognizer, model_label: str, config: Config) -> None:
     """Serve until interrupted, on config.server_name:server_port."""
     demo = build_demo(recognizer, model_label, config.demo_max_audio_s, config.per_device_eval_batch_size)
     if config.server_name not in LOOPBACK:

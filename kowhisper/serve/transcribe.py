@@ -16,8 +16,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from kowhisper.common.audio import SAMPLING_RATE, AudioError, load_audio
+from kowhisper.common.files import atomic_write_text
 from kowhisper.common.transcript import Transcript, is_silent
 from kowhisper.families.base import Recognizer
 
@@ -58,8 +60,6 @@ def transcribe_files(recognizer: Recognizer, paths: list[Path], *, batch_size: i
     """Per file, in order: (path, transcript, None); (path, None, problem) for a file that cannot be read, which is
     skipped; or (path, empty transcript, note) for a file that holds only silence, which the model never sees (it
     would only make up words). A silent recording is a valid recording, so it gets its transcript."""
-    from tqdm.auto import tqdm
-
     # (path, waveform to transcribe or None, problem or note, transcript known without the model or None)
     held: list[tuple[Path, np.ndarray | None, str | None, Transcript | None]] = []
 
@@ -133,8 +133,6 @@ def transcribe_to_outputs(recognizer: Recognizer, items: list[str], *, output_fo
     """The CLI: transcribe what `items` name, print or write each transcript as soon as it is done, report
     skipped files and silent ones (whose transcript is empty) on stderr. Returns the exit status: 0 if every file was
     transcribed, silent ones included, 1 if any could not be read."""
-    from kowhisper.common.files import atomic_write_text
-
     paths, problems = collect_audio_paths(items)
     for problem in problems:
         print(f"skipped {problem}", file=sys.stderr)

@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from kowhisper.config import TrainGroup, TrainingArgumentsGroup
+from kowhisper.families.base import final_model_dir, is_adapter_dir
 from kowhisper.train.stages import StagePlan
 
 # quick_test (seed 003): enough steps to cross an evaluation and a checkpoint twice, on few clips.
@@ -32,7 +34,7 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def apply_quick_test(config, explicit: frozenset[str] = frozenset()):
+def apply_quick_test(config: TrainGroup, explicit: frozenset[str] = frozenset()):
     """The config with quick_test's caps applied, and a line per value changed or kept; unchanged if quick_test is off.
 
     A key in `explicit` (set by the user: config.explicit_keys) keeps the user's value, and the line says so. A staged
@@ -72,16 +74,13 @@ def apply_quick_test(config, explicit: frozenset[str] = frozenset()):
     return dataclasses.replace(config, **changed), notes
 
 
-def resolve_run_defaults(config, family):
-    """The config with what depends on the model family filled in: finetune (the family's default mode, or what the
-    deprecated ctc_finetune says for a CTC model), learning_rate (that mode's default) and run_name (<family>-<finetune>),
-    and a line per value filled in, for the log. The run records the resolved values in its config.yaml."""
+def resolve_run_defaults(config: TrainGroup, family):
+    """The config with what depends on the model family filled in: finetune (the family's default mode), learning_rate
+    (that mode's default) and run_name (<family>-<finetune>), and a line per value filled in, for the log. The run
+    records the resolved values in its config.yaml."""
     mode = family.finetune_mode(config)
-    # ctc_finetune has been read into finetune where it applies; the run records only the current key.
-    filled = {"finetune": mode, "ctc_finetune": None}
+    filled = {"finetune": mode}
     notes = []
-    if config.ctc_finetune is not None:
-        notes.append(f"ctc_finetune is deprecated (finetune's old name, read for CTC models only): write finetune={config.ctc_finetune}")
     if config.finetune is None:
         notes.append(f"finetune unset: {mode}, the {family.name} family's default")
     if config.learning_rate is None:
@@ -97,8 +96,6 @@ def check_run_folder_mode(run_dir: Path, checkpoint: Path | None, lora: bool) ->
     another finetune): resuming, the Trainer would fail to load the checkpoint or load it into the wrong model; and a
     final model of the other mode left beside the new one would be taken for it by evaluation and inference.
     `checkpoint` is the one training resumes from, if any."""
-    from kowhisper.families.base import final_model_dir, is_adapter_dir
-
     held_by = checkpoint if checkpoint is not None else final_model_dir(run_dir)
     if held_by is None or is_adapter_dir(held_by) == lora:
         return
@@ -111,17 +108,17 @@ def check_run_folder_mode(run_dir: Path, checkpoint: Path | None, lora: bool) ->
     )
 
 
-def planned_steps(config) -> int:
+def planned_steps(config: TrainGroup) -> int:
     """The optimizer steps the run is set to take, when it is set in steps: its stages' sum, else max_steps."""
     return sum(stage.max_steps for stage in config.stages) if config.stages else config.max_steps
 
 
-def quick_test_train_rows(config) -> int:
+def quick_test_train_rows(config: TrainGroup) -> int:
     """quick_test trains on exactly the clips its capped steps consume, so one epoch is the whole test."""
     return planned_steps(config) * config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size()
 
 
-def stage_plan(config, family) -> StagePlan | None:
+def stage_plan(config: TrainGroup, family) -> StagePlan | None:
     """The run's stages on the global step axis, or None for an ordinary one-stage run. Refused for a family whose
     model has no parts to train in turn (ModelFamily.stage_parts)."""
     if not config.stages:
@@ -139,44 +136,31 @@ def stage_plan(config, family) -> StagePlan | None:
         raise TrainingSetupError(str(error)) from None
 
 
-def build_training_arguments(config, precision, run_dir: Path, family):
+def build_training_arguments(config: TrainGroup, precision, run_dir: Path, family):
     """The family's TrainingArguments (it may add its own) from the settings every family shares, on the device and
-    precision `precision` (kowhisper.train.precision.Precision) names."""
+    precision `precision` (kowhisper.train.precision.Precision) names: every key of TrainingArgumentsGroup as it is,
+    under its own name, then what is computed here from the other keys, the run and the device."""
     evaluating = config.eval_strategy != "no"
     if config.early_stopping_patience > 0 and not evaluating:
         raise TrainingSetupError("early_stopping_patience needs evaluation; set eval_strategy=steps or patience 0")
     if not 0 <= config.warmup_ratio < 1:
         raise TrainingSetupError(f"warmup_ratio is a fraction of the total steps in [0, 1), got {config.warmup_ratio}")
+    arguments = {key.name: getattr(config, key.name) for key in dataclasses.fields(TrainingArgumentsGroup)}
     try:
-        return family.training_arguments(config, dict(
+        arguments.update(
             output_dir=str(run_dir),
             run_name=config.run_name,
-            per_device_train_batch_size=config.per_device_train_batch_size,
-            per_device_eval_batch_size=config.per_device_eval_batch_size,
-            gradient_accumulation_steps=config.gradient_accumulation_steps,
-            learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay,
-            num_train_epochs=config.num_train_epochs,
             max_steps=stage_plan(config, family).total_steps if config.stages else config.max_steps,
             # transformers 5 merged warmup_ratio into warmup_steps: values below 1 are a ratio.
             warmup_steps=config.warmup_steps if config.warmup_steps > 0 else config.warmup_ratio,
-            lr_scheduler_type=config.lr_scheduler_type,
-            optim=config.optim,
             train_sampling_strategy="group_by_length" if config.group_by_length else "random",
             length_column_name="duration",  # every prepared split has it; features are stored trimmed
             # transformers 5 name for gradient checkpointing. Non-reentrant checkpointing lets gradients reach
             # the LoRA weights although the inputs and the frozen base do not require grad.
             activation_checkpointing=config.gradient_checkpointing,
             activation_checkpointing_kwargs={"use_reentrant": False} if config.gradient_checkpointing else None,
-            eval_strategy=config.eval_strategy,
-            eval_steps=config.eval_steps,
             save_strategy="epoch" if config.eval_strategy == "epoch" else "steps",
-            save_steps=config.save_steps,
-            logging_steps=config.logging_steps,
-            save_total_limit=None,  # CheckpointCompletionCallback cleans up: the best and the last, plus save_total_limit
-            dataloader_num_workers=config.dataloader_num_workers,
-            seed=config.seed,
-            data_seed=config.data_seed,
+            save_total_limit=None,  # CheckpointCompletionCallback cleans up: the best and the last, plus keep_other_checkpoints
             report_to=list(config.report_to) or "none",
             metric_for_best_model=config.metric_for_best_model if evaluating else None,
             greater_is_better=False,  # cer, wer, cer_nospace and loss are all errors
@@ -190,7 +174,8 @@ def build_training_arguments(config, precision, run_dir: Path, family):
             # PeftModel.forward takes **kwargs, so the Trainer cannot tell which columns or labels it uses.
             remove_unused_columns=False,
             label_names=["labels"],
-        ))
+        )
+        return family.training_arguments(config, arguments)
     except ValueError as error:
         raise TrainingSetupError(f"invalid training settings: {error}") from None
 
@@ -223,7 +208,7 @@ def training_plan(train_rows: int, args) -> TrainingPlan:
     return TrainingPlan(train_rows, effective_batch, steps_per_epoch, total_steps, total_steps / steps_per_epoch)
 
 
-def out_of_memory_advice(config) -> str:
+def out_of_memory_advice(config: TrainGroup) -> str:
     """What seed 001's troubleshooting says to do about CUDA OOM, with this run's numbers filled in."""
     batch, accumulation = config.per_device_train_batch_size, config.gradient_accumulation_steps
     lines = [f"CUDA ran out of memory with per_device_train_batch_size={batch}, gradient_accumulation_steps={accumulation}."]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import torch.distributed as dist
 from transformers import TrainerCallback
 
 from kowhisper.common.files import atomic_write_json, read_json
@@ -94,8 +95,6 @@ def resolve_resume_checkpoint(run_dir: Path, resume_from_checkpoint: str | None,
 
 def _barrier() -> None:
     """Under DDP every rank writes its own rng_state file; wait for all before vouching for the folder."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
@@ -119,7 +118,8 @@ class CheckpointCompletionCallback(TrainerCallback):
 
     Saving the final step makes a rerun of a finished command resume at its end instead of repeating the
     steps after the last save_steps multiple. Cleanup keeps the best and the last checkpoints plus
-    `keep_others` more (save_total_limit): the Trainer's own rotation counts the best inside the limit.
+    `keep_others` more (keep_other_checkpoints): Hugging Face's save_total_limit, the Trainer's own rotation, counts the
+    best inside the limit.
     """
 
     def __init__(self, keep_others: int | None = None):

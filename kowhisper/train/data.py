@@ -6,8 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from datasets import Dataset, concatenate_datasets, interleave_datasets, load_from_disk
+
 from kowhisper.common.files import read_json
 from kowhisper.common.workspace import workspace_sources
+from kowhisper.config import TrainGroup
 from kowhisper.train.arguments import TrainingSetupError, quick_test_train_rows
 
 
@@ -23,7 +26,7 @@ class TrainingData:
         return [] if self.dev is None else [str(name) for name in self.dev["source"]]
 
 
-def load_splits(workspace: Path, config) -> TrainingData:
+def load_splits(workspace: Path, config: TrainGroup) -> TrainingData:
     """The workspace's training data: the train splits of its sources mixed by weight, and the dev splits of all of
     them (held-out sources, weight 0, included) for per-source dev metrics."""
     sources = workspace_sources(workspace)
@@ -72,8 +75,6 @@ def load_splits(workspace: Path, config) -> TrainingData:
         )
     evaluated = None
     if dev_parts:
-        from datasets import concatenate_datasets
-
         evaluated = concatenate_datasets(dev_parts)
         # Longest first, so each evaluation batch holds clips of similar length and pads them least.
         durations = evaluated["duration"]
@@ -98,16 +99,12 @@ def mix_sources(parts: list, weights: list[float], seed: int):
     datasets.interleave_datasets, seeded, so a rerun, a resume and every DDP rank see the same rows in the same order."""
     if len(parts) == 1:
         return parts[0]
-    from datasets import interleave_datasets
-
     total = sum(weights)
     return interleave_datasets(parts, probabilities=[weight / total for weight in weights], seed=seed, stopping_strategy="all_exhausted")
 
 
 def _load_split(path: Path):
     """The split, None if it is missing, or a 0-row dataset if it was saved empty."""
-    from datasets import Dataset, load_from_disk
-
     if not path.is_dir():
         return None
     # A split saved with no rows has no data files, and load_from_disk fails on it with an IndexError.

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from kowhisper.common.cpu import cpu_has_native_bf16
+from kowhisper.config import TrainGroup
 from kowhisper.train.arguments import TrainingSetupError, world_size
 
 
@@ -36,11 +39,9 @@ class Precision:
         return f"Precision: {self.summary} ({self.reason})"
 
 
-def choose_precision(config, lora: bool = True) -> Precision:
+def choose_precision(config: TrainGroup, lora: bool = True) -> Precision:
     """`lora`: whether the family trains LoRA on a frozen base; only such a base may be INT8 (full fine-tuning
     updates every weight, and bitsandbytes' INT8 weights cannot be trained)."""
-    import torch
-
     if config.int8 and not lora:
         raise TrainingSetupError("int8=true quantizes a frozen base under LoRA, but this run trains every weight "
                                  "(finetune=full, or a CTC model's default); leave int8 unset, or set finetune=lora")
@@ -82,6 +83,7 @@ def check_int8_support(device: str) -> None:
     """Raise a clear error if bitsandbytes cannot run INT8 layers on `device`."""
     fallback = "set int8=false to train the LoRA on a full-precision base instead"
     try:
+        # Here, not at the top: only int8=true needs bitsandbytes, and it may fail to load (this turns that into advice).
         import bitsandbytes
     except Exception as error:  # ImportError, or a RuntimeError from a native library that fails to load
         first_line = (str(error).splitlines() or [type(error).__name__])[0]

@@ -96,6 +96,7 @@ def is_zero_shot(record: dict) -> bool:
 
 def plot_curves(log_path: Path, png_path: Path) -> Path | None:
     """Training loss (and dev loss) on the left, dev CER on the right, against the optimizer step."""
+    # Here, not at the top: only the end of a run draws (0.5 s of import), and no importer should get the Agg switch below.
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a training box

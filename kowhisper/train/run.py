@@ -78,8 +78,6 @@ def main(argv=None) -> int:
         say("Data: " + ", ".join(f"{name} {count}" for name, count in data.counts.items()))
 
         processor = family.load_processor(workspace, config)
-        for warning in family.training_warnings(data.train, processor, config):
-            say(warning)
         model = family.load_trainable_model(workspace, config, precision)
         base_weights = BaseWeights(model)  # the base is a candidate for the run's final model too
         trainable, total = count_parameters(model)

@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import warnings
+import random
 from pathlib import Path
 
+import numpy as np
+import torch
+from peft import LoraConfig, get_peft_model
+from torch.utils.data import SequentialSampler
+from transformers import EarlyStoppingCallback, TrainerState, set_seed
+
+from kowhisper.common.runtime import peft_checkpointing_alias_quiet
 from kowhisper.common.text import RATES
+from kowhisper.config import Config, TrainGroup
 from kowhisper.train.arguments import TrainingSetupError, stage_plan
 from kowhisper.train.checkpoints import CheckpointCompletionCallback
 from kowhisper.train.data import TrainingData
@@ -17,20 +25,15 @@ from kowhisper.train.report import TrainingLogCallback
 from kowhisper.train.stages import StageCallback, StagePlan
 
 
-def apply_lora(model, config, exclude_modules: str | None = None, modules_to_save: list[str] | None = None):
+def apply_lora(model, config: TrainGroup, exclude_modules: str | None = None, modules_to_save: list[str] | None = None):
     """The model with LoRA adapters on config.target_modules (names, or one regex as peft takes it);
     `modules_to_save` are trained in full beside them (a new output head, say)."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import set_seed
-
     targets = config.target_modules if isinstance(config.target_modules, str) else list(config.target_modules)
     set_seed(config.seed)  # LoRA's A matrices are drawn at random
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=targets,
                       exclude_modules=exclude_modules, modules_to_save=modules_to_save, bias="none")
     try:
-        with warnings.catch_warnings():
-            # peft reads transformers' deprecated `is_gradient_checkpointing` alias; the warning is about peft's code.
-            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        with peft_checkpointing_alias_quiet():
             return get_peft_model(model, lora)
     except ValueError as error:
         raise TrainingSetupError(f"LoRA target_modules={targets}: {error}") from None
@@ -47,11 +50,6 @@ def count_parameters(model) -> tuple[int, int]:
 @contextlib.contextmanager
 def preserved_random_state():
     """Python's, numpy's and torch's random generators as they were before the block."""
-    import random
-
-    import numpy as np
-    import torch
-
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     try:
@@ -80,8 +78,6 @@ class KowhisperTrainerMixin:
     def create_scheduler(self, num_training_steps, optimizer=None):
         if self.stages is None or self.lr_scheduler is not None:
             return super().create_scheduler(num_training_steps, optimizer)
-        import torch
-
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.stages.lr_factor)
         return self.lr_scheduler
 
@@ -90,8 +86,6 @@ class KowhisperTrainerMixin:
         # tell the rows' sources by position. Under DDP accelerate shards whole batches and gathers them in order.
         if eval_dataset is None or self.args.world_size > 1:
             return None
-        from torch.utils.data import SequentialSampler
-
         return SequentialSampler(eval_dataset)
 
     def evaluate_base_model(self) -> dict:
@@ -103,14 +97,12 @@ class KowhisperTrainerMixin:
             return self.evaluate()
 
 
-def build_trainer(model, processor, args, data: TrainingData, config, family, report=print):
-    from transformers import EarlyStoppingCallback
-
+def build_trainer(model, processor, args, data: TrainingData, config: Config, family, report=print):
     if "tensorboard" in args.report_to:
         # A fixed folder instead of one per start, so a resumed run continues the same TensorBoard curves.
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(args.output_dir) / "tensorboard"))
     log_callback = TrainingLogCallback(args.output_dir, report)
-    callbacks = [CheckpointCompletionCallback(config.save_total_limit), log_callback]
+    callbacks = [CheckpointCompletionCallback(config.keep_other_checkpoints), log_callback]
     scorer = DevScorer(family.prediction_texts(processor), data.dev_sources) if data.dev is not None else None
     if scorer is not None:
         callbacks.append(DevUtterancesCallback(scorer, args.output_dir))
@@ -133,8 +125,6 @@ def restore_finished_run(trainer, checkpoint: Path) -> None:
     trainer.train() cannot do this: resumed at max_steps, transformers 5 still runs one more step.
     The weights are the best checkpoint's when load_best_model_at_end, as train() would have left them.
     """
-    from transformers import TrainerState
-
     trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
     best = trainer.state.best_model_checkpoint
     weights_from = Path(best) if trainer.args.load_best_model_at_end and best and Path(best).is_dir() else Path(checkpoint)

@@ -9,11 +9,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import kocer
+import torch
 from transformers import TrainerCallback
 
 from kowhisper.common.bootstrap import BootstrapSettings, Difference, compare_with_reference
 from kowhisper.common.files import atomic_write_json, read_json
 from kowhisper.common.text import RATES, format_percent
+from kowhisper.config import Config
 from kowhisper.train.dev_scoring import DEV_UTTERANCES_DIR, dev_metrics_summary
 
 ZERO_SHOT_FILE = "zero_shot.json"
@@ -45,8 +48,6 @@ class BaseWeights:
                        if parameter.requires_grad}
 
     def restore(self, model) -> None:
-        import torch
-
         with torch.no_grad():
             for name, parameter in model.named_parameters():
                 if name in self.values:
@@ -69,8 +70,6 @@ def zero_shot_dev_metrics(trainer, run_dir: Path, dev, settings: dict, report=pr
     size), the dev clips and what is scored (the rates and kocer's version), so the next run of the same workspace,
     or this one resumed, does not generate it again.
     """
-    import kocer
-
     # The labels count too: the dev loss is computed against them.
     dev_rows = [[str(row_id), [int(token) for token in labels]] for row_id, labels in zip(dev["id"], dev["labels"])]
     scoring = {"rates": list(RATES), "kocer": kocer.__version__}
@@ -78,7 +77,7 @@ def zero_shot_dev_metrics(trainer, run_dir: Path, dev, settings: dict, report=pr
     cached = Path(run_dir).parent / ZERO_SHOT_CACHE / f"{key}.json"
     if cached.is_file():
         record = read_json(cached)
-        metrics, counts = record["metrics"], record.get("counts")
+        metrics, counts = record["metrics"], record["counts"]
         report("Zero-shot dev metrics of the base model reused from an earlier run with the same base, dev clips and settings")
     else:
         report("Evaluating the base model on dev before training (zero-shot)")
@@ -103,7 +102,7 @@ class Verdict:
     bootstrap: dict | None = None
 
 
-def judge_against_zero_shot(zero_shot: dict, final: dict, step: int, metric: str, config, run_dir: Path) -> Verdict:
+def judge_against_zero_shot(zero_shot: dict, final: dict, step: int, metric: str, config: Config, run_dir: Path) -> Verdict:
     name = metric.upper().replace("_NOSPACE", " no-space") if metric != "loss" else "loss"
     name = "kocer CER" if metric == "kocer_cer" else name
     shown = (lambda value: f"{value:.4f}") if metric == "loss" else format_percent
@@ -141,7 +140,7 @@ def rate_name(rate: str) -> str:
 
 def dev_differences(run_dir: Path, step: int, settings: BootstrapSettings) -> dict[str, Difference]:
     """CER and kocer CER of the step's dev predictions minus zero-shot's, paired clip by clip; empty when either
-    side's per-clip counts are missing (a zero-shot result cached by an older version) or the dev clips differ."""
+    side's per-clip counts are missing or the dev clips differ."""
     zero_shot_file, step_file = Path(run_dir) / ZERO_SHOT_FILE, Path(run_dir) / DEV_UTTERANCES_DIR / f"step-{step}.json"
     if not (zero_shot_file.is_file() and step_file.is_file()):
         return {}

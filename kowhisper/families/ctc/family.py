@@ -10,39 +10,44 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kowhisper.families.base import ModelFamily, ModelSource, Recognizer
+import torch
+from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES
+
+from kowhisper.common.workspace import model_dir
+from kowhisper.config import Config, ModelGroup, ServeGroup, WorkspaceGroup
+from kowhisper.families.base import ModelError, ModelFamily, ModelSource, Recognizer, pick_device
+from kowhisper.families.ctc.options import CTCOptions
+from kowhisper.families.ctc.recognizer import CTCRecognizer, load_model
+from kowhisper.families.ctc.storage import clip_encoder, load_processor, save_base_model
 
 
 def _ctc_model_types() -> frozenset[str]:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CTC_MAPPING_NAMES
-
     return frozenset(MODEL_FOR_CTC_MAPPING_NAMES)
+
+
+def _training():
+    """kowhisper.families.ctc.trainer, which the training methods below hand their work to."""
+    # Here, not at the top: it loads transformers' Trainer and peft (about 2 s), which inference.py and evaluate_model.py never use.
+    from kowhisper.families.ctc import trainer
+
+    return trainer
 
 
 class CTCFamily(ModelFamily):
     name = "ctc"
     title = "CTC"
-    own_config_keys = ("ctc_latin_digits", "ctc_punctuation", "ctc_finetune", "ctc_freeze_feature_encoder")
+    options = CTCOptions
 
     def accepts(self, model_type: str) -> bool:
         return model_type in _ctc_model_types()
 
-    def save_base_model(self, source: str, out: Path, config) -> None:
-        from kowhisper.families.ctc.storage import save_base_model
-
+    def save_base_model(self, source: str, out: Path, config: Config) -> None:
         save_base_model(source, out, config)
 
-    def clip_encoder(self, model_folder: Path, config, train_texts):
-        from kowhisper.families.ctc.storage import clip_encoder
-
+    def clip_encoder(self, model_folder: Path, config: Config, train_texts):
         return clip_encoder(model_folder, config, train_texts)
 
-    def recognizer(self, source: ModelSource, config, *, one_clip_at_a_time: bool = False) -> Recognizer:
-        import torch
-
-        from kowhisper.families.base import ModelError, pick_device
-        from kowhisper.families.ctc.recognizer import CTCRecognizer, load_model
-
+    def recognizer(self, source: ModelSource, config: ServeGroup, *, one_clip_at_a_time: bool = False) -> Recognizer:
         if config.backend == "ct2":
             raise ModelError(f"backend=ct2: CTranslate2 runs Whisper models only, and {source.label} is a CTC model; use backend=hf")
         device = pick_device()
@@ -51,53 +56,32 @@ class CTCFamily(ModelFamily):
         return CTCRecognizer(model, processor, geometry, device, dtype)
 
     def load_merged(self, source: ModelSource):
-        import torch
-
-        from kowhisper.families.ctc.recognizer import load_model
-
         model, processor, _ = load_model(source, torch.device("cpu"), torch.float32)
         return model, processor
 
     # ---- training ----
 
-    def load_processor(self, workspace: Path, config):
-        from kowhisper.common.workspace import model_dir
-        from kowhisper.families.ctc.trainer import load_processor
-
+    def load_processor(self, workspace: Path, config: Config):
         return load_processor(model_dir(workspace))
 
-    def load_trainable_model(self, workspace: Path, config, precision):
-        from kowhisper.families.ctc.trainer import load_trainable_model
+    def load_trainable_model(self, workspace: Path, config: Config, precision):
+        return _training().load_trainable_model(workspace, config, precision, lora=self.trains_lora(config))
 
-        return load_trainable_model(workspace, config, precision, lora=self.trains_lora(config))
-
-    def training_arguments(self, config, arguments: dict):
-        from kowhisper.families.ctc.trainer import training_arguments
-
-        return training_arguments(config, arguments)
+    def training_arguments(self, config: Config, arguments: dict):
+        return _training().training_arguments(config, arguments)
 
     def prediction_texts(self, processor):
-        from kowhisper.families.ctc.trainer import prediction_texts
+        return _training().prediction_texts(processor.tokenizer)
 
-        return prediction_texts(processor.tokenizer)
+    def build_trainer(self, model, processor, args, data, config: WorkspaceGroup, callbacks: list, stages=None, compute_metrics=None):
+        return _training().build_trainer(model, processor, args, data, config, callbacks, stages, compute_metrics)
 
-    def build_trainer(self, model, processor, args, data, config, callbacks: list, stages=None, compute_metrics=None):
-        from kowhisper.families.ctc.trainer import build_trainer
-
-        return build_trainer(model, processor, args, data, config, callbacks, stages, compute_metrics)
-
-    def save_trained(self, model, processor, run_dir: Path, config) -> Path:
-        from kowhisper.families.ctc.trainer import save_trained
-
-        return save_trained(model, processor, run_dir, lora=self.trains_lora(config))
+    def save_trained(self, model, processor, run_dir: Path, config: ModelGroup) -> Path:
+        return _training().save_trained(model, processor, run_dir, lora=self.trains_lora(config))
 
     default_finetune = "full"
 
-    def finetune_mode(self, config) -> str:
-        # ctc_finetune is finetune's old name, still read for CTC models.
-        return config.finetune or config.ctc_finetune or self.default_finetune
-
-    def model_card_intro(self, run_name: str, base_model: str, train_clips, config) -> list[str]:
+    def model_card_intro(self, run_name: str, base_model: str, train_clips, config: ModelGroup) -> list[str]:
         lora = self.trains_lora(config)
         load = (["from peft import PeftModel", "from transformers import AutoModelForCTC, AutoProcessor", "",
                  "processor = AutoProcessor.from_pretrained('adapter')",
@@ -126,7 +110,7 @@ class CTCFamily(ModelFamily):
             "```",
         ]
 
-    def run_summary(self, config) -> dict:
+    def run_summary(self, config: Config) -> dict:
         return {
             "fine-tuning": "LoRA, CTC head trained in full" if self.trains_lora(config) else "full",
             "feature encoder": "frozen" if config.ctc_freeze_feature_encoder else "trained",

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import AutoConfig, AutoModelForCTC
 
 from kowhisper.common.audio import SAMPLING_RATE
+from kowhisper.common.runtime import peft_checkpointing_alias_quiet
 from kowhisper.common.transcript import Segment, Transcript
 from kowhisper.families.base import ModelError, Recognizer
-from kowhisper.families.ctc.storage import FrameGeometry, from_int16
-from kowhisper.families.ctc.trainer import decode_ids
-from kowhisper.families.ctc.vocabulary import WORD_DELIMITER
+from kowhisper.families.ctc.storage import FrameGeometry, from_int16, load_processor
+from kowhisper.families.ctc.vocabulary import WORD_DELIMITER, decode_ids
 
 CHUNK_S = 20.0
 STRIDE_S = 2.0
@@ -167,10 +168,6 @@ class CTCRecognizer(Recognizer):
 def load_model(source, device: torch.device, dtype: torch.dtype):
     """(model, processor, geometry) of a ModelSource in eval mode: the base with a head for its vocabulary, a LoRA
     adapter merged into a float copy of it, or a full model folder. safetensors only, no repository code."""
-    from transformers import AutoConfig, AutoModelForCTC
-
-    from kowhisper.families.ctc.trainer import load_processor
-
     if source.kind == "ct2":
         raise ModelError("CTranslate2 runs Whisper models only; serve a CTC model with backend=hf (or auto)")
     processor = load_processor(source.path)
@@ -180,8 +177,10 @@ def load_model(source, device: torch.device, dtype: torch.dtype):
     model = AutoModelForCTC.from_pretrained(source.weights_dir, dtype=torch.float32, local_files_only=True, use_safetensors=True,
                                             vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, ignore_mismatched_sizes=True)
     if source.kind == "adapter":
+        # Here, not at the top: peft takes about 2 s to import, and only an adapter needs it.
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, source.path).merge_and_unload()
+        with peft_checkpointing_alias_quiet():
+            model = PeftModel.from_pretrained(model, source.path).merge_and_unload()
     geometry = FrameGeometry.from_config(AutoConfig.from_pretrained(str(source.weights_dir)))
     return model.to(device=device, dtype=dtype).eval(), processor, geometry

@@ -24,11 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from datasets import Features, Sequence, Value
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoProcessor, Wav2Vec2CTCTokenizer
 
 from kowhisper.common.audio import SAMPLING_RATE
 from kowhisper.common.files import partial_path
 from kowhisper.common.workspace import model_dir
-from kowhisper.families.base import StorageError
+from kowhisper.config import Config
+from kowhisper.families.base import ModelError, StorageError
 from kowhisper.families.ctc.vocabulary import MAX_UNKNOWN_SHARE, CharacterRules, build_vocabulary, coverage, make_tokenizer
 
 log = logging.getLogger("kowhisper")
@@ -124,8 +128,6 @@ class CTCClipEncoder:
         }
 
     def features(self):
-        from datasets import Features, Sequence, Value
-
         return Features({
             "id": Value("string"),
             "text": Value("string"),
@@ -152,16 +154,23 @@ class CTCClipEncoder:
         return {"audio": to_int16(waveform), "input_length": samples, "labels": labels}, None, None
 
 
+def load_processor(folder: Path):
+    """The model folder's feature extractor and CTC tokenizer as one processor (Wav2Vec2Processor or its kin)."""
+    processor = AutoProcessor.from_pretrained(str(folder))
+    if not hasattr(processor, "tokenizer") or not (Path(folder) / "vocab.json").is_file():
+        raise ModelError(f"{folder} has no CTC vocabulary (vocab.json): the online setup's data step builds it; "
+                         "re-run run_online_setup.py")
+    return processor
+
+
 def vocabulary_origin(folder: Path) -> str | None:
     path = Path(folder) / ORIGIN_FILE
     return json.loads(path.read_text(encoding="utf-8"))["origin"] if path.is_file() else None
 
 
-def clip_encoder(model_folder: Path, config, train_texts) -> CTCClipEncoder:
+def clip_encoder(model_folder: Path, config: Config, train_texts) -> CTCClipEncoder:
     """The encoder for the workspace's clips. The vocabulary is the model's own if it came with one, else built from
     `train_texts` and saved beside the model (only into the workspace's model folder, never into a source folder)."""
-    from transformers import AutoConfig, AutoFeatureExtractor, Wav2Vec2CTCTokenizer
-
     model_folder = Path(model_folder)
     rules = CharacterRules.from_config(config)
     texts = list(train_texts)
@@ -203,17 +212,12 @@ def save_vocabulary(vocabulary: dict[str, int], folder: Path, rules: CharacterRu
                 os.replace(path, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    from transformers import Wav2Vec2CTCTokenizer
-
     return Wav2Vec2CTCTokenizer.from_pretrained(str(folder))
 
 
-def save_base_model(source: str, out: Path, config) -> None:
+def save_base_model(source: str, out: Path, config: Config) -> None:
     """The CTC model named `source` (Hub id or local folder) with its feature extractor, as safetensors in `out`; its
     CTC vocabulary too when it has a trained head and one (a fine-tune), else the data step builds one from text."""
-    import torch
-    from transformers import AutoFeatureExtractor, AutoModelForCTC, Wav2Vec2CTCTokenizer
-
     try:
         # safetensors only and no remote code: a pickled .bin or a repository's Python could run anything.
         model, info = AutoModelForCTC.from_pretrained(source, dtype=torch.float32, use_safetensors=True, output_loading_info=True)

@@ -13,45 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from peft import prepare_model_for_kbit_training
+from transformers import AutoConfig, AutoModelForCTC, BitsAndBytesConfig, Trainer, TrainingArguments
 
 from kowhisper.common.audio import SAMPLING_RATE
 from kowhisper.common.workspace import model_dir
+from kowhisper.config import Config, WorkspaceGroup
 from kowhisper.families.base import FINAL_ADAPTER_DIR, FINAL_FULL_DIR
-from kowhisper.families.ctc.storage import FrameGeometry, from_int16
-from kowhisper.families.ctc.vocabulary import WORD_DELIMITER
-from kowhisper.train.arguments import TrainingSetupError
+from kowhisper.families.ctc.storage import FrameGeometry, from_int16, load_processor
+from kowhisper.families.ctc.vocabulary import decode_ids
 from kowhisper.train.trainer import KowhisperTrainerMixin, apply_lora
 
 # The collator's output lengths in frames, which the Trainer takes out before the model sees the batch.
 FRAMES_KEY = "output_frames"
 HEAD = "lm_head"
-
-
-def load_processor(folder: Path):
-    """The model folder's feature extractor and CTC tokenizer as one processor (Wav2Vec2Processor or its kin)."""
-    from transformers import AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(str(folder))
-    if not hasattr(processor, "tokenizer") or not (Path(folder) / "vocab.json").is_file():
-        raise TrainingSetupError(f"{folder} has no CTC vocabulary (vocab.json): the online setup's data step builds it; "
-                                 "re-run run_online_setup.py")
-    return processor
-
-
-def decode_ids(tokenizer, ids, group: bool) -> str:
-    """Text of CTC output ids: with `group`, repeats collapse and blanks ([PAD]) separate them, as CTC decodes; without,
-    each id is one character (labels). [UNK] is left out: it is no text, and would be scored as letters."""
-    pad, unk = tokenizer.pad_token_id, tokenizer.unk_token_id
-    vocabulary = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    chars, previous = [], None
-    for token in (int(i) for i in ids):
-        if group and token == previous:
-            continue
-        previous = token
-        if token in (pad, unk) or not 0 <= token < len(vocabulary):
-            continue
-        chars.append(" " if vocabulary[token] == WORD_DELIMITER else vocabulary[token])
-    return " ".join("".join(chars).split())
 
 
 class CTCBatchCollator:
@@ -75,9 +50,7 @@ class CTCBatchCollator:
         return batch
 
 
-def load_trainable_model(workspace: Path, config, precision, lora: bool):
-    from transformers import AutoModelForCTC
-
+def load_trainable_model(workspace: Path, config: Config, precision, lora: bool):
     folder = model_dir(workspace)
     tokenizer = load_processor(folder).tokenizer
     settings = dict(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, ctc_loss_reduction="mean",
@@ -86,9 +59,6 @@ def load_trainable_model(workspace: Path, config, precision, lora: bool):
     # A head sized for another vocabulary (a pretraining checkpoint's placeholder) is replaced by a new one.
     common = dict(ignore_mismatched_sizes=True, local_files_only=True, use_safetensors=True, **settings)
     if precision.int8:
-        from peft import prepare_model_for_kbit_training
-        from transformers import BitsAndBytesConfig
-
         device = int(os.environ.get("LOCAL_RANK", "0")) if precision.device == "cuda" else "cpu"
         quantization = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=[HEAD])  # the new head trains in full
         model = AutoModelForCTC.from_pretrained(folder, quantization_config=quantization, device_map={"": device}, **common)
@@ -102,9 +72,7 @@ def load_trainable_model(workspace: Path, config, precision, lora: bool):
     return model
 
 
-def training_arguments(config, arguments: dict):
-    from transformers import TrainingArguments
-
+def training_arguments(config: Config, arguments: dict):
     # The exact length in samples; duration would sort the same, but this is what the audio column holds.
     arguments = {**arguments, "length_column_name": "input_length"}
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -125,8 +93,6 @@ def prediction_texts(tokenizer):
 
 
 def _ctc_trainer_class():
-    from transformers import Trainer
-
     class CTCTrainer(KowhisperTrainerMixin, Trainer):
         """Trainer that returns greedy CTC ids (argmax per frame, frames past each clip's end blanked) instead of
         logits, so dev predictions are a few KB per clip, not frames x vocabulary floats."""
@@ -156,9 +122,7 @@ def _ctc_trainer_class():
     return CTCTrainer
 
 
-def build_trainer(model, processor, args, data, config, callbacks: list, stages, compute_metrics):
-    from transformers import AutoConfig
-
+def build_trainer(model, processor, args, data, config: WorkspaceGroup, callbacks: list, stages, compute_metrics):
     geometry = FrameGeometry.from_config(AutoConfig.from_pretrained(str(model_dir(config.workspace_dir))))
     return _ctc_trainer_class()(
         model=model,

@@ -25,6 +25,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from transformers import Wav2Vec2CTCTokenizer
+
+from kowhisper.families.ctc.options import CTCOptions
+
 PAD = "[PAD]"
 UNK = "[UNK]"
 WORD_DELIMITER = "|"
@@ -55,7 +59,7 @@ class CharacterRules:
     punctuation: str = "drop"
 
     @classmethod
-    def from_config(cls, config) -> CharacterRules:
+    def from_config(cls, config: CTCOptions) -> CharacterRules:
         return cls(config.ctc_latin_digits, config.ctc_punctuation)
 
     def label_text(self, text: str) -> str:
@@ -115,10 +119,24 @@ def coverage(texts, vocabulary: dict[str, int], rules: CharacterRules) -> Covera
 
 def make_tokenizer(vocabulary: dict[str, int], folder: Path):
     """A Wav2Vec2CTCTokenizer over `vocabulary`, written to `folder` (vocab.json is what it reads)."""
-    from transformers import Wav2Vec2CTCTokenizer
-
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps(vocabulary, ensure_ascii=False, indent=1), encoding="utf-8")
     # No <s> and </s>: CTC labels have no sentence marks, and the tokenizer would add them as extra outputs.
     return Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), unk_token=UNK, pad_token=PAD, word_delimiter_token=WORD_DELIMITER,
                                 bos_token=None, eos_token=None)
+
+
+def decode_ids(tokenizer, ids, group: bool) -> str:
+    """Text of CTC output ids: with `group`, repeats collapse and blanks ([PAD]) separate them, as CTC decodes; without,
+    each id is one character (labels). [UNK] is left out: it is no text, and would be scored as letters."""
+    pad, unk = tokenizer.pad_token_id, tokenizer.unk_token_id
+    vocabulary = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    chars, previous = [], None
+    for token in (int(i) for i in ids):
+        if group and token == previous:
+            continue
+        previous = token
+        if token in (pad, unk) or not 0 <= token < len(vocabulary):
+            continue
+        chars.append(" " if vocabulary[token] == WORD_DELIMITER else vocabulary[token])
+    return " ".join("".join(chars).split())

@@ -12,7 +12,9 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import ctranslate2
 import torch
+from ctranslate2.converters import TransformersConverter
 
 from kowhisper.common.files import atomic_write_json
 from kowhisper.families.base import FINAL_FULL_DIR, ModelError, ModelSource, is_ct2_model_dir
@@ -47,8 +49,6 @@ def default_ct2_dir(source: ModelSource, quantization: str) -> Path:
 
 
 def ct2_fingerprint(source: ModelSource, quantization: str) -> dict:
-    import ctranslate2
-
     return source_fingerprint(source, quantization=quantization, ctranslate2=ctranslate2.__version__,
                               encoder_window=asdict(trained_window(source)))
 
@@ -56,8 +56,6 @@ def ct2_fingerprint(source: ModelSource, quantization: str) -> dict:
 def export_ct2(source: ModelSource, quantization: str = "int8", out_dir: Path | None = None) -> Path:
     """CTranslate2 export of a base, adapter (merged first, in a scratch folder) or full-weights model (merged or
     fully fine-tuned, converted as it is)."""
-    from ctranslate2.converters import TransformersConverter
-
     if quantization not in CT2_QUANTIZATIONS:
         raise ModelError(f"ct2_quantization={quantization!r} is not one of {', '.join(CT2_QUANTIZATIONS)}")
     if source.kind == "ct2":

@@ -23,6 +23,16 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import torch
+from tokenizers import AddedToken
+from transformers import (
+    GenerationConfig,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+    WhisperTokenizer,
+)
 
 from kowhisper.families.base import is_ct2_model_dir
 
@@ -413,9 +423,6 @@ def _build_tokenizer(ct2_dir: Path, vocabulary: list[str]):
     first timestamp id from the last special id), timestamps as plain added
     tokens, as in OpenAI's own tokenizer files.
     """
-    from tokenizers import AddedToken
-    from transformers import WhisperTokenizer
-
     tokenizer_json = ct2_dir / "tokenizer.json"
     if not tokenizer_json.is_file():
         raise FileNotFoundError(f"{tokenizer_json} is needed for the BPE merges")
@@ -443,8 +450,6 @@ def _build_tokenizer(ct2_dir: Path, vocabulary: list[str]):
 
 
 def _generation_config(ct2_config: dict, vocabulary: list[str], dims: dict):
-    from transformers import GenerationConfig
-
     token_id = vocabulary.index
     # Older conversions omit lang_ids; the language tokens sit between these two.
     lang_ids = ct2_config.get("lang_ids") or list(range(token_id("<|startoftranscript|>") + 1, token_id("<|translate|>")))
@@ -481,14 +486,6 @@ def convert_ct2_whisper(ct2_dir: str | Path, out_dir: str | Path) -> Path:
     and the WhisperProcessor files (feature extractor sized to the model's mel
     bins, tokenizer aligned with CTranslate2's ids). Works fully offline.
     """
-    import torch
-    from transformers import (
-        WhisperConfig,
-        WhisperFeatureExtractor,
-        WhisperForConditionalGeneration,
-        WhisperProcessor,
-    )
-
     source = Path(ct2_dir)
     if not is_ct2_model_dir(source):
         raise FileNotFoundError(f"{source} is not a CTranslate2 model directory")

@@ -23,8 +23,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
+from kowhisper.common.files import atomic_write_json
 from kowhisper.families.whisper.frames import N_FRAMES
+from kowhisper.families.whisper.options import WhisperOptions
 
 FULL, FIT = "full", "fit"
 WINDOW_MODES = (FULL, FIT)
@@ -49,7 +53,7 @@ class EncoderWindow:
             )
 
     @classmethod
-    def from_config(cls, config) -> EncoderWindow:
+    def from_config(cls, config: WhisperOptions) -> EncoderWindow:
         return cls(config.encoder_window, config.encoder_window_tail_frames, config.encoder_window_round_frames)
 
     @property
@@ -69,8 +73,6 @@ class EncoderWindow:
         return f"fit (longest clip + {self.tail_frames} frames of tail, rounded up to {self.round_frames} frames)"
 
     def save(self, folder: Path) -> Path:
-        from kowhisper.common.files import atomic_write_json
-
         path = Path(folder) / WINDOW_FILE
         atomic_write_json(path, asdict(self))
         return path
@@ -91,9 +93,6 @@ class EncoderWindow:
 
 @functools.cache
 def _fit_window_encoder_class() -> type:
-    from transformers.modeling_outputs import BaseModelOutput
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
     class FitWindowWhisperEncoder(WhisperEncoder):
         """WhisperEncoder whose positional embeddings are sliced to the input's length."""
 
@@ -121,8 +120,6 @@ def _fit_window_encoder_class() -> type:
 
 def whisper_encoder(model) -> nn.Module:
     """The WhisperEncoder inside a WhisperForConditionalGeneration, WhisperModel or a peft model of either."""
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
     for module in model.modules():
         if isinstance(module, WhisperEncoder):
             return module

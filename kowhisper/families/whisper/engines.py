@@ -21,7 +21,8 @@ to tell silence from speech (kowhisper.families.whisper.longform).
 Text is decoded at whole characters only. Whisper's byte-level tokens can split a Hangul syllable (3 UTF-8
 bytes) over two tokens, and a segment boundary, a token cap or a model's slip can leave half of one; the
 tokenizer would write U+FFFD there. `text_bytes` and `text_of` keep the bytes, so a split syllable is joined
-across segments and a fragment that never completes is dropped.
+across segments (long-form decoding feeds them to an incremental UTF-8 decoder) and a fragment that never completes
+is dropped.
 """
 
 from __future__ import annotations
@@ -33,11 +34,17 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import ctranslate2
 import numpy as np
 import torch
+from transformers import LogitsProcessorList
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
 
 from kowhisper.common.cpu import cpu_has_native_bf16
 from kowhisper.common.errors import ConfigError
+from kowhisper.config import Config
 from kowhisper.families.base import ModelSource, cpu_threads, pick_device
 from kowhisper.families.whisper.ct2_export import ensure_ct2_export
 from kowhisper.families.whisper.encoder_window import EncoderWindow, allow_fitted_window
@@ -76,7 +83,7 @@ class Decoding:
     max_new_tokens: int = 225
 
     @classmethod
-    def from_config(cls, config) -> Decoding:
+    def from_config(cls, config: Config) -> Decoding:
         return cls(language_code(config.language, config.language_abbr), config.task, config.generation_max_length)
 
     def tokens_for(self, seconds: float) -> int:
@@ -86,8 +93,6 @@ class Decoding:
 
 def language_code(language: str, fallback: str) -> str:
     """Whisper's code for a language given by name ("Korean") or code ("ko")."""
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
-
     for candidate in (language, fallback):
         key = str(candidate).strip().lower()
         if key in LANGUAGES:
@@ -108,11 +113,6 @@ def choose_engine(requested: str, source: ModelSource) -> str:
     if requested != "auto":
         return requested
     if torch.cuda.is_available():
-        return "hf"
-    try:
-        import ctranslate2  # noqa: F401
-    except ImportError:
-        log.info("ctranslate2 is not installed; using transformers (backend=hf)")
         return "hf"
     return "ct2"
 
@@ -155,8 +155,6 @@ class WhisperEngine(ABC):
 
     @cached_property
     def _byte_of_char(self) -> dict[str, int]:
-        from transformers.convert_slow_tokenizer import bytes_to_unicode
-
         return {char: byte for byte, char in bytes_to_unicode().items()}
 
     def text_bytes(self, ids: list[int]) -> bytes:
@@ -174,16 +172,6 @@ class WhisperEngine(ABC):
 def text_of(data: bytes) -> str:
     """Text of UTF-8 bytes, dropping what is not a whole character instead of writing U+FFFD."""
     return data.decode("utf-8", errors="ignore").strip()
-
-
-def incomplete_tail(data: bytes) -> int:
-    """How many bytes at the end of `data` begin a UTF-8 character that is not finished (0 to 3)."""
-    for back in range(1, min(4, len(data)) + 1):
-        byte = data[-back]
-        if byte & 0xC0 != 0x80:  # not a continuation byte: the lead byte of the last character
-            needed = 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 1
-            return back if needed > back else 0
-    return 0
 
 
 class HFWhisper(WhisperEngine):
@@ -204,9 +192,6 @@ class HFWhisper(WhisperEngine):
         self.token_limit = model.config.max_target_positions - len(self.prompt_ids(False))
 
     def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int, no_repeat_ngram_size: int = 0) -> list[Generation]:
-        from transformers import LogitsProcessorList
-        from transformers.modeling_outputs import BaseModelOutput
-
         features = features.to(self.device, self.model.dtype)
         autocast = torch.autocast("cpu", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
         chosen = _ChosenTokenLogprobs()
@@ -279,8 +264,6 @@ class CT2Whisper(WhisperEngine):
 
     def __init__(self, ct2_dir: Path, processor, decoding: Decoding, parallel_clips: bool = True,
                  window: EncoderWindow | None = None):
-        import ctranslate2
-
         device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         # On CPU, for throughput: one single-threaded worker per core, each decoding its own clips. Whisper's
         # ops on one short clip do not keep several threads busy; on 2 cores here this was about 1.3x faster
@@ -298,8 +281,6 @@ class CT2Whisper(WhisperEngine):
         self.token_limit = WHISPER_TEXT_POSITIONS - len(self.prompt_ids(False))
 
     def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int, no_repeat_ngram_size: int = 0) -> list[Generation]:
-        import ctranslate2
-
         array = np.ascontiguousarray(features.to(torch.float32).numpy())
         prompt = self.prompt_ids(timestamps)
         # CTranslate2 counts the prompt in max_length; this gives the same decoding steps as transformers'

@@ -9,9 +9,28 @@ fully trainable model and its Seq2SeqTrainer), ct2_import / ct2_export (faster-w
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import torch
+
+from kowhisper.config import Config, ModelGroup
 from kowhisper.families.base import ModelFamily, ModelSource, Recognizer
+from kowhisper.families.whisper.ct2_export import export_ct2
+from kowhisper.families.whisper.encoder_window import EncoderWindow
+from kowhisper.families.whisper.engines import Decoding, load_engine
+from kowhisper.families.whisper.loading import load_hf_model, load_processor, trained_window
+from kowhisper.families.whisper.options import WhisperOptions
+from kowhisper.families.whisper.recognizer import WhisperRecognizer
+from kowhisper.families.whisper.storage import WhisperClipEncoder, is_whisper_source, save_base_model
+
+
+def _training():
+    """kowhisper.families.whisper.trainer, which the training methods below hand their work to."""
+    # Here, not at the top: it loads transformers' Trainer and peft (about 2 s), which inference.py and evaluate_model.py never use.
+    from kowhisper.families.whisper import trainer
+
+    return trainer
 
 
 class WhisperFamily(ModelFamily):
@@ -19,117 +38,71 @@ class WhisperFamily(ModelFamily):
     title = "Whisper"
     # Prompt tokens, the encoder window, timestamped labels, the decoder's token limits and the CTranslate2 engine: a CTC
     # model has none of them.
-    own_config_keys = ("language", "task", "max_label_tokens", "freeze_encoder", "encoder_window", "encoder_window_tail_frames",
-                       "encoder_window_round_frames", "timestamped_label_share", "generation_max_length", "ct2_dir",
-                       "ct2_quantization")
+    options = WhisperOptions
 
     def accepts(self, model_type: str) -> bool:
         return model_type == "whisper"
 
     def claims_source(self, source: str) -> bool:
-        from kowhisper.families.whisper.storage import is_whisper_source
-
         return is_whisper_source(source)
 
     def claims_model(self, source: ModelSource) -> bool:
         return source.kind == "ct2"  # CTranslate2 exports are made from Whisper models only
 
-    def save_base_model(self, source: str, out: Path, config) -> None:
-        from kowhisper.families.whisper.storage import save_base_model
-
+    def save_base_model(self, source: str, out: Path, config: Config) -> None:
         save_base_model(source, out, config)
 
-    def clip_encoder(self, model_folder: Path, config, train_texts):
-        from kowhisper.families.whisper.loading import load_processor
-        from kowhisper.families.whisper.storage import WhisperClipEncoder
-
+    def clip_encoder(self, model_folder: Path, config: Config, train_texts):
         return WhisperClipEncoder(load_processor(model_folder), config)
 
-    def recognizer(self, source: ModelSource, config, *, one_clip_at_a_time: bool = False) -> Recognizer:
-        from kowhisper.families.whisper.engines import Decoding, load_engine
-        from kowhisper.families.whisper.recognizer import WhisperRecognizer
-
+    def recognizer(self, source: ModelSource, config: Config, *, one_clip_at_a_time: bool = False) -> Recognizer:
         engine = load_engine(source, Decoding.from_config(config), config.backend, config.ct2_quantization, config.ct2_dir,
                              parallel_clips=not one_clip_at_a_time)
         return WhisperRecognizer(engine)
 
     def load_merged(self, source: ModelSource):
-        import torch
-
-        from kowhisper.families.whisper.loading import load_hf_model
-
         return load_hf_model(source, torch.device("cpu"), torch.float32)
 
     def copy_run_settings(self, source: ModelSource, folder: Path) -> None:
-        from kowhisper.families.whisper.loading import trained_window
-
         trained_window(source).save(folder)
 
     def export_ct2(self, source: ModelSource, quantization: str, out_dir: Path | None) -> Path:
-        from kowhisper.families.whisper.ct2_export import export_ct2
-
         return export_ct2(source, quantization, out_dir)
 
     # ---- training ----
 
-    def load_processor(self, workspace: Path, config):
-        from kowhisper.families.whisper.trainer import training_processor
+    def load_processor(self, workspace: Path, config: WhisperOptions):
+        return _training().training_processor(workspace, config)
 
-        return training_processor(workspace, config)
+    def load_trainable_model(self, workspace: Path, config: Config, precision):
+        return _training().load_trainable_model(workspace, config, precision)
 
-    def load_trainable_model(self, workspace: Path, config, precision):
-        from kowhisper.families.whisper.trainer import load_trainable_model
-
-        return load_trainable_model(workspace, config, precision)
-
-    def training_arguments(self, config, arguments: dict):
-        from kowhisper.families.whisper.trainer import training_arguments
-
-        return training_arguments(config, arguments)
+    def training_arguments(self, config: WhisperOptions, arguments: dict):
+        return _training().training_arguments(config, arguments)
 
     def prediction_texts(self, processor):
-        from kowhisper.families.whisper.trainer import prediction_texts
+        return _training().prediction_texts(processor.tokenizer)
 
-        return prediction_texts(processor.tokenizer)
+    def build_trainer(self, model, processor, args, data, config: Config, callbacks: list, stages=None, compute_metrics=None):
+        return _training().build_trainer(model, processor, args, data, config, callbacks, stages, compute_metrics)
 
-    def build_trainer(self, model, processor, args, data, config, callbacks: list, stages=None, compute_metrics=None):
-        from kowhisper.families.whisper.trainer import build_trainer
+    def save_trained(self, model, processor, run_dir: Path, config: Config) -> Path:
+        return _training().save_trained(model, processor, run_dir, config)
 
-        return build_trainer(model, processor, args, data, config, callbacks, stages, compute_metrics)
-
-    def save_trained(self, model, processor, run_dir: Path, config) -> Path:
-        from kowhisper.families.whisper.trainer import save_trained
-
-        return save_trained(model, processor, run_dir, config)
-
-    def base_run_config(self, config):
-        import dataclasses
-
+    def base_run_config(self, config: Config) -> Config:
         # The base always runs at Whisper's own 30 s window: a base model cut to a fitted window loops.
         return dataclasses.replace(config, encoder_window="full")
 
-    def choose_run_config(self, trainer, config, dev: dict, dev_step: int, metric: str, report=print):
-        from kowhisper.families.whisper.trainer import choose_encoder_window
+    def choose_run_config(self, trainer, config: Config, dev: dict, dev_step: int, metric: str, report=print):
+        return _training().choose_encoder_window(trainer, config, dev, dev_step, metric, report)
 
-        return choose_encoder_window(trainer, config, dev, dev_step, metric, report)
-
-    def start_run(self, config, run_dir: Path, resuming: bool) -> list[str]:
-        from kowhisper.families.whisper.trainer import start_run
-
-        return start_run(config, run_dir, resuming)
-
-    def training_warnings(self, train, processor, config) -> list[str]:
-        from kowhisper.families.whisper.trainer import stale_label_warning
-
-        warning = stale_label_warning(train, processor.tokenizer)
-        return [warning] if warning else []
+    def start_run(self, config: WhisperOptions, run_dir: Path, resuming: bool) -> list[str]:
+        return _training().start_run(config, run_dir, resuming)
 
     def default_learning_rate(self, finetune: str) -> float:
-        from kowhisper.families.whisper.trainer import FULL_FINETUNE_LEARNING_RATE
+        return _training().FULL_FINETUNE_LEARNING_RATE if finetune == "full" else super().default_learning_rate(finetune)
 
-        return FULL_FINETUNE_LEARNING_RATE if finetune == "full" else super().default_learning_rate(finetune)
-
-    def model_card_intro(self, run_name: str, base_model: str, train_clips, config) -> list[str]:
+    def model_card_intro(self, run_name: str, base_model: str, train_clips, config: ModelGroup) -> list[str]:
         if not self.trains_lora(config):
             return [
                 "---",
@@ -175,9 +148,7 @@ class WhisperFamily(ModelFamily):
             "```",
         ]
 
-    def run_summary(self, config) -> dict:
-        from kowhisper.families.whisper.encoder_window import EncoderWindow
-
+    def run_summary(self, config: Config) -> dict:
         if self.trains_lora(config):
             targets = config.target_modules if isinstance(config.target_modules, str) else ", ".join(config.target_modules)
             mode = f"LoRA (r {config.lora_r}, alpha {config.lora_alpha} on {targets})"

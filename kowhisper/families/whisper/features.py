@@ -23,7 +23,9 @@ import zlib
 
 import numpy as np
 import torch
+from datasets import Array2D, Features, Sequence, Value
 
+from kowhisper.families.whisper.encoder_window import EncoderWindow
 from kowhisper.families.whisper.frames import CHUNK_SAMPLES, FRAME_SECONDS, HOP_LENGTH, N_FRAMES
 
 N_FFT = 400
@@ -180,8 +182,6 @@ class SpeechBatchCollator:
     the loss ignores."""
 
     def __init__(self, window=None, timestamps: TimestampedLabels | None = None, feature_dtype: torch.dtype = torch.float32):
-        from kowhisper.families.whisper.encoder_window import EncoderWindow
-
         self.window = window or EncoderWindow()
         self.timestamps = timestamps
         self.feature_dtype = feature_dtype
@@ -209,8 +209,6 @@ class SpeechBatchCollator:
 
 def dataset_features(n_mels: int = 80):
     """The column types of a prepared split (datasets.Features). Only the first Array2D axis may vary."""
-    from datasets import Array2D, Features, Sequence, Value
-
     return Features(
         {
             "id": Value("string"),

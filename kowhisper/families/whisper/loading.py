@@ -10,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+from kowhisper.common.runtime import peft_checkpointing_alias_quiet
 from kowhisper.families.base import ModelError, ModelSource, pick_device
 from kowhisper.families.whisper.encoder_window import EncoderWindow
 
 
 def load_processor(path: Path):
-    from transformers import WhisperProcessor
-
     return WhisperProcessor.from_pretrained(str(path))
 
 
@@ -26,8 +26,6 @@ def load_hf_model(source: ModelSource, device: torch.device | None = None, dtype
 
     safetensors only, and the model class is named explicitly, so no checkpoint can run code on load.
     """
-    from transformers import WhisperForConditionalGeneration
-
     if source.kind == "ct2":
         raise ModelError(f"{source.path} is a CTranslate2 export; transformers cannot load it")
     device = device or pick_device()
@@ -35,10 +33,12 @@ def load_hf_model(source: ModelSource, device: torch.device | None = None, dtype
     weights_dir = source.weights_dir
     model = WhisperForConditionalGeneration.from_pretrained(str(weights_dir), dtype=torch.float32, use_safetensors=True)
     if source.kind == "adapter":
+        # Here, not at the top: peft takes about 2 s to import, and only an adapter needs it.
         from peft import PeftModel
 
         # Merged in float32 whatever the serving dtype: merging into a quantized or half base loses the update.
-        model = PeftModel.from_pretrained(model, str(source.path)).merge_and_unload()
+        with peft_checkpointing_alias_quiet():
+            model = PeftModel.from_pretrained(model, str(source.path)).merge_and_unload()
     model = model.to(device=device, dtype=dtype).eval()
     return model, load_processor(weights_dir)
 

@@ -38,6 +38,7 @@ workers, and each part is sought through on its own.
 
 from __future__ import annotations
 
+import codecs
 import zlib
 from dataclasses import dataclass, field
 
@@ -45,7 +46,7 @@ import numpy as np
 
 from kowhisper.common.audio import SAMPLING_RATE
 from kowhisper.common.transcript import Segment, Transcript, is_silent
-from kowhisper.families.whisper.engines import TIME_PRECISION, Generation, WhisperEngine, incomplete_tail, text_of
+from kowhisper.families.whisper.engines import TIME_PRECISION, Generation, WhisperEngine
 from kowhisper.families.whisper.features import LogMel, pad_features
 from kowhisper.families.whisper.frames import HOP_LENGTH, N_FRAMES
 
@@ -151,7 +152,6 @@ class Stream:
     end: int
     seek: int
     segments: list[Segment] = field(default_factory=list)
-    carry: bytes = b""  # the start of a character whose other bytes come in the next segment
 
 
 def plan_streams(waveforms: list[np.ndarray], workers: int) -> list[Stream]:
@@ -194,18 +194,17 @@ def skip_silence(waveform: np.ndarray, stream: Stream) -> None:
 def add_window(engine: WhisperEngine, stream: Stream, window: WindowText, offset: float, stream_end: float) -> None:
     """Append a window's segments to the stream: times shifted by `offset` seconds, kept in order and inside the
     audio; text joined at whole characters."""
+    # The decoder keeps the start of a character whose other bytes come in the next segment, and drops bytes that are
+    # no character (errors="ignore", never U+FFFD). A character still unfinished when the window's text ends never
+    # completes: the decoder is not flushed, so its bytes are dropped.
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
     for start, end, data in window.segments:
-        data = stream.carry + data
-        cut = incomplete_tail(data)
-        stream.carry = data[len(data) - cut :] if cut else b""
-        text = text_of(data[: len(data) - cut])
+        text = decoder.decode(data).strip()
         if not text:
             continue
         previous_end = stream.segments[-1].end if stream.segments else 0.0
         begin = min(max(offset + start, previous_end), stream_end)
         stream.segments.append(Segment(round(begin, 2), round(min(max(offset + end, begin), stream_end), 2), text))
-    # A character still unfinished when the window's text ends never completes: its bytes are dropped.
-    stream.carry = b""
 
 
 def transcribe_long(engine: WhisperEngine, waveforms: list[np.ndarray], *, batch_size: int, sources: list[str] | None = None,

@@ -12,7 +12,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from kowhisper.families.base import StorageError
+import torch
+from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
+
+from kowhisper.config import Config
+from kowhisper.families.base import StorageError, is_ct2_model_dir
+from kowhisper.families.whisper.ct2_import import MODEL_ALIAS, convert_ct2_whisper, resolve_ct2_source
 from kowhisper.families.whisper.features import LogMel, dataset_features, label_ids
 
 WHISPER_WINDOW_S = 30.0
@@ -25,7 +30,7 @@ class WhisperClipEncoder:
 
     drop_reasons = ("labels_too_long",)
 
-    def __init__(self, processor, config):
+    def __init__(self, processor, config: Config):
         if config.max_duration_s > WHISPER_WINDOW_S:
             raise StorageError(f"max_duration_s={config.max_duration_s} is over Whisper's {WHISPER_WINDOW_S:.0f} s window; "
                                "longer clips would be cut while their labels are not")
@@ -64,11 +69,9 @@ class WhisperClipEncoder:
         return {"input_features": self.log_mel(waveform), "labels": labels}, None, None
 
 
-def save_base_model(source: str, out: Path, config) -> None:
+def save_base_model(source: str, out: Path, config: Config) -> None:
     """The Whisper named `source` (Hub id, local transformers folder, CTranslate2 folder or the PyPI alias) as
     safetensors with its processor and a language/task generation config, in `out`."""
-    from kowhisper.families.whisper.ct2_import import convert_ct2_whisper, resolve_ct2_source
-
     ct2_dir = resolve_ct2_source(source, out.parent / f"{out.name}-ct2")
     if ct2_dir is not None:
         log.info("model: converting CTranslate2 model %s to transformers", ct2_dir)
@@ -81,16 +84,10 @@ def save_base_model(source: str, out: Path, config) -> None:
 
 def is_whisper_source(source: str) -> bool:
     """A CTranslate2 folder or the PyPI alias: Whisper models whatever their config.json says."""
-    from kowhisper.families.base import is_ct2_model_dir
-    from kowhisper.families.whisper.ct2_import import MODEL_ALIAS
-
     return source == MODEL_ALIAS or is_ct2_model_dir(Path(source).expanduser())
 
 
 def _save_transformers_model(source: str, out: Path) -> None:
-    import torch
-    from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
-
     try:
         # safetensors only: a pickled .bin from an untrusted source could run code when loaded.
         model = WhisperForConditionalGeneration.from_pretrained(source, dtype=torch.float32, use_safetensors=True)
@@ -110,10 +107,8 @@ def _save_transformers_model(source: str, out: Path) -> None:
     processor.save_pretrained(out)
 
 
-def _set_language_and_task(path: Path, config) -> None:
+def _set_language_and_task(path: Path, config: Config) -> None:
     """Record language and task in the generation config, so every later generate() agrees with the labels."""
-    from transformers import GenerationConfig
-
     generation_config = GenerationConfig.from_pretrained(path)
     lang_to_id = getattr(generation_config, "lang_to_id", None) or {}
     if f"<|{config.language_abbr}|>" not in lang_to_id:
@@ -126,7 +121,5 @@ def _set_language_and_task(path: Path, config) -> None:
 
 
 def _load_offline(path: Path) -> None:
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
     WhisperProcessor.from_pretrained(path, local_files_only=True)
     WhisperForConditionalGeneration.from_pretrained(path, local_files_only=True, use_safetensors=True)

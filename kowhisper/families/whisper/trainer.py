@@ -9,19 +9,28 @@ carries timestamps (kowhisper.families.whisper.features.TimestampedLabels).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
+from peft import prepare_model_for_kbit_training
+from transformers import BitsAndBytesConfig, Seq2SeqTrainer, Seq2SeqTrainingArguments, WhisperForConditionalGeneration
+from transformers.modeling_outputs import BaseModelOutput
 
+from kowhisper.common.files import atomic_write_json
 from kowhisper.common.workspace import model_dir
+from kowhisper.config import Config, ModelGroup
 from kowhisper.families.base import FINAL_ADAPTER_DIR, FINAL_FULL_DIR
 from kowhisper.families.whisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
 from kowhisper.families.whisper.engines import Decoding
-from kowhisper.families.whisper.features import SpeechBatchCollator, TimestampedLabels, label_ids
+from kowhisper.families.whisper.features import SpeechBatchCollator, TimestampedLabels
 from kowhisper.families.whisper.frames import FRAME_SECONDS
 from kowhisper.families.whisper.loading import load_processor
+from kowhisper.families.whisper.options import WhisperOptions
 from kowhisper.train.arguments import TrainingSetupError
+from kowhisper.train.dev_scoring import DEV_UTTERANCES_DIR, dev_metrics_summary
 from kowhisper.train.trainer import KowhisperTrainerMixin, apply_lora
 
 # peft matches a string as a regex against full module names; Whisper's encoder modules are model.encoder.*.
@@ -32,24 +41,21 @@ ENCODER_MODULES = r".*\.encoder\..*"
 FULL_FINETUNE_LEARNING_RATE = 1e-5
 
 
-def training_processor(workspace: Path, config):
+def training_processor(workspace: Path, config: WhisperOptions):
     """The workspace's processor, its tokenizer writing the labels' language/task prefix."""
     processor = load_processor(model_dir(workspace))
     processor.tokenizer.set_prefix_tokens(language=config.language, task=config.task, predict_timestamps=False)
     return processor
 
 
-def trains_full(config) -> bool:
+def trains_full(config: ModelGroup) -> bool:
     """finetune=full; unset means LoRA for Whisper."""
     return config.finetune == "full"
 
 
-def load_trainable_model(workspace: Path, config, precision):
+def load_trainable_model(workspace: Path, config: Config, precision):
     """The workspace's Whisper, INT8 or full precision per `precision`, with LoRA adapters from config; or, with
     finetune=full, the fp32 model itself with every weight trainable (the encoder's frozen with freeze_encoder)."""
-    from peft import prepare_model_for_kbit_training
-    from transformers import BitsAndBytesConfig, WhisperForConditionalGeneration
-
     path = model_dir(workspace)
     if precision.int8:
         device = int(os.environ.get("LOCAL_RANK", "0")) if precision.device == "cuda" else "cpu"
@@ -85,15 +91,12 @@ def load_trainable_model(workspace: Path, config, precision):
     return apply_lora(model, config, exclude_modules=ENCODER_MODULES if config.freeze_encoder else None)
 
 
-def training_arguments(config, arguments: dict):
-    from transformers import Seq2SeqTrainingArguments
-
+def training_arguments(config: WhisperOptions, arguments: dict):
     return Seq2SeqTrainingArguments(**arguments, predict_with_generate=True, generation_max_length=config.generation_max_length)
 
 
 def prediction_texts(tokenizer):
     """(references, hypotheses) from Seq2SeqTrainer's generated ids and labels."""
-    import numpy as np
 
     def texts(prediction) -> tuple[list[str], list[str]]:
         # The Trainer pads both across batches with -100, which is no token id.
@@ -105,8 +108,6 @@ def prediction_texts(tokenizer):
 
 
 def _whisper_trainer_class():
-    from transformers import Seq2SeqTrainer
-
     class WhisperTrainer(KowhisperTrainerMixin, Seq2SeqTrainer):
         """Seq2SeqTrainer that evaluates the way inference.py decodes.
 
@@ -154,8 +155,6 @@ def _whisper_trainer_class():
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None, **gen_kwargs):
             if self.args.predict_with_generate and not prediction_loss_only and "input_features" in inputs:
-                from transformers.modeling_outputs import BaseModelOutput
-
                 inputs = self._prepare_inputs(inputs)
                 encoder = self.accelerator.unwrap_model(model).get_encoder()
                 with torch.no_grad(), self.autocast_smart_context_manager():
@@ -171,7 +170,7 @@ def _whisper_trainer_class():
     return WhisperTrainer
 
 
-def build_trainer(model, processor, args, data, config, callbacks: list, stages, compute_metrics):
+def build_trainer(model, processor, args, data, config: Config, callbacks: list, stages, compute_metrics):
     window = EncoderWindow.from_config(config)
     share = config.timestamped_label_share
     return _whisper_trainer_class()(
@@ -192,7 +191,7 @@ def build_trainer(model, processor, args, data, config, callbacks: list, stages,
     )
 
 
-def start_run(config, run_dir: Path, resuming: bool) -> list[str]:
+def start_run(config: WhisperOptions, run_dir: Path, resuming: bool) -> list[str]:
     """Write the run's encoder window into the run folder, where its checkpoints find it. A run resumed with
     another window would leave checkpoints that claim a window they were not trained with, so it is refused."""
     window = EncoderWindow.from_config(config)
@@ -207,7 +206,7 @@ def start_run(config, run_dir: Path, resuming: bool) -> list[str]:
     return [f"Encoder window: {window.describe()}"]
 
 
-def choose_encoder_window(trainer, config, dev: dict, dev_step: int, metric: str, report=print):
+def choose_encoder_window(trainer, config: Config, dev: dict, dev_step: int, metric: str, report=print):
     """A model trained on fitted windows is scored on dev at the full 30 s window too, and runs at the window that
     scored better on `metric`: (config with that window, its dev metrics).
 
@@ -215,11 +214,6 @@ def choose_encoder_window(trainer, config, dev: dict, dev_step: int, metric: str
     the same weights after 25 steps scored 12.04% dev CER at the fitted window and 11.33% at the full one (zero-shot
     12.18%); from 50 steps on the fitted window was as good. So a short run runs at the full window and keeps what
     it learned, and a longer one keeps the fitted window's speed."""
-    import dataclasses
-
-    from kowhisper.common.files import atomic_write_json
-    from kowhisper.train.dev_scoring import DEV_UTTERANCES_DIR, dev_metrics_summary
-
     if not EncoderWindow.from_config(config).is_fit or metric not in dev:
         return config, dev
     full = dev_metrics_summary(trainer.dev_metrics_at_full_window())
@@ -239,7 +233,7 @@ def choose_encoder_window(trainer, config, dev: dict, dev_step: int, metric: str
     return dataclasses.replace(config, encoder_window="full"), full
 
 
-def save_trained(model, processor, run_dir: Path, config) -> Path:
+def save_trained(model, processor, run_dir: Path, config: Config) -> Path:
     """The final model with its processor and the encoder window it was trained with: the LoRA adapter in
     <run>/adapter (PeftModel.from_pretrained), or full weights in <run>/model (WhisperForConditionalGeneration.
     from_pretrained, and what the CTranslate2 converter and other runtimes read, preprocessor_config.json included)."""
@@ -252,13 +246,3 @@ def save_trained(model, processor, run_dir: Path, config) -> Path:
     EncoderWindow.from_config(config).save(folder)
     return folder
 
-
-def stale_label_warning(train, tokenizer) -> str | None:
-    """A warning when the workspace's labels were made before they carried Whisper's leading space (prepared
-    format 1): such a workspace still trains, but fine-tuning on it can garble the first word."""
-    row = train[0]
-    if list(row["labels"]) == label_ids(tokenizer, str(row["text"])):
-        return None
-    return ("WARNING: this workspace's labels lack the leading space Whisper writes before every transcript (they were "
-            "prepared by an older version of this toolkit). Training on them teaches an unusual first token and can "
-            "garble the first word. Re-run run_online_setup.py on the online machine to rebuild the labels.")
