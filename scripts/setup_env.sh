@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine lacks: FFmpeg and espeak-ng (apt), Chromium for the browser test,
-# and a venv at .venv with requirements-dev.txt. Safe to re-run: each step is skipped when already done.
+# and a venv at .venv with requirements-dev.txt and this package installed editable (its console commands on PATH). Safe to re-run: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,11 +23,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.requirements.sha256
-want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "== pip install -r requirements-dev.txt (about 2 minutes on a fresh machine)"
   # torch first and alone: with the pin satisfied, nothing later can pull a multi-GB CUDA build.
   .venv/bin/pip install -q --disable-pip-version-check "$(grep -E '^torch==' requirements.txt)"
   .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt
+  # The package itself, editable: the pinned requirements above are its dependencies, so pip resolves nothing more.
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
   echo "$want" > "$stamp"
 fi

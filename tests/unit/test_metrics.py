@@ -7,10 +7,19 @@ from __future__ import annotations
 import math
 import unicodedata
 
+import kocer
 import pytest
 from datasets import Dataset
 
-from kowhisper.common.text import error_rates, normalize_for_metric, utterance_cer
+from kowhisper.common.text import (
+    KOCER_PIECE_CHARS,
+    error_rates,
+    kocer_counts,
+    kocer_pieces,
+    normalize_for_metric,
+    rates_by_source,
+    utterance_counts,
+)
 from kowhisper.evaluate.split import score
 
 
@@ -33,7 +42,7 @@ def test_one_wrong_syllable_in_five():
 
 def test_nfd_hypothesis_is_scored_by_syllables_not_jamo():
     # 한국 -> 한극: one syllable of two differs. Scored on jamo it would be 1 of 5 (ㅎㅏㄴㄱㅜㄱ vs ㅎㅏㄴㄱㅡㄱ).
-    assert utterance_cer("한국", nfd("한극")) == pytest.approx(1 / 2)
+    assert error_rates(["한국"], [nfd("한극")])["cer"] == pytest.approx(1 / 2)
     rates = error_rates([nfd("나는 학교에 간다")], ["나는 학교에 간다"])
     assert rates["cer"] == 0.0 and rates["wer"] == 0.0
     assert normalize_for_metric(nfd("가, 나!")) == "가 나"
@@ -62,11 +71,11 @@ def test_corpus_rates_weigh_utterances_by_length():
 
 def test_insertions_can_push_cer_past_one():
     # A repetition loop: 2 reference syllables, 6 inserted ones.
-    assert utterance_cer("하우", "하우하우하우하우") == pytest.approx(6 / 2)
+    assert error_rates(["하우"], ["하우하우하우하우"])["cer"] == pytest.approx(6 / 2)
 
 
 def test_empty_reference_is_skipped_not_counted_as_perfect():
-    assert math.isnan(utterance_cer("...", "아무 말"))
+    assert utterance_counts("...", "아무 말") is None
     rates = error_rates(["!!", "안녕"], ["뭔가", "안녕"])
     assert rates["num_scored"] == 1 and rates["cer"] == 0.0
     assert math.isnan(error_rates(["?"], [""])["cer"])
@@ -128,10 +137,6 @@ def test_evaluation_rows_carry_every_rate_and_its_edit_counts_and_the_breakdown_
 
 
 def test_a_long_transcript_is_scored_by_kocer_in_pieces_that_add_up_to_the_whole():
-    import kocer
-
-    from kowhisper.common.text import KOCER_PIECE_CHARS, kocer_counts, kocer_pieces
-
     reference = " ".join(["오늘 회의는 3시에 시작해서 약 2시간 동안 진행되었습니다. AI 도입 건은 다음 달로 미뤘다."] * 30)
     hypothesis = reference.replace("3시에", "세 시에").replace("진행되었습니다", "진행됐습니다").replace("미뤘다.", "미뤘다 그리고", 4)
     pieces = kocer_pieces(reference, hypothesis)
@@ -153,8 +158,6 @@ def test_a_hallucinated_digit_run_too_long_for_kocer_is_scored_not_a_crash():
 
 
 def test_rates_by_source_weights_each_source_by_its_scored_pairs_and_one_source_is_itself():
-    from kowhisper.common.text import rates_by_source, utterance_counts
-
     references = ["가나다라", "가나다라", "마바", "!"]  # "!" normalises to nothing: not scored
     hypotheses = ["가나다라", "가나다라", "마", "?"]
     sources = ["big", "big", "small", "small"]

@@ -1,8 +1,9 @@
 """train_offline.py end to end, on workspaces built by the real online setup from the bundled Korean sample.
 
 The tiny random Whisper makes a training step take well under a second, so these tests exercise the real
-script as a user runs it (subprocess, CLI overrides): outputs, kill -9 and resume, no network, DDP, and
-each clear error. The real whisper-base test shows that a short LoRA run actually learns.
+script as a user runs it (subprocess, CLI overrides): outputs, kill -9 and resume (for the tiny random wav2vec2 of
+the CTC family too), no network, DDP, and each clear error. The real whisper-base test shows that a short LoRA run
+actually learns.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 
 from kowhisper.common.workspace import split_dir
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = PROJECT_ROOT / "train_offline.py"
 
 # Small enough for seconds per run, large enough to cross two evaluations and two checkpoints.
@@ -196,14 +197,29 @@ def test_rerunning_a_finished_run_only_redoes_the_final_outputs(tiny_run, tmp_pa
 # ---- checkpoints and resume ------------------------------------------------------------------------------------
 
 
-def test_kill_9_after_the_first_checkpoint_then_the_same_command_resumes(tiny_workspace, tmp_path, python_executable):
+# Each family's tiny random model (a conftest fixture) and the file its finished run leaves: a LoRA adapter for Whisper,
+# full weights for CTC (a wav2vec2 whose head is sized to the workspace's vocabulary).
+FAMILY_MODELS = {"whisper": ("tiny_model_dir", "adapter/adapter_model.safetensors"),
+                 "ctc": ("tiny_ctc_model_dir", "model/model.safetensors")}
+
+
+@pytest.mark.parametrize("family", FAMILY_MODELS)
+def test_kill_9_after_the_first_checkpoint_then_the_same_command_resumes(family, request, make_workspace, tmp_path,
+                                                                         python_executable):
+    """For each model family: train_offline.py killed with SIGKILL once a checkpoint is complete, then the same command
+    resumes from the last complete checkpoint and ends at the planned step with each step logged once."""
     from kowhisper.train.checkpoints import COMPLETE_MARKER, checkpoint_step, last_complete_checkpoint
 
+    model_fixture, final_weights = FAMILY_MODELS[family]
+    workspace = make_workspace(request.getfixturevalue(model_fixture), copy=False)
+    assert json.loads((workspace / "model" / "config.json").read_text())["model_type"] == {"whisper": "whisper", "ctc": "wav2vec2"}[family]
     run_dir = tmp_path / "run"
-    command = train_command(python_executable, tiny_workspace, run_dir, "max_steps=6", "report_to=[]")
+    command = train_command(python_executable, workspace, run_dir, "max_steps=6", "report_to=[]")
+    if family == "ctc":  # a Whisper-only key, which a CTC run would name as ignored
+        command = [part for part in command if not part.startswith("generation_max_length=")]
     first_log = tmp_path / "first-run.log"
     with open(first_log, "w") as log:  # a file, not a pipe: a full pipe would stall the run before the kill
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     marker = run_dir / "checkpoint-2" / COMPLETE_MARKER
     deadline = time.monotonic() + 300
     while not marker.exists():
@@ -211,20 +227,22 @@ def test_kill_9_after_the_first_checkpoint_then_the_same_command_resumes(tiny_wo
             pytest.fail(f"training ended (exit {process.returncode}) before its first checkpoint:\n{first_log.read_text()[-3000:]}")
         assert time.monotonic() < deadline, "no complete checkpoint-2 within 5 minutes"
         time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)  # the whole process group: nothing of the first run goes on writing
     process.wait()
     assert process.returncode == -signal.SIGKILL
 
     resumable = last_complete_checkpoint(run_dir, report=lambda _: None)
     assert resumable is not None and checkpoint_step(resumable) < 6, "the kill came too late to test a resume"
-    assert not (run_dir / "adapter").exists()
+    assert not (run_dir / final_weights).exists() and not (run_dir / "metrics.json").exists(), "killed before the end"
 
     result = run(command)
     assert_succeeded(result)
     assert f"Resuming from {resumable} (step {checkpoint_step(resumable)} of 6)" in result.stdout
     final_state = json.loads((run_dir / "checkpoint-6" / "trainer_state.json").read_text())
     assert final_state["global_step"] == 6
-    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 6
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["global_step"] == 6 and metrics["model family"] == family
+    assert (run_dir / final_weights).is_file()
     # The log keeps each step once: records after the resumed checkpoint were dropped before re-training.
     logged_steps = [json.loads(line)["step"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()
                     if "loss" in json.loads(line)]
@@ -370,17 +388,13 @@ def test_half_written_checkpoints_are_never_picked(tiny_run, tmp_path):
     assert not list(run_dir.glob("checkpoint-*")), "overwrite_output_dir starts fresh"
 
 
-def test_cleanup_keeps_the_best_and_the_last_checkpoint_plus_save_total_limit(tiny_workspace, tmp_path, python_executable):
-    from kowhisper.train.checkpoints import checkpoint_problems, checkpoints_to_remove, list_checkpoints
-
-    steps = [tmp_path / f"checkpoint-{n}" for n in (1, 2, 3, 4, 5)]
-    assert checkpoints_to_remove(steps, steps[0], 1) == steps[1:3], "best (1), last (5) and the newest other (4) stay"
-    assert checkpoints_to_remove(steps, None, 0) == steps[:4]
-    assert checkpoints_to_remove(steps, steps[4], None) == []
+def test_cleanup_keeps_the_best_and_the_last_checkpoint_plus_keep_other_checkpoints(tiny_workspace, tmp_path, python_executable):
+    """A real run with keep_other_checkpoints=1; which checkpoints_to_remove picks is in tests/unit/test_checkpoints.py."""
+    from kowhisper.train.checkpoints import checkpoint_problems, list_checkpoints
 
     run_dir = tmp_path / "run"
     result = run(train_command(python_executable, tiny_workspace, run_dir, "max_steps=5", "eval_steps=1", "save_steps=1",
-                               "save_total_limit=1", "report_to=[]"))
+                               "keep_other_checkpoints=1", "report_to=[]"))
     assert_succeeded(result)
     state = json.loads((run_dir / "checkpoint-5" / "trainer_state.json").read_text())
     kept = list_checkpoints(run_dir)
@@ -547,27 +561,6 @@ def test_int8_without_cuda_or_a_cpu_capable_bitsandbytes_is_refused(tiny_workspa
     assert_refused(result, "int8=true needs bitsandbytes", "set int8=false")
 
 
-def test_this_cpu_gets_fp32_or_native_bf16_and_int8_only_when_asked():
-    from kowhisper.common.cpu import cpu_has_native_bf16
-    from kowhisper.config import Config
-    from kowhisper.train.precision import choose_precision
-
-    default = choose_precision(Config())
-    assert (default.device, default.int8, default.fp16, default.bf16) == ("cpu", False, False, cpu_has_native_bf16())
-    assert choose_precision(Config(int8=True)).int8  # this bitsandbytes has a CPU backend
-    assert choose_precision(Config(bf16=False)).bf16 is False
-
-
-def test_out_of_memory_advice_halves_the_batch_and_keeps_the_effective_batch():
-    from kowhisper.config import Config
-    from kowhisper.train.arguments import out_of_memory_advice
-
-    advice = out_of_memory_advice(Config(per_device_train_batch_size=16, gradient_accumulation_steps=2))
-    assert "per_device_train_batch_size=8 gradient_accumulation_steps=4" in advice
-    assert "effective batch stays 32" in advice and "gradient_checkpointing=true" in advice
-    assert "per_device_train_batch_size=" not in out_of_memory_advice(Config(per_device_train_batch_size=1)).split("\n", 1)[1]
-
-
 # ---- faults and bad input (issue 17) ---------------------------------------------------------------------------
 
 # A quick_test run that leaves every step key to quick_test (TINY_RUN sets several of them explicitly).
@@ -615,7 +608,7 @@ def test_quick_test_keeps_the_keys_the_user_set(tiny_workspace, tmp_path, python
     from kowhisper.train.checkpoints import checkpoint_step, list_checkpoints
 
     run_dir = tmp_path / "run"
-    result = run(quick_test_command(python_executable, tiny_workspace, run_dir, "save_steps=2", "save_total_limit=null"))
+    result = run(quick_test_command(python_executable, tiny_workspace, run_dir, "save_steps=2", "keep_other_checkpoints=null"))
     assert_succeeded(result)
     assert [checkpoint_step(checkpoint) for checkpoint in list_checkpoints(run_dir)] == [2, 4, 6, 8, 10]
     assert "save_steps=2 ->" not in result.stdout

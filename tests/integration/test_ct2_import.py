@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kowhisper.families.whisper import ct2_import
 from kowhisper.families.whisper.ct2_import import (
     MODEL_ALIAS,
     convert_ct2_whisper,
@@ -20,7 +21,6 @@ from kowhisper.families.whisper.ct2_import import (
     read_ct2_variables,
     resolve_ct2_source,
 )
-from kowhisper.families.whisper.family import ct2_import
 
 CLIP_TEXT = {
     "ko": ("ko+f3", "안녕하세요 오늘 날씨가 좋네요"),
@@ -84,17 +84,6 @@ def features(clips, processor) -> dict[str, np.ndarray]:
         assert rate == 16000
         result[language] = processor.feature_extractor(audio, sampling_rate=rate, return_tensors="np").input_features
     return result
-
-
-def test_ct2_dir_detection(tmp_path):
-    assert not is_ct2_model_dir(tmp_path)
-    (tmp_path / "config.json").write_text("{}")
-    assert not is_ct2_model_dir(tmp_path)
-    assert resolve_ct2_source(tmp_path, tmp_path / "scratch") is None
-    (tmp_path / "model.bin").write_bytes(b"")
-    assert is_ct2_model_dir(tmp_path)
-    assert resolve_ct2_source(tmp_path, tmp_path / "scratch") == tmp_path
-    assert resolve_ct2_source("openai/whisper-base", tmp_path / "scratch") is None
 
 
 @pytest.mark.real_model

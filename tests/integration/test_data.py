@@ -1,6 +1,7 @@
 """Data preparation on the bundled Korean sample and on deliberately broken rows, with the real whisper-base
 processor, real ffmpeg and real MP3s: sources, drops and their report, features, labels and resumability.
-Several sources in one workspace, leakage between them and damaged inputs are in test_sources.py."""
+Several sources in one workspace and leakage between them are in test_sources.py; damaged inputs, re-splitting a
+manifest and the checks made before any audio is read are in tests/unit/test_source_inputs.py."""
 
 from __future__ import annotations
 
@@ -21,13 +22,13 @@ import pytest
 from datasets import Audio, Dataset, Features, Value, load_from_disk
 
 from kowhisper.common.audio import SAMPLING_RATE, load_audio
+from kowhisper.common.files import partial_path
 from kowhisper.common.text import normalize_transcript
 from kowhisper.common.workspace import SPLITS, source_dir, source_report_path
-from kowhisper.config import PROJECT_ROOT, SAMPLE_DATA, dataset_sources, load_config
+from kowhisper.config import PROJECT_ROOT, SAMPLE_DATA, load_config
 from kowhisper.families.whisper.features import N_FRAMES, dataset_features, pad_features
 from kowhisper.online import prepare as prepare_module
 from kowhisper.online.prepare import DROP_REASONS, DataError, prepare_data
-from kowhisper.online.sources import load_source
 
 SAMPLE_RELEASE = SAMPLE_DATA / "ko"
 CV_HEADER = ["client_id", "path", "sentence", "up_votes", "down_votes", "locale"]
@@ -86,13 +87,6 @@ def dropped_rows(workspace: Path, source: str = "cv") -> list[dict]:
     folder = source_dir(workspace, source)
     files = read_report(workspace, source)["dropped_rows"]
     return [json.loads(line) for split in SPLITS for line in (folder / files[split]).read_text(encoding="utf-8").splitlines()]
-
-
-def load_one_source(*overrides: str):
-    """load_source for the flat keys' one source, the way prepare_data calls it."""
-    config = load_config(list(overrides))
-    config.cache_dir = str(cache_beside(config.workspace_dir))
-    return load_source(dataset_sources(config)[0], config)
 
 
 def file_states(folder: Path) -> dict[str, tuple[int, str]]:
@@ -353,7 +347,7 @@ def test_a_partial_or_altered_split_is_rebuilt(sample_workspace, tmp_path, capsy
     (source / "dev" / ".complete.json").unlink()
     arrow = sorted((source / "train").glob("*.arrow"))[0]
     arrow.write_bytes(arrow.read_bytes()[:1000])
-    leftover = source / ".test.tmp"
+    leftover = partial_path(source / "test")
     leftover.mkdir()
     test_before = file_states(source / "test")
 
@@ -432,36 +426,6 @@ def test_manifest_without_split_column_is_resplit_by_ratio(sample_workspace, pro
     from_files = {row["id"]: row for row in prepared(sample_workspace, "train")}
     for row in prepared(workspace, "train", "manifest"):
         assert {**row, "id": Path(row["id"]).name} == from_files[Path(row["id"]).name]
-
-
-def test_resplit_is_reproducible_and_follows_the_seed(tmp_path):
-    clips = [sample_clip("train", index) for index in range(20)]
-    manifest = tmp_path / "manifest.jsonl"
-    manifest.write_text("".join(json.dumps({"audio": str(clip), "text": "문장"}) + "\n" for clip in clips), encoding="utf-8")
-
-    def assignment(seed: int) -> list[list[str]]:
-        source = load_one_source(f"workspace={tmp_path}", "data_source=manifest", f"data_path={manifest}", f"split_seed={seed}")
-        return [list(source.splits[split]["id"]) for split in SPLITS]
-
-    first = assignment(7)
-    assert [len(ids) for ids in first] == [16, 2, 2]
-    assert sorted(sum(first, [])) == sorted(str(clip.with_suffix("")) for clip in clips)
-    assert assignment(7) == first
-    assert assignment(8) != first
-
-
-def test_manifest_split_values_must_name_the_configured_splits(tmp_path):
-    manifest = tmp_path / "manifest.jsonl"
-    rows = [{"audio": "a.mp3", "text": "가", "split": "train"}, {"audio": "b.mp3", "text": "나", "split": "validation"}]
-    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    with pytest.raises(DataError, match=r"'split' has split values .*validation: 1 rows"):
-        load_one_source(f"workspace={tmp_path}", "data_source=manifest", f"data_path={manifest}")
-
-
-def test_mdc_without_api_key_names_the_variable(tmp_path, monkeypatch):
-    monkeypatch.delenv("MDC_API_KEY", raising=False)
-    with pytest.raises(DataError, match="MDC_API_KEY"):
-        load_one_source(f"workspace={tmp_path}", "data_source=mdc", "data_path=common-voice-ko")
 
 
 def test_download_data_exits_zero_with_drops_and_prints_the_summary(broken_release, processor_dir, tmp_path):

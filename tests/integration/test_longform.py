@@ -1,6 +1,6 @@
-"""Long-form decoding's seek rule, whole-character text and the split for parallel workers, on the tiny random
-Whisper (its tokenizer and engine are whisper-base's): fast checks of the logic, whatever the model writes.
-Real speech through the real whisper-base is in tests/test_real_speech.py."""
+"""Long-form decoding's seek rule and whole-character text, on the tiny random Whisper (its tokenizer and engine are
+whisper-base's): fast checks of the logic, whatever the model writes. The split for parallel workers is in
+tests/unit/test_longform_planning.py; real speech through the real whisper-base in test_real_speech.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kowhisper.common.audio import SAMPLING_RATE
-from kowhisper.families.whisper.longform import FRAMES_PER_TIMESTAMP, Stream, add_window, plan_streams, read_window
+from kowhisper.families.whisper.longform import FRAMES_PER_TIMESTAMP, Stream, add_window, read_window
 
 WINDOW_FRAMES = 3000
 
@@ -105,26 +105,6 @@ def test_segment_times_stay_in_order_and_inside_the_audio(engine):
     window = read_window(engine, [t(5.0), *text_ids(engine, " 가"), t(3.0), t(3.0), *text_ids(engine, " 나"), t(29.0)], 2000)
     add_window(engine, stream, window, offset=0.0, stream_end=20.0)
     assert [(s.start, s.end) for s in stream.segments] == [(5.0, 5.0), (5.0, 20.0)]
-
-
-def test_recordings_are_split_at_their_quietest_moment_until_every_worker_has_one():
-    tone = 0.3 * np.sin(2 * np.pi * 220 * np.arange(SAMPLING_RATE * 150) / SAMPLING_RATE).astype(np.float32)
-    tone[int(71.0 * SAMPLING_RATE) : int(71.5 * SAMPLING_RATE)] = 0.0  # a pause near the middle
-
-    def spans(waveforms, workers):
-        return [(s.recording, s.seek, s.end) for s in plan_streams(waveforms, workers)]
-
-    assert spans([tone], 1) == [(0, 0, 15000)]
-    [(_, start, cut), (_, cut_again, end)] = spans([tone], 2)
-    assert start == 0 and end == 15000 and cut == cut_again and 7100 <= cut <= 7150
-    # Too short for two parts that each fill a window: decoded whole.
-    assert spans([tone[: 50 * SAMPLING_RATE]], 2) == [(0, 0, 5000)]
-    # A long recording beside a short one: the long one is split, recordings and parts stay in order.
-    short = tone[: 5 * SAMPLING_RATE]
-    assert [(r, s) for r, s, _ in spans([short, tone], 3)] == [(0, 0), (1, 0), (1, cut)]
-    assert len(spans([tone, tone], 2)) == 2
-    # Nothing to decode (every file of a batch unreadable or silent) is no stream, not an error.
-    assert spans([], 2) == []
 
 
 def test_long_audio_through_the_tiny_model_gives_ordered_segments_inside_the_audio(engine):

@@ -4,7 +4,8 @@ demo, --merge and --export-ct2; and the real whisper-base trained in full on a f
 
 The tiny random Whisper makes these runs take seconds; what they check is that every path finds and runs the full
 weights in <run>/model at the window they were trained with. The LoRA versions of the same paths are tested in
-test_train.py, test_inference.py and test_evaluate.py.
+test_train.py, test_inference.py and test_evaluate.py; the full mode's defaults and refusals, without a model, in
+tests/unit/test_train_settings.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 from test_inference import network_is_isolatable, reference_clips
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko"
 
 # The tiny run: three evaluations and three checkpoints in six steps. learning_rate 1e-3 so the random model moves far
@@ -46,51 +47,6 @@ def safetensors_of(folder: Path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(folder / "model.safetensors")
-
-
-# ---- without a model: config and defaults ------------------------------------------------------------------------
-
-
-def test_the_mode_decides_the_learning_rate_and_run_name_when_they_are_unset():
-    from kowhisper.config import load_config
-    from kowhisper.families.registry import family_named
-    from kowhisper.train.arguments import resolve_run_defaults
-
-    whisper, ctc = family_named("whisper"), family_named("ctc")
-
-    def resolved(family, *overrides):
-        config, notes = resolve_run_defaults(load_config(list(overrides)), family)
-        return config.finetune, config.learning_rate, config.run_name, notes
-
-    # LoRA stays as measured on real speech; full fine-tuning of Whisper gets a tenth of it; a CTC model's default
-    # mode is full, at seed 000's rate.
-    assert resolved(whisper)[:3] == ("lora", 1e-4, "whisper-lora")
-    mode, rate, name, notes = resolved(whisper, "finetune=full")
-    assert (mode, rate, name) == ("full", 1e-5, "whisper-full")
-    assert "learning_rate unset: 1e-05, the default for whisper with finetune=full" in notes
-    assert resolved(ctc)[:3] == ("full", 1e-4, "ctc-full")
-    # What the user sets is kept; ctc_finetune, finetune's old name, still works for a CTC model only.
-    assert resolved(whisper, "finetune=full", "learning_rate=3e-5", "run_name=mine")[:3] == ("full", 3e-5, "mine")
-    assert resolved(ctc, "ctc_finetune=lora")[:2] == ("lora", 1e-4)
-    assert resolved(whisper, "ctc_finetune=full")[0] == "lora"
-
-
-@pytest.mark.parametrize("overrides, named", [
-    (["finetune=full", "int8=true"], "INT8 weights (int8=true) cannot be trained"),
-    (["finetune=full", "ctc_finetune=lora"], "ctc_finetune is the old name of finetune"),
-    (["finetune=partial"], "finetune='partial' is not one of lora, full"),
-])
-def test_contradictory_fine_tuning_settings_are_refused_by_name(overrides, named):
-    from kowhisper.config import ConfigError, load_config
-
-    with pytest.raises(ConfigError, match=named.replace("(", r"\(").replace(")", r"\)")):
-        load_config(overrides)
-
-
-def test_help_config_says_ctc_finetune_is_deprecated(python_executable):
-    result = run([python_executable, "train_offline.py", "--help-config"])
-    help_text = result.stdout.split("\nctc_finetune\n", 1)[1].splitlines()[0]
-    assert "Deprecated" in help_text and "finetune" in help_text
 
 
 # ---- the model trains every weight ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko"
 JOINED_CLIPS = 11
 MAX_BLOCK_SECONDS = 15.0
@@ -59,8 +59,9 @@ def joined_test_clips(tmp_path_factory) -> Path:
 def across_a_window(tmp_path_factory) -> tuple[Path, list[str], float]:
     """(recording, its sentences, its seconds): at least 60 s of real test clips joined end to end, starting at the
     first clip that puts Whisper's 30 s window boundary well inside a sentence."""
+    from test_inference import write_wav
+
     from kowhisper.common.audio import SAMPLING_RATE, load_audio
-    from tests.test_inference import write_wav
 
     with open(REAL_SPEECH / "ko" / "test.tsv", encoding="utf-8", newline="") as handle:
         rows = [(REAL_SPEECH / "ko" / "clips" / row["path"], row["sentence"]) for row in csv.DictReader(handle, delimiter="\t")]
@@ -82,8 +83,9 @@ def across_a_window(tmp_path_factory) -> tuple[Path, list[str], float]:
 
 
 def test_a_long_recording_comes_back_whole_in_every_format(make_workspace, real_model_dir, across_a_window, python_executable):
+    from test_inference import parse_srt
+
     from bench.longform import score, sentence_coverage
-    from tests.test_inference import parse_srt
 
     recording, sentences, seconds = across_a_window
     workspace = make_workspace(real_model_dir, copy=False, data_path=str(REAL_SPEECH), max_samples=160)

@@ -12,7 +12,7 @@ import pytest
 from kowhisper.common.bootstrap import BootstrapSettings, compare_with_reference
 from kowhisper.common.text import error_rates, utterance_counts
 
-SENTENCES = Path(__file__).resolve().parents[1] / "sample_data" / "cv-corpus-ko-sample" / "ko" / "validated.tsv"
+SENTENCES = Path(__file__).resolve().parents[2] / "sample_data" / "cv-corpus-ko-sample" / "ko" / "validated.tsv"
 RATES = ("cer", "kocer_cer")
 
 

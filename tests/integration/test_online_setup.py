@@ -71,7 +71,7 @@ def test_verify_inside_a_copied_folder_under_no_network(workspace):
 
 def test_toolkit_copy_is_enough_to_run_the_offline_scripts(workspace):
     toolkit = workspace / "toolkit"
-    for name in ("config.py", "utils.py", "train_offline.py", "kowhisper/whisper/features.py", "requirements.txt"):
+    for name in ("config.py", "utils.py", "train_offline.py", "kowhisper/families/whisper/features.py", "requirements.txt"):
         assert (toolkit / name).is_file(), name
     result = subprocess.run([sys.executable, "run_online_setup.py", "--verify", "workspace=.."], cwd=toolkit,
                             capture_output=True, text=True, timeout=300)

@@ -15,7 +15,7 @@ import pytest
 from test_inference import PROJECT_ROOT, add_reciting_run, reference_clips, write_wav
 
 from kowhisper.common.audio import SAMPLING_RATE, load_audio
-from kowhisper.common.text import utterance_cer
+from kowhisper.common.text import error_rates
 from kowhisper.serve.demo import NOT_AUDIO, SILENT
 
 pytestmark = [pytest.mark.browser, pytest.mark.real_model]
@@ -137,7 +137,7 @@ def test_microphone_recording_shows_its_transcript(playwright, demo, tmp_path):
         transcript = page.locator("#transcript textarea").input_value()
     finally:
         browser.close()
-    assert utterance_cer(sentence, transcript) <= 0.2, f"recorded {sentence!r}, transcribed {transcript!r}"
+    assert error_rates([sentence], [transcript])["cer"] <= 0.2, f"recorded {sentence!r}, transcribed {transcript!r}"
 
 
 def test_recording_over_the_limit_gets_a_message(page, demo, tmp_path):

@@ -14,7 +14,7 @@ from kowhisper.common.workspace import split_dir
 from kowhisper.families.whisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
 from kowhisper.families.whisper.features import N_FRAMES, SpeechBatchCollator
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 FIT = EncoderWindow("fit", tail_frames=50, round_frames=100)
 
 
@@ -28,18 +28,6 @@ def train_rows(workspace: Path, count: int) -> list[dict]:
     from datasets import load_from_disk
 
     return list(load_from_disk(str(split_dir(workspace, "train"))).with_format("numpy").select(range(count)))
-
-
-def test_window_arithmetic():
-    assert EncoderWindow().frames_for(250) == N_FRAMES
-    assert FIT.frames_for(250) == 300  # 250 + 50 of tail
-    assert FIT.frames_for(251) == 400  # rounded up to the next 100
-    assert FIT.frames_for(2990) == N_FRAMES  # never past Whisper's own window
-    assert EncoderWindow("fit", 0, 2).frames_for(301) == 302  # always even: two frames per encoder position
-    with pytest.raises(ValueError, match="encoder_window='half'"):
-        EncoderWindow("half")
-    with pytest.raises(ValueError, match="round_frames=3"):
-        EncoderWindow("fit", 10, 3)
 
 
 def test_fit_at_3000_frames_is_exactly_the_unmodified_model(tiny_model_dir):
@@ -116,23 +104,3 @@ def test_a_run_remembers_its_window_and_evaluation_uses_it_unasked(make_workspac
     summary = json.loads((workspace / "evaluations" / "test" / "summary.json").read_text())
     windows = {model["label"]: model["settings"] for model in summary["models"]}
     assert windows == {"base": f"encoder window {EncoderWindow().describe()}", "fitted": f"encoder window {recorded.describe()}"}
-
-
-def test_auto_backend_follows_the_measurement_on_both_kinds_of_cpu(tmp_path, monkeypatch):
-    """backend=auto on a CPU is CTranslate2 int8 whether or not the CPU does bf16 natively: measured faster than
-    transformers bf16 on an AMX machine as well as faster than fp32 on an AVX2-only one (bench/RESULTS.md)."""
-    from kowhisper.common import cpu
-    from kowhisper.families.base import ModelSource
-    from kowhisper.families.whisper.engines import choose_engine
-
-    source = ModelSource("base", tmp_path, "base")
-    for flags, native in (("fpu sse avx avx2 fma", False), ("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", True)):
-        cpuinfo = tmp_path / f"cpuinfo-{native}"
-        cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n\n")
-        monkeypatch.setattr(cpu, "CPUINFO_PATH", cpuinfo)
-        assert cpu.cpu_has_native_bf16() is native
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-        assert choose_engine("auto", source) == "ct2"
-        assert choose_engine("hf", source) == "hf"
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        assert choose_engine("auto", source) == "hf", "on CUDA transformers runs in fp16"

@@ -1,8 +1,10 @@
 """The CTC family (kowhisper.families.ctc.family) with a small random wav2vec2, as no pretrained CTC model can be fetched here.
 
-The vocabulary builder and the frame geometry are checked against transformers' own numbers; the whole flow runs
-as a user runs it (online setup, training, kill -9 and resume, evaluation, inference to SRT, the demo), under
-`unshare -n` where the machine allows it; and a model trained on a handful of espeak clips must learn them.
+The vocabulary against the model and the frame geometry are checked against transformers' own numbers; the whole
+flow runs as a user runs it (online setup, training, kill -9 and resume, evaluation, inference to SRT, the demo),
+under `unshare -n` where the machine allows it; and a model trained on a handful of espeak clips must learn them.
+The tiny wav2vec2 (tiny_ctc_model_dir) is tests/integration/conftest.py's; the vocabulary builder without a model
+is in tests/unit/test_ctc_vocabulary.py.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import os
 import signal
 import subprocess
 import time
-import unicodedata
 import urllib.request
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 from test_inference import network_is_isolatable, write_wav
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_CLIPS = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample" / "ko" / "clips"
 
 
@@ -36,51 +37,6 @@ def run(command: list[str], timeout: float = 600) -> subprocess.CompletedProcess
 
 
 # ---- vocabulary -----------------------------------------------------------------------------------------------
-
-
-def test_vocabulary_is_the_same_for_nfc_and_nfd_text_and_spells_syllables():
-    from kowhisper.families.ctc.vocabulary import PAD, UNK, WORD_DELIMITER, CharacterRules, build_vocabulary
-
-    text = "한국어 음성 인식"
-    rules = CharacterRules()
-    composed = build_vocabulary([text], rules)
-    decomposed = build_vocabulary([unicodedata.normalize("NFD", text)], rules)
-    assert composed == decomposed
-    assert [composed[PAD], composed[UNK], composed[WORD_DELIMITER]] == [0, 1, 2]
-    assert set(composed) - {PAD, UNK, WORD_DELIMITER} == set(text.replace(" ", ""))
-
-
-def test_latin_digits_and_punctuation_follow_the_config():
-    from kowhisper.families.ctc.vocabulary import CharacterRules, build_vocabulary
-
-    text = "LG 5G폰, 3월에 나와요!"
-    default = CharacterRules()
-    assert default.label_text(text) == "lg 5g폰 3월에 나와요"
-    assert {"l", "g", "5", "3"} <= set(build_vocabulary([text], default)) and "," not in build_vocabulary([text], default)
-    dropped = CharacterRules(latin_digits="drop")
-    assert dropped.label_text(text) == "폰 월에 나와요"
-    assert not {"l", "g", "5", "3"} & set(build_vocabulary([text], dropped))
-    kept = CharacterRules(punctuation="keep")
-    assert {",", "!"} <= set(build_vocabulary([text], kept))
-
-
-def test_unseen_characters_become_unk_and_are_reported(tmp_path):
-    from kowhisper.families.ctc.storage import CTCClipEncoder, FrameGeometry, save_vocabulary
-    from kowhisper.families.ctc.vocabulary import CharacterRules, build_vocabulary, coverage
-
-    rules = CharacterRules()
-    train = ["大韓民國 만세", "ㅋㅋ 좋아요"]
-    vocabulary = build_vocabulary(train, rules)
-    assert "大" not in vocabulary and "ㅋ" not in vocabulary
-    report = coverage(train, vocabulary, rules)
-    assert report.unknown == {"大": 1, "韓": 1, "民": 1, "國": 1, "ㅋ": 2}
-    assert "become [UNK]" in report.describe() and "'ㅋ' x2" in report.describe()
-    from transformers import Wav2Vec2Config
-
-    tokenizer = save_vocabulary(vocabulary, tmp_path, rules)
-    encoder = CTCClipEncoder(tokenizer, _extractor(), FrameGeometry.from_config(Wav2Vec2Config()), rules)
-    labels, _, _ = encoder.encode_text("만세 萬歲")
-    assert tokenizer.convert_ids_to_tokens(labels) == ["만", "세", "|", "[UNK]", "[UNK]"]
 
 
 def _extractor():
@@ -134,24 +90,7 @@ def test_frame_counts_match_the_model_and_short_clips_are_dropped(tiny_ctc_model
     assert reason is None and stored["input_length"] == 16_000 and stored["audio"].dtype == np.int16
 
 
-def test_long_audio_chunks_keep_every_sample_once():
-    from kowhisper.families.ctc.recognizer import plan_chunks
-
-    for samples in (16_000 * 5, 16_000 * 20, 16_000 * 20 + 1, 16_000 * 61 + 7):
-        chunks = plan_chunks(0, samples)
-        assert chunks[0].keep_start == 0 and chunks[-1].keep_end == samples and chunks[-1].end == samples
-        assert all(a.keep_end == b.keep_start for a, b in zip(chunks, chunks[1:]))
-        assert all(c.start <= c.keep_start < c.keep_end <= c.end and c.end - c.start <= 16_000 * 20 for c in chunks)
-
-
 # ---- the whole flow -----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_ctc_model_dir(tmp_path_factory) -> Path:
-    from kowhisper.testing import random_wav2vec2
-
-    return random_wav2vec2(tmp_path_factory.mktemp("tiny-wav2vec2") / "model")
 
 
 @pytest.fixture(scope="module")
@@ -313,28 +252,6 @@ def test_ctranslate2_export_of_a_ctc_model_is_refused_clearly(ctc_workspace, tra
     result = subprocess.run([python_executable, "inference.py", f"workspace={ctc_workspace}", f"adapter={trained_run}", "--export-ct2"],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "CTranslate2 export is for Whisper models" in result.stderr
-
-
-def test_a_model_that_is_neither_whisper_nor_ctc_is_refused(tmp_path):
-    from kowhisper.families.base import ModelError
-    from kowhisper.families.registry import family_for_base_source
-
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}), encoding="utf-8")
-    with pytest.raises(ModelError, match="neither Whisper nor a CTC model"):
-        family_for_base_source(str(tmp_path))
-
-
-def test_stages_are_refused_by_the_shared_code_for_a_family_whose_model_has_no_parts():
-    import dataclasses
-
-    from kowhisper.config import TrainingStage, load_config
-    from kowhisper.families.registry import family_named
-    from kowhisper.train.arguments import TrainingSetupError, stage_plan
-
-    config = dataclasses.replace(load_config(["learning_rate=1e-4"]), stages=[TrainingStage("head", "decoder", 2)])
-    with pytest.raises(TrainingSetupError, match="a ctc model has no parts to train in turn. Leave stages empty"):
-        stage_plan(config, family_named("ctc"))
-    assert stage_plan(config, family_named("whisper")).total_steps == 2
 
 
 # ---- learning -------------------------------------------------------------------------------------------------------

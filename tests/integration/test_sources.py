@@ -1,7 +1,7 @@
 """Several sources in one workspace: each prepared, resumed, reported and manifested on its own, leakage between
-them counted, format-1 workspaces still readable. And inputs that are damaged or point where they should not
-(a tarball cut short, a bad parquet or Arrow file, malformed TSV/CSV/JSONL, a path leaving its folder), each
-named in a DataError rather than a traceback. Real espeak-ng speech, real ffmpeg, the tiny Whisper's processor."""
+them counted; and a tarball cut short, named by download_data.py rather than a traceback. Real espeak-ng speech,
+real ffmpeg, the tiny Whisper's processor. Other damaged or misplaced inputs (a bad parquet or Arrow file, malformed
+TSV/CSV/JSONL, a path leaving its folder) are read without a model in tests/unit/test_source_inputs.py."""
 
 from __future__ import annotations
 
@@ -13,26 +13,20 @@ import json
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
-from datasets import Dataset
 
-from kowhisper.common.files import atomic_write_json
 from kowhisper.common.workspace import (
     WorkspaceError,
     WorkspaceSource,
-    load_manifest,
     split_dir,
     verify_workspace,
     workspace_sources,
-    write_manifest,
 )
-from kowhisper.config import PROJECT_ROOT, SAMPLE_DATA, Config, dataset_sources, load_config
-from kowhisper.online.prepare import DataError
+from kowhisper.config import PROJECT_ROOT, SAMPLE_DATA, load_config
 from kowhisper.online.setup import build_workspace, summary_text
-from kowhisper.online.sources import load_source
+from tests.sample_files import cut_short, sample_tarball
 
 SAMPLE_RELEASE = SAMPLE_DATA / "ko"
 
@@ -195,66 +189,7 @@ def test_a_source_taken_out_of_the_config_is_left_alone_and_unlisted(two_sources
     assert result.ok and "data/extra/report.json" in result.unexpected
 
 
-def format_1_workspace(make_workspace, model_dir: Path) -> Path:
-    """The layout before several sources: data/<split> and data/report.json, a manifest of format 1 without sources."""
-    workspace = make_workspace(model_dir)
-    data = workspace / "data"
-    for name in ("train", "dev", "test", "report.json"):
-        (data / "cv" / name).rename(data / name)
-    (data / "cv").rmdir()
-    manifest = load_manifest(workspace)
-    written = write_manifest(workspace, manifest["config"], manifest["splits"], sources=manifest["sources"])
-    format_1 = {key: value for key, value in written.items() if key not in ("sources", "leakage")}
-    atomic_write_json(workspace / "manifest.json", {**format_1, "format_version": 1})
-    return workspace
-
-
-def test_a_format_1_workspace_still_verifies_and_loads_for_training(make_workspace, tiny_model_dir):
-    from kowhisper.train.data import load_splits
-
-    workspace = format_1_workspace(make_workspace, tiny_model_dir)
-    data = workspace / "data"
-
-    assert load_manifest(workspace)["format_version"] == 1
-    assert verify_workspace(workspace).ok
-    assert workspace_sources(workspace) == [WorkspaceSource("cv", 1.0, workspace.resolve() / "data")]
-    assert split_dir(workspace, "train") == workspace.resolve() / "data" / "train"
-    counts = load_splits(workspace, Config(workspace=str(workspace))).counts
-    assert (counts["train"], counts["dev"], counts["test"]) == (40, 10, 10)
-
-    flip_a_byte(sorted((data / "dev").glob("*.arrow"))[0])
-    assert [name.split("/")[:2] for name in verify_workspace(workspace).altered] == [["data", "dev"]]
-
-
-def test_running_the_setup_again_makes_a_format_1_workspace_format_2(make_workspace, tiny_model_dir):
-    workspace = format_1_workspace(make_workspace, tiny_model_dir)
-    manifest, printed = build(workspace, tiny_model_dir)
-    assert manifest["format_version"] == 2 and [source["dir"] for source in manifest["sources"]] == ["data/cv"]
-    for name in ("train", "dev", "test", "report.json"):
-        assert f"data/{name}: left from a format-1 workspace" in printed
-        assert (workspace / "data" / name).exists()
-    assert not [name for name in manifest["files"] if name.startswith(("data/train/", "data/dev/", "data/test/"))]
-    assert verify_workspace(workspace).ok
-
-
 # ---- damaged and misplaced inputs ----------------------------------------------------------------------------
-
-
-def source_rows(workspace: Path, **keys):
-    """load_source for one source given by flat keys, as prepare_data calls it."""
-    config = load_config([f"workspace={workspace}", f"cache_dir={workspace}-cache", *(f"{key}={value}" for key, value in keys.items())])
-    return load_source(dataset_sources(config)[0], config)
-
-
-def sample_tarball(path: Path, mode: str) -> Path:
-    with tarfile.open(path, mode) as archive:
-        archive.add(SAMPLE_DATA, arcname="cv-corpus-ko-sample")
-    return path
-
-
-def cut_short(path: Path, keep: float = 0.5) -> Path:
-    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
-    return path
 
 
 def test_a_truncated_tarball_is_named_by_the_script_not_a_traceback(tiny_model_dir, tmp_path):
@@ -268,88 +203,3 @@ def test_a_truncated_tarball_is_named_by_the_script_not_a_traceback(tiny_model_d
     assert f"source 'cv': {tarball} is damaged or incomplete (EOFError: Compressed file ended" in result.stderr
     assert "download it again" in result.stderr
     assert not list((tmp_path / "cache" / "cv").iterdir()), "a half extraction must not stay behind"
-
-
-def test_a_truncated_plain_tar_is_named(tmp_path):
-    tarball = cut_short(sample_tarball(tmp_path / "cv-corpus-ko.tar", "w"), keep=0.3)
-    with pytest.raises(DataError, match=rf"{tarball} is damaged or incomplete \(ReadError: .*download it again"):
-        source_rows(tmp_path / "ws", data_path=tarball)
-
-
-def hf_parquet_dir(root: Path) -> Path:
-    root.mkdir()
-    for split in ("train", "test"):
-        Dataset.from_dict({"audio": ["a.wav", "b.wav"], "text": ["가", "나"]}).to_parquet(str(root / f"{split}.parquet"))
-    return root
-
-
-def test_a_cut_short_parquet_file_is_named(tmp_path):
-    folder = hf_parquet_dir(tmp_path / "parquet")
-    cut_short(folder / "test.parquet")
-    with pytest.raises(DataError, match=rf"{folder / 'test.parquet'} is damaged or incomplete .*download or export it again"):
-        source_rows(tmp_path / "ws", data_source="hf", data_path=folder)
-
-
-def test_a_cut_short_arrow_file_of_a_saved_dataset_is_named(tmp_path):
-    folder = tmp_path / "saved"
-    Dataset.from_dict({"audio": ["a.wav"] * 50, "text": ["가나다라"] * 50}).save_to_disk(str(folder))
-    [arrow] = folder.glob("*.arrow")
-    cut_short(arrow)
-    with pytest.raises(DataError, match=rf"{arrow} is damaged or incomplete"):
-        source_rows(tmp_path / "ws", data_source="hf", data_path=folder)
-
-
-def cv_release(root: Path, lines: list[str]) -> Path:
-    release = root / "ko"
-    (release / "clips").mkdir(parents=True)
-    (release / "train.tsv").write_text("client_id\tpath\tsentence\tup_votes\n" + "".join(line + "\n" for line in lines), encoding="utf-8")
-    return release
-
-
-def test_a_common_voice_tsv_that_is_not_text_is_named(tmp_path):
-    release = cv_release(tmp_path / "cv", [])
-    (release / "dev.tsv").write_bytes(b"client_id\tpath\tsentence\n\xff\xfe\x00garbage\n")
-    with pytest.raises(DataError, match=rf"{release / 'dev.tsv'} is not UTF-8 text .*download or export it again"):
-        source_rows(tmp_path / "ws", data_path=tmp_path / "cv")
-
-
-def test_a_common_voice_tsv_cut_mid_line_is_named(tmp_path):
-    release = cv_release(tmp_path / "cv", ["c1\ta.mp3\t첫 문장입니다.\t2", "c2\tb.mp3\t둘째 문"])
-    with pytest.raises(DataError, match=rf"{release / 'train.tsv'} line 3 has fewer columns than its header: the file is cut short"):
-        source_rows(tmp_path / "ws", data_path=tmp_path / "cv")
-
-
-def test_a_common_voice_row_leaving_the_clips_folder_is_refused(tmp_path):
-    release = cv_release(tmp_path / "cv", ["c1\t../../secret.mp3\t문장입니다.\t2"])
-    with pytest.raises(DataError, match=rf"{release / 'train.tsv'} line 2: the audio path '\.\./\.\./secret\.mp3' leads outside"):
-        source_rows(tmp_path / "ws", data_path=tmp_path / "cv")
-
-
-@pytest.mark.parametrize(
-    "name, content, message",
-    [
-        ("bad.csv", f"audio,text\na.wav,가\nb.wav,{'나' * 140_000}\n".encode(),
-         r"is not a well-formed CSV manifest at line 3 \(field larger than field limit"),
-        ("bad.jsonl", '{"audio": "a.wav", "text": "가"}\n["b.wav", "나"]\n'.encode(), r"line 2 is a JSON list, not an object of columns"),
-        ("bad.jsonl", '{"audio": "a.wav", "text": "가"}\n{"audio": "b.wav", "te\n'.encode(), r"line 2 is not JSON \(.*\): fix it"),
-        ("bad.tsv", "audio\ttext\na.wav\t가\n".encode("utf-16"), r"is not UTF-8 text"),
-        ("outside.csv", "audio,text\nclips/a.wav,가\n../elsewhere/b.wav,나\n".encode(),
-         r"line 3: the audio path '\.\./elsewhere/b\.wav' leads outside .*give an absolute path if that file is really meant"),
-    ],
-    ids=["csv-field-too-large", "jsonl-not-object", "jsonl-not-json", "tsv-not-utf8", "row-outside-folder"],
-)
-def test_a_malformed_manifest_is_named(tmp_path, name, content, message):
-    manifest = tmp_path / "corpus" / name
-    manifest.parent.mkdir()
-    manifest.write_bytes(content)
-    with pytest.raises(DataError, match=rf"{manifest}.*{message}"):
-        source_rows(tmp_path / "ws", data_source="manifest", data_path=manifest)
-
-
-def test_an_absolute_manifest_path_outside_its_folder_is_the_users_choice(tmp_path):
-    clip = sorted((SAMPLE_RELEASE / "clips").glob("*.mp3"))[0]
-    manifest = tmp_path / "corpus" / "manifest.csv"
-    manifest.parent.mkdir()
-    manifest.write_text(f"audio,text,split\n{clip},가,train\n{clip},나,dev\n{clip},다,test\n", encoding="utf-8")
-    rows = source_rows(tmp_path / "ws", data_source="manifest", data_path=manifest)
-    assert [rows.splits[split]["audio"] for split in ("train", "dev", "test")] == [[str(clip)]] * 3

@@ -3,7 +3,7 @@ the real whisper-base through the long-form decoder inference.py uses, scored as
 deletion share, base beside a fine-tuned adapter, with a paired interval over the recordings.
 
 The recordings are real test clips of ../shared/data/ko-real-speech (CC BY-NC-SA 4.0, read from there, never
-copied) joined end to end with ffmpeg, as tests/test_real_speech.py joins them; skipped cleanly where that folder
+copied) joined end to end with ffmpeg, as tests/integration/test_real_speech.py joins them; skipped cleanly where that folder
 is absent.
 """
 
@@ -19,7 +19,7 @@ import pytest
 from test_evaluate import scale_lora_b
 from test_inference import add_reciting_run
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko"
 JOINED_CLIPS = 11
 # The second recording holds the audio of only the first clips but the transcript of all of them: what the

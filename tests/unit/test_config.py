@@ -1,11 +1,10 @@
-"""The config interface users and scripts rely on: defaults < YAML < key=value, clear errors, --print-config."""
+"""The config interface users and scripts rely on: defaults < YAML < key=value, clear errors. What the scripts print
+(--print-config, a bad key without a traceback) is in tests/integration/test_config_cli.py."""
 
-import subprocess
-import sys
 
 import pytest
 
-from kowhisper.config import PROJECT_ROOT, ConfigError, load_config
+from kowhisper.config import PROJECT_ROOT, ConfigError, build_parser, dataset_sources, load_config, parse_config
 
 SEED_001 = {
     "model_name_or_path": "openai/whisper-small",
@@ -26,7 +25,7 @@ SEED_001 = {
 }
 
 
-# Where the defaults depart from seed 001, measured on real Korean speech (README, "Defaults and why").
+# Where the defaults depart from seed 001, measured on real Korean speech (docs/training.md, "Defaults and why").
 MEASURED_DEFAULTS = {"learning_rate": 1e-4, "num_train_epochs": 4, "warmup_steps": 10}
 
 
@@ -37,13 +36,13 @@ def test_seed_001_values_are_one_config_file_away():
 
 
 def test_defaults_are_seed_001_except_what_real_speech_changed():
-    from kowhisper.families.registry import family_named
+    from kowhisper.families.whisper.family import WHISPER
     from kowhisper.train.arguments import resolve_run_defaults
 
     # learning_rate is left unset and filled in per fine-tuning mode when training starts; Whisper's default, LoRA,
     # gets the measured rate.
     assert load_config().learning_rate is None
-    config, _ = resolve_run_defaults(load_config(), family_named("whisper"))
+    config, _ = resolve_run_defaults(load_config(), WHISPER)
     for key, value in {**SEED_001, **MEASURED_DEFAULTS}.items():
         assert getattr(config, key) == value, key
 
@@ -80,44 +79,18 @@ def test_missing_config_file_is_named(tmp_path):
         load_config([], tmp_path / "nope.yaml")
 
 
-def run_script(*args):
-    return subprocess.run([sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
-
-
-def test_print_config_shows_the_merged_values_and_exits():
-    result = run_script("download_model.py", "--print-config", "lora_r=12", "workspace=/tmp/elsewhere")
-    assert result.returncode == 0, result.stderr
-    assert "lora_r: 12" in result.stdout
-    assert "workspace: /tmp/elsewhere" in result.stdout
-
-
-def test_unknown_key_fails_with_a_message_not_a_traceback():
-    result = run_script("download_model.py", "lora_rank=8")
-    assert result.returncode == 2
-    assert "lora_rank" in result.stderr and "Traceback" not in result.stderr
-
-
 # A 12-entry list of full module names: well over the 255 bytes a file name may have, which is what once made
 # parse_config's "is this argument an existing file?" check crash every script with ENAMETOOLONG.
 LONG_TARGETS = [f"model.encoder.layers.{index}.self_attn.q_proj" for index in range(12)]
 LONG_ARGUMENT = f"target_modules=[{','.join(LONG_TARGETS)}]"
 ISSUE_REGEX = r".*encoder.*\.(q_proj|v_proj)"  # as the issue wrote it; it also matches the decoder's encoder_attn
-ENCODER_QV = r".*encoder\.layers.*\.(q_proj|v_proj)"
 
 
 def test_a_key_value_longer_than_a_file_name_is_an_override():
-    from kowhisper.config import build_parser, parse_config
-
     assert len(LONG_ARGUMENT) > 255
     config, args = parse_config(build_parser("test"), [LONG_ARGUMENT, "lora_r=4"])
     assert config.target_modules == LONG_TARGETS and config.lora_r == 4
     assert args.paths == []
-
-
-def test_scripts_take_a_long_key_value_without_a_traceback():
-    result = run_script("download_model.py", "--print-config", LONG_ARGUMENT)
-    assert result.returncode == 0, result.stderr
-    assert "model.encoder.layers.11.self_attn.q_proj" in result.stdout
 
 
 def test_target_modules_takes_one_regex_as_peft_does(tmp_path):
@@ -129,32 +102,13 @@ def test_target_modules_takes_one_regex_as_peft_does(tmp_path):
         load_config(["target_modules=(q_proj"])
 
 
-def test_a_regex_target_reaches_lora_unchanged(tiny_model_dir, tmp_path):
-    """The training model gets adapters exactly where peft matches the regex against full module names: here the
-    encoder's q/v, not the decoder's (whose cross-attention, encoder_attn, a looser '.*encoder.*' would catch)."""
-    from kowhisper.families.registry import family_of
-    from kowhisper.train.precision import choose_precision
-
-    workspace = tmp_path / "ws"
-    workspace.mkdir()
-    (workspace / "model").symlink_to(tiny_model_dir)
-    config = load_config([f"workspace={workspace}", f"target_modules={ENCODER_QV}"])
-    model = family_of(workspace / "model").load_trainable_model(workspace, config, choose_precision(config))
-    adapted = sorted(name.removeprefix("base_model.model.model.") for name, module in model.named_modules() if hasattr(module, "lora_A"))
-    assert adapted == [f"encoder.layers.{layer}.self_attn.{proj}" for layer in (0, 1) for proj in ("q_proj", "v_proj")]
-
-
 def test_flat_keys_are_one_source_named_after_data_source():
-    from kowhisper.config import dataset_sources
-
     [source] = dataset_sources(load_config(["data_source=manifest", "data_path=/corpus/list.csv", "max_samples=9"]))
     assert (source.name, source.data_source, source.data_path, source.max_samples, source.weight) == (
         "manifest", "manifest", "/corpus/list.csv", 9, 1.0)
 
 
 def test_dataset_entries_inherit_the_flat_keys_they_do_not_set(tmp_path):
-    from kowhisper.config import dataset_sources
-
     config_file = tmp_path / "sources.yaml"
     config_file.write_text("max_samples: 100\nsplit_seed: 7\ndatasets:\n"
                            "  - {name: cv, data_path: /cv.tar.gz}\n"
@@ -169,7 +123,6 @@ def test_dataset_entries_inherit_the_flat_keys_they_do_not_set(tmp_path):
     "datasets, message",
     [("[{data_path: /x}]", "datasets\\[0\\].name"),
      ("[{name: Common Voice}]", "name='Common Voice' must be lower-case letters"),
-     ("[{name: train}]", "name='train' is reserved"),
      ("[{name: cv}, {name: cv, data_source: hf}]", "the name cv is used twice"),
      ("[{name: cv, weight: -1}]", "cv has weight=-1.0"),
      ("[{name: cv, weight: 0}]", "every weight is 0"),
