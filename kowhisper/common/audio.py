@@ -15,6 +15,12 @@ import numpy as np
 import soxr
 
 SAMPLING_RATE = 16_000
+# Headerless PCM (KsponSpeech's .pcm): 16-bit little-endian mono samples, the rate stated by the user (pcm_sample_rate).
+PCM_SUFFIX = ".pcm"
+PCM_SAMPLE_BYTES = 2
+# KsponSpeech's official eval files end in one stray byte (their byte counts are odd; dropping the last byte gives the
+# right samples). Any other odd-sized .pcm is taken as cut short.
+_TRAILING_BYTE_ALLOWED = re.compile(r"KsponSpeech_E\d+\.pcm")
 
 
 class AudioError(ValueError):
@@ -25,8 +31,11 @@ class AudioError(ValueError):
         self.kind = kind
 
 
-def load_audio(source: str | Path | bytes, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
-    """Decode a file (or its bytes) to mono float32 at `sampling_rate`. Raises AudioError, never crashes."""
+def load_audio(source: str | Path | bytes, sampling_rate: int = SAMPLING_RATE, pcm_sample_rate: int = SAMPLING_RATE) -> np.ndarray:
+    """Decode a file (or its bytes) to mono float32 at `sampling_rate`. A .pcm file is headerless 16-bit little-endian
+    mono at `pcm_sample_rate`. Raises AudioError, never crashes."""
+    if isinstance(source, (str, Path)) and Path(source).suffix.lower() == PCM_SUFFIX:
+        return resample(load_pcm(Path(source)), pcm_sample_rate, sampling_rate)
     # Here, not at the top: torchcodec loads torch (1-2 s), and kowhisper.common stays importable without it.
     from torchcodec.decoders import AudioDecoder
 
@@ -47,6 +56,20 @@ def load_audio(source: str | Path | bytes, sampling_rate: int = SAMPLING_RATE) -
     if waveform.size == 0:
         raise AudioError("empty_audio", "audio decodes to zero samples")
     return waveform
+
+
+def load_pcm(path: Path) -> np.ndarray:
+    """The samples of a headerless 16-bit little-endian mono PCM file as float32 in [-1, 1], read straight from the
+    file (no FFmpeg, no intermediate WAV). Raises AudioError for a missing, empty or cut-short file."""
+    if not path.is_file():
+        raise AudioError("missing", f"missing audio file: {path}")
+    size = path.stat().st_size
+    if size % PCM_SAMPLE_BYTES and not _TRAILING_BYTE_ALLOWED.fullmatch(path.name):
+        raise AudioError("undecodable", f"{path.name} has an odd number of bytes ({size:,}) for 16-bit PCM: cut short? Copy it again")
+    samples = np.fromfile(path, dtype="<i2", count=size // PCM_SAMPLE_BYTES)
+    if samples.size == 0:
+        raise AudioError("empty_audio", f"empty audio file: {path}")
+    return samples.astype(np.float32) / 32768.0
 
 
 def resample(waveform: np.ndarray, orig_sr: int, target_sr: int = SAMPLING_RATE) -> np.ndarray:

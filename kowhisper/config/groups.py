@@ -15,6 +15,7 @@ name of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, fields
@@ -32,7 +33,9 @@ from kowhisper.families.whisper.options import WhisperOptions
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DATA = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample"
 
-DATA_SOURCES = ("cv", "mdc", "hf", "manifest")
+DATA_SOURCES = ("cv", "mdc", "hf", "manifest", "kspon")
+KSPON_NOTATIONS = ("spelling", "pronunciation")
+KEEP_OR_DROP = ("keep", "drop")
 OUTPUT_FORMATS = ("txt", "json", "srt")
 BACKENDS = ("auto", "hf", "ct2")
 METRICS = ("cer", "wer", "cer_nospace", "kocer_cer", "loss")
@@ -58,7 +61,7 @@ class DatasetSource:
         "'_' and '-'; unique in the list.",
         MISSING,
     )
-    data_source: str = _inherited("cv, mdc, hf or manifest, as data_source.", "data_source")
+    data_source: str = _inherited("cv, mdc, hf, manifest or kspon, as data_source.", "data_source")
     data_path: str = _inherited("As data_path.", "data_path")
     hf_config_name: str | None = _inherited("As hf_config_name.", "hf_config_name")
     audio_column: str = _inherited("As audio_column.", "audio_column")
@@ -71,6 +74,8 @@ class DatasetSource:
     split_ratios: list[float] = _inherited("As split_ratios.", "split_ratios")
     split_seed: int = _inherited("As split_seed.", "split_seed")
     max_samples: int | None = _inherited("As max_samples; null here means every row even when the flat key caps.", "max_samples")
+    kspon_notation: str = _inherited("As kspon_notation.", "kspon_notation")
+    kspon_unintelligible: str = _inherited("As kspon_unintelligible.", "kspon_unintelligible")
     weight: float = _help(
         "Share of training samples drawn from this source, before the weights are normalised to sum to 1. 0: held "
         "out (prepared and evaluated, never trained on; only its test split must have rows).",
@@ -130,12 +135,15 @@ class DataGroup(KeyGroup):
     data_source: str = _help(
         "Where the speech comes from: 'cv' (a Common Voice release directory or .tar.gz), 'mdc' (download that "
         "release with the Mozilla Data Collective client, key in MDC_API_KEY), 'hf' (a datasets dataset: Hub id "
-        "or local parquet/arrow directory) or 'manifest' (a CSV/TSV/JSONL of audio path and text).",
+        "or local parquet/arrow directory), 'manifest' (a CSV/TSV/JSONL of audio path and text) or 'kspon' (KsponSpeech as "
+        "AI Hub ships it: headerless .pcm, CP949 transcripts, the KsponSpeech_scripts .trn lists; tests on eval_clean, "
+        "with eval_other beside it as the held-out source <name>-other).",
         "cv",
     )
     data_path: str = _help(
         "For cv: the release directory or tarball (default: the bundled sample). For mdc: the Data Collective "
-        "dataset id. For hf: the Hub id or local directory. For manifest: the file.",
+        "dataset id. For hf: the Hub id or local directory. For manifest: the file. For kspon: the folder the AI Hub "
+        "download was unzipped into (KsponSpeech_01 ... KsponSpeech_05, KsponSpeech_eval, KsponSpeech_scripts).",
         str(SAMPLE_DATA),
     )
     hf_config_name: str | None = _help("For hf: the dataset configuration name, if it has several.", None)
@@ -149,6 +157,22 @@ class DataGroup(KeyGroup):
     split_ratios: list[float] = _help("train/dev/test ratios for re-splitting (seed 000 used 80/10/10).", factory=lambda: [0.8, 0.1, 0.1])
     split_seed: int = _help("Seed of the re-split shuffle, so a re-split is reproducible.", 42)
     max_samples: int | None = _help("Cap every split at this many rows (before dropping bad rows). Unset: all.", None)
+    kspon_notation: str = _help(
+        "For kspon: which side of KsponSpeech's dual transcriptions '(70%)/(칠 십 퍼센트)' the labels keep: 'spelling' "
+        "(70%), as ESPnet and Lhotse do and as Whisper writes numbers, or 'pronunciation' (칠 십 퍼센트), KoSpeech's "
+        "default. kocer scores either against the other, so CER and kocer CER tell how much the choice moves a score.",
+        "spelling",
+    )
+    kspon_unintelligible: str = _help(
+        "For kspon: 'drop' the utterances whose transcript marks unintelligible speech (u/), whose label lacks words "
+        "the audio has (dropped by reason 'unintelligible', counted in report.json), or 'keep' them with the mark removed.",
+        "drop",
+    )
+    pcm_sample_rate: int = _help(
+        "Sample rate of headerless .pcm files (16-bit little-endian mono, as KsponSpeech ships), wherever audio is read: "
+        "preparation, evaluation, inference and the demo.",
+        16000,
+    )
     max_duration_s: float = _help("Drop clips longer than this; Whisper sees 30 s windows.", 30.0)
     num_proc: int = _help("Worker processes for decoding audio and extracting features.", 2)
     language_abbr: str = _help("Language code: the Common Voice locale and Whisper's language token.", "ko")
@@ -469,6 +493,8 @@ def _check_source_keys(keys: DataGroup | DatasetSource, where: str = "") -> None
         raise ConfigError(f"{where}split_ratios must be three non-negative numbers (train, dev, test), got {ratios}")
     if keys.max_samples is not None and keys.max_samples < 1:
         raise ConfigError(f"{where}max_samples must be at least 1 or unset, got {keys.max_samples}")
+    check_choice(f"{where}kspon_notation", keys.kspon_notation, KSPON_NOTATIONS)
+    check_choice(f"{where}kspon_unintelligible", keys.kspon_unintelligible, KEEP_OR_DROP)
 
 
 # Bytes the toolkit may add below a folder it is given: <run>/checkpoint-<step>/tensorboard/events.out.tfevents.<time>.
@@ -545,6 +571,15 @@ def _checked_target_modules(value):
 def dataset_sources(config: DataGroup) -> list[DatasetSource]:
     """The workspace's sources: config.datasets, or, when that is empty, the flat keys as one source named after
     data_source. Every caller selects data through this, never through the flat keys."""
-    if config.datasets:
-        return list(config.datasets)
-    return [DatasetSource(name=config.data_source, **{key: getattr(config, key) for key in SOURCE_KEYS})]
+    sources = list(config.datasets) or [DatasetSource(name=config.data_source, **{key: getattr(config, key) for key in SOURCE_KEYS})]
+    return [expanded for source in sources for expanded in _with_kspon_eval_sets(source)]
+
+
+def _with_kspon_eval_sets(source: DatasetSource) -> list[DatasetSource]:
+    """A kspon source whose test_split is left at the generic 'test' tests on eval_clean, and a held-out source
+    <name>-other beside it tests on eval_other, so evaluation scores the two side by side. A kspon source that names its
+    test_split (eval_clean or eval_other) is taken as it is."""
+    if source.data_source != "kspon" or source.test_split != "test":
+        return [source]
+    other = dataclasses.replace(source, name=f"{source.name}-other", train_split="", dev_split="", test_split="eval_other", weight=0.0)
+    return [dataclasses.replace(source, test_split="eval_clean"), other]

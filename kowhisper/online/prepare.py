@@ -42,7 +42,7 @@ from kowhisper.config import SOURCE_KEYS, Config, DataGroup, DatasetSource, Mode
 from kowhisper.families.base import ModelError, StorageError
 from kowhisper.families.registry import family_of
 from kowhisper.online.leakage import count_leakage
-from kowhisper.online.sources import DataError, SourceRows, check_source, load_source, rows_dir
+from kowhisper.online.sources import DROP_DETAILS, DataError, SourceRows, check_source, load_source, rows_dir
 from kowhisper.online.split_writer import SplitWriter
 
 # Bump when the same inputs would now give different stored rows, so old splits are rebuilt, not trusted.
@@ -52,7 +52,7 @@ PREPARED_FORMAT_VERSION = 3
 STAMP_NAME = ".complete.json"
 DROPPED_NAME = "dropped.jsonl"
 # Every family's reasons, so reports of any workspace have the same columns.
-DROP_REASONS = ("missing", "empty_audio", "undecodable", "empty_text", "too_long", "too_short", "labels_too_long")
+DROP_REASONS = ("missing", "empty_audio", "undecodable", "empty_text", "too_long", "too_short", "labels_too_long", *DROP_DETAILS)
 # Rows per task sent to a worker: large enough that pickling and queueing cost little beside decoding,
 # small enough that the progress bar moves and few hf audio bytes are held in flight.
 CHUNK_ROWS = 16
@@ -137,7 +137,7 @@ def _prepare(config: Config, loaded: dict[str, SourceRows]) -> PreparedData:
         encoder = family_of(model_folder).clip_encoder(model_folder, config, train_texts)
     except (ModelError, StorageError) as error:
         raise DataError(str(error)) from None
-    pipeline = RowPipeline(encoder, config.max_duration_s)
+    pipeline = RowPipeline(encoder, config.max_duration_s, config.pcm_sample_rate)
     with Workers(pipeline, config.num_proc) as workers:
         prepared = [_prepare_source(workspace, source, loaded[source.name], pipeline, workers) for source in sources]
 
@@ -181,6 +181,7 @@ def _prepare_source(workspace: Path, source, rows: SourceRows, pipeline: RowPipe
     report = {
         "source": {"name": source.name, **keys, "description": rows.description},
         "notes": rows.notes,
+        **rows.counts,
         "splits": summary,
         "dropped_rows": {split: f"{split}/{DROPPED_NAME}" for split in SPLITS},
     }
@@ -236,17 +237,23 @@ class RowPipeline:
     """Turns a source row into a stored row or a drop record: text and audio checks every family shares, then the
     family's `encoder` (ModelFamily.clip_encoder) for labels and features. Built once, inherited by every worker."""
 
-    def __init__(self, encoder, max_duration_s: float):
+    def __init__(self, encoder, max_duration_s: float, pcm_sample_rate: int = SAMPLING_RATE):
         self.encoder = encoder
         self.max_duration_s = max_duration_s
-        self.identity = _hash_json({"format": PREPARED_FORMAT_VERSION, "encoder": type(encoder).__name__,
-                                    "settings": encoder.identity, "max_duration_s": max_duration_s})
+        self.pcm_sample_rate = pcm_sample_rate
+        settings = {"format": PREPARED_FORMAT_VERSION, "encoder": type(encoder).__name__, "settings": encoder.identity,
+                    "max_duration_s": max_duration_s}
+        if pcm_sample_rate != SAMPLING_RATE:  # named only when it matters, so splits prepared before the key stay valid
+            settings["pcm_sample_rate"] = pcm_sample_rate
+        self.identity = _hash_json(settings)
 
     def features(self):
         return self.encoder.features()
 
     def __call__(self, row: dict) -> tuple[dict | None, dict | None]:
         """(stored row, None) or (None, drop record). Text is checked first: it costs nothing beside decoding."""
+        if row.get("drop"):  # the loader judged the row unusable before decoding (sources.DROP_DETAILS)
+            return None, self._drop(row, row["drop"], DROP_DETAILS.get(row["drop"], row["drop"]))
         text = normalize_transcript(row["text"])
         if not text:
             return None, self._drop(row, "empty_text", "transcript is empty after normalisation")
@@ -254,7 +261,7 @@ class RowPipeline:
         if labels is None:
             return None, self._drop(row, reason, detail)
         try:
-            waveform = _decode(row["audio"])
+            waveform = _decode(row["audio"], self.pcm_sample_rate)
         except AudioError as error:
             return None, self._drop(row, error.kind, str(error))
         duration = len(waveform) / SAMPLING_RATE
@@ -270,10 +277,10 @@ class RowPipeline:
         return {"id": row["id"], "file": _audio_name(row["audio"]), "reason": reason, "detail": detail}
 
 
-def _decode(audio):
+def _decode(audio, pcm_sample_rate: int):
     if isinstance(audio, dict):  # datasets' undecoded Audio: embedded bytes, else a local file
-        return load_audio(audio["bytes"] if audio.get("bytes") else audio.get("path") or b"")
-    return load_audio(audio)
+        return load_audio(audio["bytes"] if audio.get("bytes") else audio.get("path") or b"", pcm_sample_rate=pcm_sample_rate)
+    return load_audio(audio, pcm_sample_rate=pcm_sample_rate)
 
 
 def _audio_name(audio) -> str:

@@ -17,6 +17,11 @@ DataError naming the file and what to do, never a traceback.
     mdc       the same release, downloaded with the Mozilla Data Collective client
     hf        a datasets dataset: a Hub id, or a local directory of parquet/arrow files or of save_to_disk
     manifest  a CSV/TSV/JSONL of audio path and transcript, with an optional split column
+    kspon     KsponSpeech as AI Hub ships it: headerless .pcm, CP949 or UTF-8 transcripts with the corpus's marks, and
+              the official split lists (KsponSpeech_scripts/*.trn) where present (kowhisper.online.kspon)
+
+A loader may judge a row unusable before it is decoded (a KsponSpeech utterance marked unintelligible): it names the
+reason in the row's `drop` column, and preparation drops the row by that reason like any other, listed and counted.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import posixpath
 import shutil
 import tarfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -44,10 +50,17 @@ from datasets.arrow_writer import ArrowWriter
 from kowhisper.common.files import PARTIAL_SUFFIX, partial_path
 from kowhisper.common.workspace import SPLITS
 from kowhisper.config import Config, DatasetSource, OnlineGroup
+from kowhisper.online.kspon import EVAL_SETS as KSPON_EVAL_SETS
+from kowhisper.online.kspon import MARKS as KSPON_MARKS
+from kowhisper.online.kspon import SPLITS as KSPON_SPLITS
+from kowhisper.online.kspon import KsponError, KsponLayout, clean_transcript, find_layout, iter_folder, iter_split
 
 _TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _CV_SPLIT_FILES = ("train", "dev", "test")
-ROW_FEATURES = Features({"id": Value("string"), "text": Value("string"), "audio": Value("string")})
+ROW_FEATURES = Features({"id": Value("string"), "text": Value("string"), "audio": Value("string"), "drop": Value("string")})
+# What a loader's drop reasons mean, for the drop records.
+DROP_DETAILS = {"unintelligible": "the transcript marks unintelligible speech (u/), so the label lacks words the audio has; "
+                                  "kspon_unintelligible=keep keeps such rows"}
 # What a damaged or cut-short tarball raises besides tarfile's own ReadError: EOFError from the gzip, bzip2
 # and xz decoders at a truncation, zlib.error and LZMAError for a damaged stream, BadGzipFile for a bad header.
 _DAMAGED_ARCHIVE_ERRORS = (tarfile.ReadError, tarfile.CompressionError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
@@ -64,6 +77,7 @@ class SourceRows:
     # The content of audio not named by a file path (hf bytes), as datasets' fingerprints of the source splits.
     identity: str = ""
     notes: list[str] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)  # what the loader counted while reading (KsponSpeech's marks), for report.json
 
 
 @dataclass
@@ -72,6 +86,7 @@ class _Loaded:
     description: str
     has_splits: bool = True  # False: one pool of rows that must be split by ratio
     identity: str = ""
+    counts: dict = field(default_factory=dict)
 
 
 def check_source(source) -> None:
@@ -79,7 +94,9 @@ def check_source(source) -> None:
     kind its data_source takes, a tarball opens as one, the files of a local dataset are whole, an API key is set.
     Raises DataError. load_source checks the same; the online setup calls this first for every source, so a wrong
     path stops it before anything is downloaded or converted."""
-    {"cv": _check_cv_input, "mdc": _check_mdc_key, "hf": _check_hf_input, "manifest": _check_manifest_input}[source.data_source](source)
+    checks = {"cv": _check_cv_input, "mdc": _check_mdc_key, "hf": _check_hf_input, "manifest": _check_manifest_input,
+              "kspon": _check_kspon_input}
+    checks[source.data_source](source)
 
 
 def _exists(path: Path) -> bool:
@@ -103,11 +120,11 @@ def load_source(source: DatasetSource, config: Config) -> SourceRows:
     if cache == config.workspace_dir or config.workspace_dir in cache.parents:
         raise DataError(f"cache_dir {cache} lies inside the workspace {config.workspace_dir}, which must hold only what is "
                         "copied to the offline box; choose a cache_dir outside it")
-    loaders = {"cv": _load_cv, "mdc": _load_mdc, "hf": _load_hf, "manifest": _load_manifest}
+    loaders = {"cv": _load_cv, "mdc": _load_mdc, "hf": _load_hf, "manifest": _load_manifest, "kspon": _load_kspon}
     loaded = loaders[source.data_source](source, _SourceContext(cache, rows_dir(config), config.language_abbr))
     splits, notes = assign_splits(loaded, source)
     splits = {name: cap_rows(rows, source.max_samples, source.split_seed) for name, rows in splits.items()}
-    return SourceRows(splits=splits, description=loaded.description, identity=loaded.identity, notes=notes)
+    return SourceRows(splits=splits, description=loaded.description, identity=loaded.identity, notes=notes, counts=loaded.counts)
 
 
 @dataclass
@@ -132,6 +149,10 @@ def assign_splits(loaded: _Loaded, source) -> tuple[dict[str, Dataset], list[str
 
     names = {"train": source.train_split, "dev": source.dev_split, "test": source.test_split}
     available = ", ".join(sorted(loaded.splits)) or "none"
+    if not names["train"] and source.weight == 0 and names["test"] in loaded.splits:
+        # A held-out test set alone (KsponSpeech's eval_other as <name>-other): nothing to train on or carve from.
+        test = loaded.splits[names["test"]]
+        return {"train": test.select([]), "dev": test.select([]), "test": test}, []
     if names["train"] not in loaded.splits:
         raise DataError(
             f"{loaded.description} has no split {names['train']!r} (train_split); it has: {available}. "
@@ -185,8 +206,8 @@ class _RowFiles:
             self.writers[split] = ArrowWriter(features=ROW_FEATURES, path=str(self._path(split, PARTIAL_SUFFIX)))
         return self.writers[split]
 
-    def add(self, split: str, row_id: str, text: str, audio: str) -> None:
-        self.open(split).write({"id": row_id, "text": text, "audio": audio})
+    def add(self, split: str, row_id: str, text: str, audio: str, drop: str = "") -> None:
+        self.open(split).write({"id": row_id, "text": text, "audio": audio, "drop": drop})
 
     def finish(self) -> dict[str, Dataset]:
         splits = {}
@@ -581,3 +602,58 @@ def _jsonl_records(manifest: Path):
                         "JSONL manifest; export it again") from None
     except OSError as error:
         raise DataError(f"cannot read {manifest}: {error.strerror or error}") from None
+
+
+# ---- kspon: KsponSpeech as AI Hub ships it ------------------------------------------------------------------------
+
+
+def _check_kspon_input(source) -> KsponLayout:
+    root = Path(source.data_path).expanduser()
+    if not (_exists(root) and root.is_dir()):
+        raise DataError(f"KsponSpeech folder not found: {root} (data_path): give the folder the AI Hub download was unzipped into")
+    try:
+        return find_layout(root)
+    except KsponError as error:
+        raise DataError(str(error)) from None
+
+
+def _load_kspon(source, context: _SourceContext) -> _Loaded:
+    """The splits the source names, from the official .trn lists; without them, every training folder as one pool (dev
+    is then carved from it) and the eval folders as they are. Transcripts are cleaned of the corpus's marks as
+    kspon_notation and kspon_unintelligible say, and what was met is counted for the report."""
+    layout = _check_kspon_input(source)
+    rows = _row_files(source, context)
+    wanted = [name for name in dict.fromkeys((source.train_split, source.dev_split, source.test_split)) if name]
+    unknown = [name for name in wanted if name not in KSPON_SPLITS]
+    if unknown:
+        raise DataError(f"KsponSpeech has the splits {', '.join(KSPON_SPLITS)}; {', '.join(map(repr, unknown))} is not one of "
+                        "them (train_split, dev_split, test_split)")
+    marks: Counter = Counter()
+    utterances: Counter = Counter()
+    unintelligible = 0
+    try:
+        for split in wanted:
+            if split in layout.scripts:
+                read = iter_split(layout, split)
+            elif split in KSPON_EVAL_SETS:
+                read = iter_folder(layout, folders=[split])
+            elif split == "train":
+                read = iter_folder(layout, folders=list(layout.parts))
+            else:
+                continue  # dev without the .trn lists is carved from train by split_ratios
+            for row_id, pcm, raw in read:
+                cleaned = clean_transcript(raw, source.kspon_notation)
+                marks.update(cleaned.marks)
+                utterances[split] += 1
+                drop = ""
+                if cleaned.unintelligible:
+                    unintelligible += 1
+                    drop = "unintelligible" if source.kspon_unintelligible == "drop" else ""
+                rows.add(split, row_id, cleaned.text, str(pcm), drop)
+    except KsponError as error:
+        raise DataError(str(error)) from None
+    where = "; ".join(f"{split} from {f'{split}.trn' if split in layout.scripts else 'its folders'}" for split in wanted)
+    counts = {"kspon": {"notation": source.kspon_notation, "unintelligible": source.kspon_unintelligible,
+                        "utterances": dict(utterances), "with_unintelligible_mark": unintelligible,
+                        "marks": {mark: marks[mark] for mark in KSPON_MARKS if marks[mark]}}}
+    return _Loaded(rows.finish(), f"KsponSpeech {layout.root.resolve()} ({where})", counts=counts)

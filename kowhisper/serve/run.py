@@ -70,5 +70,5 @@ def main(argv=None) -> int:
         launch_demo(recognizer, source.label, config)
         return 0
     return transcribe_to_outputs(recognizer, args.paths, output_format=config.output_format, transcripts_dir=config.transcripts_dir,
-                                 batch_size=config.per_device_eval_batch_size)
+                                 batch_size=config.per_device_eval_batch_size, pcm_sample_rate=config.pcm_sample_rate)
 

@@ -23,7 +23,8 @@ from kowhisper.common.files import atomic_write_text
 from kowhisper.common.transcript import Transcript, is_silent
 from kowhisper.families.base import Recognizer
 
-AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".webm", ".mp4", ".mkv", ".aiff", ".aif", ".amr"}
+AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".webm", ".mp4", ".mkv", ".aiff", ".aif", ".amr",
+                  ".pcm"}  # headerless 16-bit PCM at pcm_sample_rate
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
 # Audio held in memory at once when many files are given: 16 minutes (about 60 MB); windows of these files are batched.
 SAMPLES_IN_FLIGHT = 16 * 60 * SAMPLING_RATE
@@ -55,8 +56,8 @@ def collect_audio_paths(items: Iterable[str]) -> tuple[list[Path], list[str]]:
     return paths, problems
 
 
-def transcribe_files(recognizer: Recognizer, paths: list[Path], *, batch_size: int,
-                     progress: bool = True) -> Iterator[tuple[Path, Transcript | None, str | None]]:
+def transcribe_files(recognizer: Recognizer, paths: list[Path], *, batch_size: int, progress: bool = True,
+                     pcm_sample_rate: int = SAMPLING_RATE) -> Iterator[tuple[Path, Transcript | None, str | None]]:
     """Per file, in order: (path, transcript, None); (path, None, problem) for a file that cannot be read, which is
     skipped; or (path, empty transcript, note) for a file that holds only silence, which the model never sees (it
     would only make up words). A silent recording is a valid recording, so it gets its transcript."""
@@ -75,7 +76,7 @@ def transcribe_files(recognizer: Recognizer, paths: list[Path], *, batch_size: i
     with tqdm(total=0, desc="transcribing", unit="s", disable=not progress, file=sys.stderr) as bar:
         for path in paths:
             try:
-                waveform = load_audio(path)
+                waveform = load_audio(path, pcm_sample_rate=pcm_sample_rate)
             except AudioError as error:
                 held.append((path, None, str(error), None))
                 continue
@@ -129,7 +130,7 @@ def output_path(directory: Path, audio: Path, output_format: str, taken: set[Pat
 
 
 def transcribe_to_outputs(recognizer: Recognizer, items: list[str], *, output_format: str, transcripts_dir: str | None,
-                          batch_size: int, progress: bool = True) -> int:
+                          batch_size: int, progress: bool = True, pcm_sample_rate: int = SAMPLING_RATE) -> int:
     """The CLI: transcribe what `items` name, print or write each transcript as soon as it is done, report
     skipped files and silent ones (whose transcript is empty) on stderr. Returns the exit status: 0 if every file was
     transcribed, silent ones included, 1 if any could not be read."""
@@ -144,7 +145,8 @@ def transcribe_to_outputs(recognizer: Recognizer, items: list[str], *, output_fo
     done, silent, skipped = 0, 0, len(problems)
     # JSON goes out one object per line, so several files still make valid JSON Lines; text gets headers.
     headers = directory is None and len(paths) > 1 and output_format != "json"
-    for path, transcript, problem in transcribe_files(recognizer, paths, batch_size=batch_size, progress=progress):
+    for path, transcript, problem in transcribe_files(recognizer, paths, batch_size=batch_size, progress=progress,
+                                                         pcm_sample_rate=pcm_sample_rate):
         if transcript is None:
             print(f"skipped {path}: {problem}", file=sys.stderr)
             skipped += 1
