@@ -24,18 +24,26 @@ _TRAILING_BYTE_ALLOWED = re.compile(r"KsponSpeech_E\d+\.pcm")
 
 
 class AudioError(ValueError):
-    """Audio that cannot be used. `kind` is 'missing', 'empty_audio' or 'undecodable'; the message says more."""
+    """Audio that cannot be used. `kind` is 'missing', 'empty_audio', 'undecodable' or 'out_of_range' (a segment past the
+    recording's end); the message says more."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind
 
 
-def load_audio(source: str | Path | bytes, sampling_rate: int = SAMPLING_RATE, pcm_sample_rate: int = SAMPLING_RATE) -> np.ndarray:
+def load_audio(source: str | Path | bytes, sampling_rate: int = SAMPLING_RATE, pcm_sample_rate: int = SAMPLING_RATE,
+               start: float | None = None, end: float | None = None) -> np.ndarray:
     """Decode a file (or its bytes) to mono float32 at `sampling_rate`. A .pcm file is headerless 16-bit little-endian
-    mono at `pcm_sample_rate`. Raises AudioError, never crashes."""
+    mono at `pcm_sample_rate`. With `start` and `end` (seconds), only that stretch: FFmpeg seeks to it, so a segment of
+    a long recording costs its own length, not the recording's. Raises AudioError, never crashes."""
     if isinstance(source, (str, Path)) and Path(source).suffix.lower() == PCM_SUFFIX:
-        return resample(load_pcm(Path(source)), pcm_sample_rate, sampling_rate)
+        samples = load_pcm(Path(source))
+        if start is not None:
+            first, last = round(start * pcm_sample_rate), round(end * pcm_sample_rate)
+            _check_range(start, end, len(samples) / pcm_sample_rate)
+            samples = samples[first:last]
+        return resample(samples, pcm_sample_rate, sampling_rate)
     # Here, not at the top: torchcodec loads torch (1-2 s), and kowhisper.common stays importable without it.
     from torchcodec.decoders import AudioDecoder
 
@@ -49,13 +57,30 @@ def load_audio(source: str | Path | bytes, sampling_rate: int = SAMPLING_RATE, p
     elif not source:
         raise AudioError("empty_audio", "empty audio bytes")
     try:
-        samples = AudioDecoder(source, sample_rate=sampling_rate, num_channels=1).get_all_samples()
+        decoder = AudioDecoder(source, sample_rate=sampling_rate, num_channels=1)
+        if start is not None and decoder.metadata.duration_seconds is not None:  # from the header: no decoding needed
+            _check_range(start, end, decoder.metadata.duration_seconds)
+        samples = decoder.get_all_samples() if start is None else decoder.get_samples_played_in_range(start, end)
+    except AudioError:
+        raise
     except Exception as error:  # torchcodec raises RuntimeError/ValueError subclasses depending on the failure
         raise AudioError("undecodable", f"undecodable audio: {_in_users_terms(error, source)}") from None
     waveform = samples.data.numpy()[0].astype(np.float32, copy=False)
+    if start is not None:
+        # FFmpeg returns what there is; a segment that ends well after the recording's end is a wrong time, not audio.
+        _check_range(start, end, start + len(waveform) / sampling_rate)
     if waveform.size == 0:
         raise AudioError("empty_audio", "audio decodes to zero samples")
     return waveform
+
+
+# A segment may end this far past the decoded audio: the last frame's rounding, not a wrong time.
+RANGE_TOLERANCE_S = 0.05
+
+
+def _check_range(start: float, end: float, available_until: float) -> None:
+    if end > available_until + RANGE_TOLERANCE_S:
+        raise AudioError("out_of_range", f"segment {start:.2f}-{end:.2f} s ends after the recording ({available_until:.2f} s)")
 
 
 def load_pcm(path: Path) -> np.ndarray:

@@ -33,7 +33,7 @@ from kowhisper.families.whisper.options import WhisperOptions
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DATA = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample"
 
-DATA_SOURCES = ("cv", "mdc", "hf", "manifest", "kspon")
+DATA_SOURCES = ("cv", "mdc", "hf", "manifest", "kspon", "segments")
 KSPON_NOTATIONS = ("spelling", "pronunciation")
 KEEP_OR_DROP = ("keep", "drop")
 OUTPUT_FORMATS = ("txt", "json", "srt")
@@ -61,12 +61,15 @@ class DatasetSource:
         "'_' and '-'; unique in the list.",
         MISSING,
     )
-    data_source: str = _inherited("cv, mdc, hf, manifest or kspon, as data_source.", "data_source")
+    data_source: str = _inherited("cv, mdc, hf, manifest, kspon or segments, as data_source.", "data_source")
     data_path: str = _inherited("As data_path.", "data_path")
     hf_config_name: str | None = _inherited("As hf_config_name.", "hf_config_name")
     audio_column: str = _inherited("As audio_column.", "audio_column")
     text_column: str = _inherited("As text_column.", "text_column")
     split_column: str = _inherited("As split_column.", "split_column")
+    start_column: str = _inherited("As start_column.", "start_column")
+    end_column: str = _inherited("As end_column.", "end_column")
+    segments_field: str = _inherited("As segments_field.", "segments_field")
     train_split: str = _inherited("As train_split.", "train_split")
     dev_split: str = _inherited("As dev_split.", "dev_split")
     test_split: str = _inherited("As test_split.", "test_split")
@@ -137,7 +140,9 @@ class DataGroup(KeyGroup):
         "release with the Mozilla Data Collective client, key in MDC_API_KEY), 'hf' (a datasets dataset: Hub id "
         "or local parquet/arrow directory), 'manifest' (a CSV/TSV/JSONL of audio path and text) or 'kspon' (KsponSpeech as "
         "AI Hub ships it: headerless .pcm, CP949 transcripts, the KsponSpeech_scripts .trn lists; tests on eval_clean, "
-        "with eval_other beside it as the held-out source <name>-other).",
+        "with eval_other beside it as the held-out source <name>-other) or 'segments' (long recordings with the start, end "
+        "and text of each utterance: a CSV/TSV/JSONL of audio,start,end,text, or a folder of one JSON file per recording; "
+        "each segment becomes a row, cut when prepared).",
         "cv",
     )
     data_path: str = _help(
@@ -149,7 +154,14 @@ class DataGroup(KeyGroup):
     hf_config_name: str | None = _help("For hf: the dataset configuration name, if it has several.", None)
     audio_column: str = _help("For hf and manifest: the column holding audio (hf) or the audio file path (manifest).", "audio")
     text_column: str = _help("For hf and manifest: the column holding the transcript.", "text")
-    split_column: str = _help("For manifest: the column naming each row's split; rows are re-split by ratio if absent.", "split")
+    split_column: str = _help("For manifest and segments: the column naming each row's split; rows are re-split by ratio if absent.",
+                              "split")
+    start_column: str = _help("For segments: the column (or JSON field) holding a segment's start, in seconds.", "start")
+    end_column: str = _help("For segments: the column (or JSON field) holding a segment's end, in seconds.", "end")
+    segments_field: str = _help(
+        "For segments given as one JSON file per recording: the field holding its list of segments (each with start_column, "
+        "end_column and text_column); audio_column names the recording, relative to data_path. A dotted path reaches "
+        "into nested objects, e.g. 'utterance' or 'dialogs.utterances'.", "segments")
     train_split: str = _help("Source split used for training (Common Voice: train.tsv; Zeroth: train).", "train")
     dev_split: str = _help("Source split used for evaluation while training (Common Voice: dev.tsv). Empty: carve it from train.", "dev")
     test_split: str = _help("Source split used for final evaluation. Empty: carve it from train.", "test")

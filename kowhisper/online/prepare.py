@@ -52,7 +52,8 @@ PREPARED_FORMAT_VERSION = 3
 STAMP_NAME = ".complete.json"
 DROPPED_NAME = "dropped.jsonl"
 # Every family's reasons, so reports of any workspace have the same columns.
-DROP_REASONS = ("missing", "empty_audio", "undecodable", "empty_text", "too_long", "too_short", "labels_too_long", *DROP_DETAILS)
+DROP_REASONS = ("missing", "empty_audio", "undecodable", "out_of_range", "empty_text", "too_long", "too_short", "labels_too_long",
+                *DROP_DETAILS)
 # Rows per task sent to a worker: large enough that pickling and queueing cost little beside decoding,
 # small enough that the progress bar moves and few hf audio bytes are held in flight.
 CHUNK_ROWS = 16
@@ -261,7 +262,7 @@ class RowPipeline:
         if labels is None:
             return None, self._drop(row, reason, detail)
         try:
-            waveform = _decode(row["audio"], self.pcm_sample_rate)
+            waveform = _decode(row["audio"], self.pcm_sample_rate, row.get("start"), row.get("end"))
         except AudioError as error:
             return None, self._drop(row, error.kind, str(error))
         duration = len(waveform) / SAMPLING_RATE
@@ -277,10 +278,10 @@ class RowPipeline:
         return {"id": row["id"], "file": _audio_name(row["audio"]), "reason": reason, "detail": detail}
 
 
-def _decode(audio, pcm_sample_rate: int):
+def _decode(audio, pcm_sample_rate: int, start: float | None = None, end: float | None = None):
     if isinstance(audio, dict):  # datasets' undecoded Audio: embedded bytes, else a local file
         return load_audio(audio["bytes"] if audio.get("bytes") else audio.get("path") or b"", pcm_sample_rate=pcm_sample_rate)
-    return load_audio(audio, pcm_sample_rate=pcm_sample_rate)
+    return load_audio(audio, pcm_sample_rate=pcm_sample_rate, start=start, end=end)
 
 
 def _audio_name(audio) -> str:

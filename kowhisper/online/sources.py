@@ -19,6 +19,9 @@ DataError naming the file and what to do, never a traceback.
     manifest  a CSV/TSV/JSONL of audio path and transcript, with an optional split column
     kspon     KsponSpeech as AI Hub ships it: headerless .pcm, CP949 or UTF-8 transcripts with the corpus's marks, and
               the official split lists (KsponSpeech_scripts/*.trn) where present (kowhisper.online.kspon)
+    segments  long recordings with the times and text of each utterance: a CSV/TSV/JSONL of audio,start,end,text, or a
+              folder of one JSON file per recording holding its list of segments; a segment's row names its recording
+              and its times, and preparation decodes only that stretch
 
 A loader may judge a row unusable before it is decoded (a KsponSpeech utterance marked unintelligible): it names the
 reason in the row's `drop` column, and preparation drops the row by that reason like any other, listed and counted.
@@ -57,10 +60,13 @@ from kowhisper.online.kspon import KsponError, KsponLayout, clean_transcript, fi
 
 _TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _CV_SPLIT_FILES = ("train", "dev", "test")
-ROW_FEATURES = Features({"id": Value("string"), "text": Value("string"), "audio": Value("string"), "drop": Value("string")})
+ROW_FEATURES = Features({"id": Value("string"), "text": Value("string"), "audio": Value("string"), "drop": Value("string"),
+                         "start": Value("float64"), "end": Value("float64")})  # start, end: a segment's seconds; null: all
 # What a loader's drop reasons mean, for the drop records.
 DROP_DETAILS = {"unintelligible": "the transcript marks unintelligible speech (u/), so the label lacks words the audio has; "
-                                  "kspon_unintelligible=keep keeps such rows"}
+                                  "kspon_unintelligible=keep keeps such rows",
+                "overlap": "the segment overlaps another of the same recording, so its audio holds speech its text lacks",
+                "bad_times": "the segment's start is negative or not before its end"}
 # What a damaged or cut-short tarball raises besides tarfile's own ReadError: EOFError from the gzip, bzip2
 # and xz decoders at a truncation, zlib.error and LZMAError for a damaged stream, BadGzipFile for a bad header.
 _DAMAGED_ARCHIVE_ERRORS = (tarfile.ReadError, tarfile.CompressionError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
@@ -87,6 +93,7 @@ class _Loaded:
     has_splits: bool = True  # False: one pool of rows that must be split by ratio
     identity: str = ""
     counts: dict = field(default_factory=dict)
+    grouped: bool = False  # True: rows of one recording (same audio) stay in one split when split by ratio
 
 
 def check_source(source) -> None:
@@ -95,7 +102,7 @@ def check_source(source) -> None:
     Raises DataError. load_source checks the same; the online setup calls this first for every source, so a wrong
     path stops it before anything is downloaded or converted."""
     checks = {"cv": _check_cv_input, "mdc": _check_mdc_key, "hf": _check_hf_input, "manifest": _check_manifest_input,
-              "kspon": _check_kspon_input}
+              "kspon": _check_kspon_input, "segments": _check_segments_input}
     checks[source.data_source](source)
 
 
@@ -120,7 +127,8 @@ def load_source(source: DatasetSource, config: Config) -> SourceRows:
     if cache == config.workspace_dir or config.workspace_dir in cache.parents:
         raise DataError(f"cache_dir {cache} lies inside the workspace {config.workspace_dir}, which must hold only what is "
                         "copied to the offline box; choose a cache_dir outside it")
-    loaders = {"cv": _load_cv, "mdc": _load_mdc, "hf": _load_hf, "manifest": _load_manifest, "kspon": _load_kspon}
+    loaders = {"cv": _load_cv, "mdc": _load_mdc, "hf": _load_hf, "manifest": _load_manifest, "kspon": _load_kspon,
+               "segments": _load_segments}
     loaded = loaders[source.data_source](source, _SourceContext(cache, rows_dir(config), config.language_abbr))
     splits, notes = assign_splits(loaded, source)
     splits = {name: cap_rows(rows, source.max_samples, source.split_seed) for name, rows in splits.items()}
@@ -145,7 +153,7 @@ def assign_splits(loaded: _Loaded, source) -> tuple[dict[str, Dataset], list[str
         pool = _concatenate(list(loaded.splits.values()))
         why = "resplit=true" if source.resplit else "the source has no splits"
         note = f"{why}: re-split {len(pool)} rows by split_ratios {source.split_ratios} (seed {source.split_seed})"
-        return split_by_ratio(pool, ratios, source.split_seed), [note]
+        return split_by_ratio(pool, ratios, source.split_seed, _groups(pool, loaded)), [note]
 
     names = {"train": source.train_split, "dev": source.dev_split, "test": source.test_split}
     available = ", ".join(sorted(loaded.splits)) or "none"
@@ -166,12 +174,32 @@ def assign_splits(loaded: _Loaded, source) -> tuple[dict[str, Dataset], list[str
     for split in missing:
         reason = f"the source has no split {names[split]!r} (it has: {available})" if names[split] else f"{split}_split is empty"
         notes.append(f"{reason}: carving {split} from train by split_ratios (seed {source.split_seed})")
-    carved = split_by_ratio(assigned["train"], {split: ratios[split] for split in ["train", *missing]}, source.split_seed)
+    carved = split_by_ratio(assigned["train"], {split: ratios[split] for split in ["train", *missing]}, source.split_seed,
+                            _groups(assigned["train"], loaded))
     return {**assigned, **carved}, notes
 
 
-def split_by_ratio(rows: Dataset, ratios: dict[str, float], seed: int) -> dict[str, Dataset]:
-    """Shuffle with `seed` and cut into consecutive parts sized by `ratios` (which need not sum to 1)."""
+def _groups(rows: Dataset, loaded: _Loaded) -> list[str] | None:
+    return list(rows["audio"]) if loaded.grouped else None
+
+
+def split_by_ratio(rows: Dataset, ratios: dict[str, float], seed: int, groups: list[str] | None = None) -> dict[str, Dataset]:
+    """Shuffle with `seed` and cut into consecutive parts sized by `ratios` (which need not sum to 1). With `groups` (a
+    key per row), whole groups are shuffled and a group never straddles two parts: the segments of one recording stay
+    together, so no test segment shares a recording (and its speaker and room) with a training one."""
+    if groups is not None:
+        members: dict[str, list[int]] = {}
+        for index, group in enumerate(groups):
+            members.setdefault(group, []).append(index)
+        shuffled = [members[key] for key in np.random.default_rng(seed).permutation(list(members))]
+        order = np.array([index for group in shuffled for index in group], dtype=np.int64)
+        # Cut only between groups: each bound moves to the group boundary nearest to it.
+        ends = np.concatenate([[0], np.cumsum([len(group) for group in shuffled])])
+        weights = np.array(list(ratios.values()), dtype=float)
+        targets = np.cumsum(weights) / weights.sum() * len(rows)
+        bounds = [int(ends[np.abs(ends - target).argmin()]) for target in targets[:-1]] + [len(rows)]
+        starts = [0, *bounds[:-1]]
+        return {name: rows.select(order[start:end]) for name, start, end in zip(ratios, starts, bounds)}
     order = np.random.default_rng(seed).permutation(len(rows))
     weights = np.array(list(ratios.values()), dtype=float)
     bounds = np.floor(np.cumsum(weights) / weights.sum() * len(rows) + 1e-9).astype(int)
@@ -206,8 +234,9 @@ class _RowFiles:
             self.writers[split] = ArrowWriter(features=ROW_FEATURES, path=str(self._path(split, PARTIAL_SUFFIX)))
         return self.writers[split]
 
-    def add(self, split: str, row_id: str, text: str, audio: str, drop: str = "") -> None:
-        self.open(split).write({"id": row_id, "text": text, "audio": audio, "drop": drop})
+    def add(self, split: str, row_id: str, text: str, audio: str, drop: str = "", start: float | None = None,
+            end: float | None = None) -> None:
+        self.open(split).write({"id": row_id, "text": text, "audio": audio, "drop": drop, "start": start, "end": end})
 
     def finish(self) -> dict[str, Dataset]:
         splits = {}
@@ -657,3 +686,124 @@ def _load_kspon(source, context: _SourceContext) -> _Loaded:
                         "utterances": dict(utterances), "with_unintelligible_mark": unintelligible,
                         "marks": {mark: marks[mark] for mark in KSPON_MARKS if marks[mark]}}}
     return _Loaded(rows.finish(), f"KsponSpeech {layout.root.resolve()} ({where})", counts=counts)
+
+
+# ---- segments: long recordings with the times of each utterance ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Segment:
+    where: str  # file and line or index, for messages
+    id: str
+    audio: Path
+    start: float
+    end: float
+    text: str
+    split: str
+
+
+def _check_segments_input(source) -> Path:
+    path = Path(source.data_path).expanduser()
+    if not _exists(path):
+        raise DataError(f"segments not found: {path} (data_path): a CSV/TSV/JSONL of audio,start,end,text or a folder of JSON files")
+    if path.is_dir():
+        if not any(path.rglob("*.json")):
+            raise DataError(f"{path} holds no .json files: data_source=segments takes a folder of one JSON file per recording")
+    elif path.suffix.lower() not in (".jsonl", ".tsv", ".tab", ".csv"):
+        raise DataError(f"segments table {path} must end in .csv, .tsv or .jsonl (or give a folder of .json files)")
+    return path
+
+
+def _load_segments(source, context: _SourceContext) -> _Loaded:
+    """Each segment a row: its recording's path, its start and end, its text. Segments that overlap another of their
+    recording, or whose times are impossible, are kept as rows marked for dropping, so the report counts and lists them."""
+    path = _check_segments_input(source)
+    segments = list(_json_segments(path, source) if path.is_dir() else _table_segments(path, source))
+    if not segments:
+        raise DataError(f"{path} holds no segments")
+    has_splits = any(segment.split for segment in segments)
+    by_recording: dict[Path, list[_Segment]] = {}
+    for segment in segments:
+        by_recording.setdefault(segment.audio, []).append(segment)
+    drops: dict[str, str] = {}
+    for recording in by_recording.values():
+        timed = sorted((s for s in recording if 0 <= s.start < s.end), key=lambda s: (s.start, s.end))
+        drops.update({s.where: "bad_times" for s in recording if not 0 <= s.start < s.end})
+        latest_end, latest = float("-inf"), None
+        for segment in timed:
+            if segment.start < latest_end:  # both hold speech of the other
+                drops[segment.where] = drops[latest.where] = "overlap"
+            if segment.end > latest_end:
+                latest_end, latest = segment.end, segment
+    rows = _row_files(source, context)
+    for segment in segments:
+        rows.add(segment.split if has_splits else "all", segment.id, segment.text, str(segment.audio), drops.get(segment.where, ""),
+                 segment.start, segment.end)
+    recordings = len(by_recording)
+    counts = {"segments": {"recordings": recordings, "segments": len(segments),
+                           "marked_for_dropping": dict(sorted(Counter(drops.values()).items()))}}
+    return _Loaded(rows.finish(), f"{len(segments)} segments of {recordings} recordings in {path.resolve()}", has_splits=has_splits,
+                   counts=counts, grouped=True)
+
+
+def _seconds(value, where: str, key: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: {key}={value!r} is not a time in seconds") from None
+
+
+def _table_segments(path: Path, source):
+    first = True
+    for entry in manifest_entries(path, source.audio_column, source.text_column, key="data_path"):
+        where = f"{path} line {entry.line}"
+        if first:
+            for key, column in (("start_column", source.start_column), ("end_column", source.end_column)):
+                if column not in entry.record:
+                    raise DataError(f"{key}={column!r} is not a column of {path}; its columns are: {', '.join(entry.record)}")
+            first = False
+        start = _seconds(entry.record.get(source.start_column), where, source.start_column)
+        end = _seconds(entry.record.get(source.end_column), where, source.end_column)
+        row_id = str(entry.record.get("id") or f"{entry.audio.stem}_{start:09.3f}")
+        yield _Segment(where, row_id, entry.audio, start, end, entry.text, str(entry.record.get(source.split_column) or "").strip())
+
+
+def _field(record: dict, dotted: str, where: str):
+    value = record
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            raise DataError(f"{where} has no field {dotted!r} (segments_field, audio_column, text_column, start_column and "
+                            "end_column name the fields)")
+        value = value[key]
+    return value
+
+
+def _json_segments(folder: Path, source):
+    for json_file in sorted(folder.rglob("*.json")):
+        try:
+            record = json.loads(json_file.read_text(encoding="utf-8-sig"))
+        except UnicodeDecodeError:
+            raise DataError(f"{json_file} is not UTF-8 text: export it again") from None
+        except json.JSONDecodeError as error:
+            raise DataError(f"{json_file} is not JSON ({error})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{json_file} holds a JSON {type(record).__name__}, not an object with {source.segments_field!r}")
+        audio_value = str(_field(record, source.audio_column, str(json_file)) or "").strip()
+        if not audio_value:
+            raise DataError(f"{json_file}: {source.audio_column!r} names no recording")
+        audio = Path(audio_value).expanduser()
+        # Relative to the folder given (data_path): AI Hub keeps the labels and the audio in sibling folders.
+        audio = audio if audio.is_absolute() else _inside(folder, audio_value, str(json_file))
+        listed = _field(record, source.segments_field, str(json_file))
+        if not isinstance(listed, list):
+            raise DataError(f"{json_file}: {source.segments_field!r} is a {type(listed).__name__}, not a list of segments")
+        split = str(record.get(source.split_column) or "").strip()
+        for index, segment in enumerate(listed):
+            where = f"{json_file} segment {index}"
+            if not isinstance(segment, dict):
+                raise DataError(f"{where} is a {type(segment).__name__}, not an object")
+            start = _seconds(_field(segment, source.start_column, where), where, source.start_column)
+            end = _seconds(_field(segment, source.end_column, where), where, source.end_column)
+            text = str(_field(segment, source.text_column, where) or "")
+            row_id = str(segment.get("id") or f"{json_file.stem}_{index:04d}")
+            yield _Segment(where, row_id, audio, start, end, text, split)

@@ -226,8 +226,10 @@ def test_stored_features_pad_to_whisper_feature_extractor_output(sample_workspac
 def test_every_bad_row_kind_is_dropped_with_its_reason_and_reported(broken_workspace, broken_release):
     workspace, summary = broken_workspace
     assert summary["train"]["kept"] == 2
-    # too_short is the CTC family's; unintelligible is judged by the kspon loader (tests/integration/test_kspon_source.py).
-    assert summary["train"]["dropped"] == {reason: 1 for reason in DROP_REASONS} | {"too_short": 0, "unintelligible": 0}
+    # Every reason a Common Voice release can give; too_short is the CTC family's, and the rest come from segment times
+    # and KsponSpeech's marks (test_segments_source.py, test_kspon_source.py).
+    met = ("empty_text", "labels_too_long", "undecodable", "empty_audio", "missing", "too_long")
+    assert summary["train"]["dropped"] == dict.fromkeys(DROP_REASONS, 0) | dict.fromkeys(met, 1)
     assert summary["dev"]["kept"] == summary["test"]["kept"] == 1
     assert prepared(workspace, "train")["id"] == ["good", "nfd"]
 

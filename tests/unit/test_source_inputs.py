@@ -170,3 +170,15 @@ def test_mdc_without_api_key_names_the_variable(tmp_path, monkeypatch):
     monkeypatch.delenv("MDC_API_KEY", raising=False)
     with pytest.raises(DataError, match="MDC_API_KEY"):
         load_one_source(f"workspace={tmp_path}", "data_source=mdc", "data_path=common-voice-ko")
+
+
+def test_a_grouped_split_by_ratio_never_cuts_a_recording():
+    from kowhisper.online.sources import split_by_ratio
+
+    groups = [f"rec{n // 5}" for n in range(40)]  # 8 recordings of 5 segments
+    rows = Dataset.from_dict({"id": [str(n) for n in range(40)], "audio": groups})
+    parts = split_by_ratio(rows, {"train": 0.8, "dev": 0.1, "test": 0.1}, seed=3, groups=groups)
+    placed = {split: set(part["audio"]) for split, part in parts.items()}
+    assert sum(len(part) for part in parts.values()) == 40
+    assert not (placed["train"] & placed["dev"] or placed["train"] & placed["test"] or placed["dev"] & placed["test"])
+    assert [len(part) for part in parts.values()] == [30, 5, 5]  # the boundaries nearest 32, 36 and 40 rows

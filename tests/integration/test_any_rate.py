@@ -1,0 +1,54 @@
+"""8 kHz call-style WAVs of real Korean clips (../shared/data/ko-real-speech, read from there) go through setup,
+training, evaluation and inference like 16 kHz ones: every step resamples as it decodes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import soundfile
+
+from kowhisper.common.audio import load_audio
+from kowhisper.common.workspace import source_report_path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko" / "ko"
+
+pytestmark = pytest.mark.skipif(not (REAL_SPEECH / "train.tsv").is_file(), reason=f"the real-speech set is not at {REAL_SPEECH}")
+
+
+def test_8khz_calls_go_through_setup_training_evaluation_and_inference(make_workspace, tiny_model_dir, tmp_path_factory,
+                                                                       python_executable):
+    with open(REAL_SPEECH / "train.tsv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))[:16]
+    folder = tmp_path_factory.mktemp("calls")
+    manifest = folder / "calls.csv"
+    with open(manifest, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["audio", "text", "split"])
+        writer.writeheader()
+        for n, row in enumerate(rows):
+            call = folder / f"call{n:02d}.wav"
+            soundfile.write(call, load_audio(REAL_SPEECH / "clips" / row["path"], sampling_rate=8000), 8000, subtype="PCM_16")
+            writer.writerow({"audio": call.name, "text": row["sentence"], "split": ("train", "train", "dev", "test")[n % 4]})
+    assert soundfile.info(folder / "call00.wav").samplerate == 8000
+    workspace = make_workspace(tiny_model_dir, data_source="manifest", data_path=str(manifest))
+    report = json.loads(source_report_path(workspace, "manifest").read_text(encoding="utf-8"))
+    assert (report["splits"]["train"]["kept"], report["splits"]["dev"]["kept"], report["splits"]["test"]["kept"]) == (8, 4, 4)
+    # Stored at 16 kHz: the durations are the clips' own, not halved or doubled.
+    expected = sum(len(load_audio(folder / f"call{n:02d}.wav")) for n in range(16) if n % 4 == 3) / 16000
+    assert abs(report["splits"]["test"]["seconds"] - expected) < 0.05
+
+    offline = ["unshare", "-n"] if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0 else []
+    common = [f"workspace={workspace}", "per_device_train_batch_size=4", "per_device_eval_batch_size=4", "generation_max_length=8"]
+    for command in (["train_offline.py", "max_steps=2", "eval_steps=2", "save_steps=2", "warmup_steps=0"], ["evaluate_model.py"],
+                    ["inference.py", "output_format=json", str(folder / "call03.wav")]):
+        result = subprocess.run([*offline, python_executable, *command[:1], *common, *command[1:]], cwd=PROJECT_ROOT,
+                                capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, f"{command[0]}: {result.stderr[-3000:]}"
+    transcript = json.loads(result.stdout.strip().splitlines()[-1])
+    # The call's own length, read at 8 kHz and resampled: a rate mistaken for 16 kHz would halve it.
+    assert transcript["source"].endswith("call03.wav")
+    assert abs(transcript["duration"] - soundfile.info(folder / "call03.wav").duration) < 0.05
