@@ -37,13 +37,19 @@ def load_audio(source: str | Path | bytes, sampling_rate: int = SAMPLING_RATE, p
     """Decode a file (or its bytes) to mono float32 at `sampling_rate`. A .pcm file is headerless 16-bit little-endian
     mono at `pcm_sample_rate`. With `start` and `end` (seconds), only that stretch: FFmpeg seeks to it, so a segment of
     a long recording costs its own length, not the recording's. Raises AudioError, never crashes."""
+    return decode_audio(source, sampling_rate, pcm_sample_rate, start, end)[0]
+
+
+def decode_audio(source: str | Path | bytes, sampling_rate: int = SAMPLING_RATE, pcm_sample_rate: int = SAMPLING_RATE,
+                 start: float | None = None, end: float | None = None) -> tuple[np.ndarray, int]:
+    """load_audio's waveform and the sample rate the input had (preparation reports the rates it met)."""
     if isinstance(source, (str, Path)) and Path(source).suffix.lower() == PCM_SUFFIX:
         samples = load_pcm(Path(source))
         if start is not None:
             first, last = round(start * pcm_sample_rate), round(end * pcm_sample_rate)
             _check_range(start, end, len(samples) / pcm_sample_rate)
             samples = samples[first:last]
-        return resample(samples, pcm_sample_rate, sampling_rate)
+        return resample(samples, pcm_sample_rate, sampling_rate), pcm_sample_rate
     # Here, not at the top: torchcodec loads torch (1-2 s), and kowhisper.common stays importable without it.
     from torchcodec.decoders import AudioDecoder
 
@@ -71,7 +77,7 @@ def load_audio(source: str | Path | bytes, sampling_rate: int = SAMPLING_RATE, p
         _check_range(start, end, start + len(waveform) / sampling_rate)
     if waveform.size == 0:
         raise AudioError("empty_audio", "audio decodes to zero samples")
-    return waveform
+    return waveform, int(decoder.metadata.sample_rate or sampling_rate)
 
 
 # A segment may end this far past the decoded audio: the last frame's rounding, not a wrong time.

@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
 import torch
 from datasets import Value
 from tqdm.auto import tqdm
 
-from kowhisper.common.audio import SAMPLING_RATE, AudioError, load_audio
+from kowhisper.common.audio import SAMPLING_RATE, AudioError, decode_audio
 from kowhisper.common.files import atomic_write_json, partial_path, read_json, sha256_file
 from kowhisper.common.text import normalize_transcript
 from kowhisper.common.workspace import SPLITS, data_dir, model_dir, remove_leftovers, source_dir, source_report_path
@@ -57,6 +58,8 @@ DROP_REASONS = ("missing", "empty_audio", "undecodable", "out_of_range", "empty_
 # Rows per task sent to a worker: large enough that pickling and queueing cost little beside decoding,
 # small enough that the progress bar moves and few hf audio bytes are held in flight.
 CHUNK_ROWS = 16
+# Where a stored row carries its input's sample rate from a worker to the split's summary; never written to the split.
+INPUT_RATE_KEY = "_input_rate"
 # Rows each worker process handles before a fresh fork replaces it (see Workers).
 WORKER_RECYCLE_ROWS = 5_000
 
@@ -93,8 +96,16 @@ class PreparedData:
                 "kept": sum(entry["kept"] for entry in entries),
                 "dropped": {reason: sum(entry["dropped"][reason] for entry in entries) for reason in DROP_REASONS},
                 "seconds": round(sum(entry["seconds"] for entry in entries), 3),
+                "input_rates": _summed_rates(entry.get("input_rates", {}) for entry in entries),
             }
         return totals
+
+
+def _summed_rates(rates) -> dict[str, int]:
+    summed = Counter()
+    for entry in rates:
+        summed.update(entry)
+    return {rate: summed[rate] for rate in sorted(summed, key=int)}
 
 
 def prepare_data(config: Config, loaded: dict[str, SourceRows] | None = None) -> PreparedData:
@@ -262,7 +273,7 @@ class RowPipeline:
         if labels is None:
             return None, self._drop(row, reason, detail)
         try:
-            waveform = _decode(row["audio"], self.pcm_sample_rate, row.get("start"), row.get("end"))
+            waveform, input_rate = _decode(row["audio"], self.pcm_sample_rate, row.get("start"), row.get("end"))
         except AudioError as error:
             return None, self._drop(row, error.kind, str(error))
         duration = len(waveform) / SAMPLING_RATE
@@ -271,17 +282,17 @@ class RowPipeline:
         stored, reason, detail = self.encoder.encode_audio(waveform, labels)
         if stored is None:
             return None, self._drop(row, reason, detail)
-        return {"id": row["id"], "text": text, "duration": duration, **stored}, None
+        return {"id": row["id"], "text": text, "duration": duration, **stored, INPUT_RATE_KEY: input_rate}, None
 
     @staticmethod
     def _drop(row: dict, reason: str, detail: str) -> dict:
         return {"id": row["id"], "file": _audio_name(row["audio"]), "reason": reason, "detail": detail}
 
 
-def _decode(audio, pcm_sample_rate: int, start: float | None = None, end: float | None = None):
+def _decode(audio, pcm_sample_rate: int, start: float | None = None, end: float | None = None) -> tuple[np.ndarray, int]:
     if isinstance(audio, dict):  # datasets' undecoded Audio: embedded bytes, else a local file
-        return load_audio(audio["bytes"] if audio.get("bytes") else audio.get("path") or b"", pcm_sample_rate=pcm_sample_rate)
-    return load_audio(audio, pcm_sample_rate=pcm_sample_rate, start=start, end=end)
+        return decode_audio(audio["bytes"] if audio.get("bytes") else audio.get("path") or b"", pcm_sample_rate=pcm_sample_rate)
+    return decode_audio(audio, pcm_sample_rate=pcm_sample_rate, start=start, end=end)
 
 
 def _audio_name(audio) -> str:
@@ -388,7 +399,7 @@ def _file_size(path: str) -> int:
 def _build_split(folder: Path, split: str, label: str, rows, pipeline: RowPipeline, workers: Workers, fingerprint: str) -> dict:
     staging = partial_path(folder / split)
     writer = SplitWriter(staging, pipeline.features(), fingerprint)
-    kept, seconds, counts = 0, 0.0, Counter()
+    kept, seconds, counts, input_rates = 0, 0.0, Counter(), Counter()
     # Dropped rows go to their file as they come: a source whose every row is missing (a wrong audio folder,
     # say) must not pile up 620k records in memory.
     with open(staging / DROPPED_NAME, "w", encoding="utf-8") as dropped_file:
@@ -396,6 +407,7 @@ def _build_split(folder: Path, split: str, label: str, rows, pipeline: RowPipeli
             for results in workers.results(rows):
                 for stored, dropped in results:
                     if stored is not None:
+                        input_rates[stored.pop(INPUT_RATE_KEY)] += 1
                         writer.write(stored)
                         kept += 1
                         seconds += stored["duration"]
@@ -408,7 +420,9 @@ def _build_split(folder: Path, split: str, label: str, rows, pipeline: RowPipeli
     stamp = {
         "format_version": PREPARED_FORMAT_VERSION,
         "fingerprint": fingerprint,
-        "summary": {"kept": kept, "dropped": {reason: counts[reason] for reason in DROP_REASONS}, "seconds": round(seconds, 3)},
+        "summary": {"kept": kept, "dropped": {reason: counts[reason] for reason in DROP_REASONS}, "seconds": round(seconds, 3),
+                    # The rates the kept clips had before resampling to 16 kHz (8000 for call audio, say), by clips.
+                    "input_rates": {str(rate): input_rates[rate] for rate in sorted(input_rates)}},
         "files": {path.name: {"size": path.stat().st_size, "sha256": sha256_file(path)} for path in sorted(staging.iterdir())},
     }
     atomic_write_json(staging / STAMP_NAME, stamp)

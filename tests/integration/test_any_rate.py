@@ -37,6 +37,7 @@ def test_8khz_calls_go_through_setup_training_evaluation_and_inference(make_work
     workspace = make_workspace(tiny_model_dir, data_source="manifest", data_path=str(manifest))
     report = json.loads(source_report_path(workspace, "manifest").read_text(encoding="utf-8"))
     assert (report["splits"]["train"]["kept"], report["splits"]["dev"]["kept"], report["splits"]["test"]["kept"]) == (8, 4, 4)
+    assert all(report["splits"][split]["input_rates"] == {"8000": report["splits"][split]["kept"]} for split in ("train", "dev", "test"))
     # Stored at 16 kHz: the durations are the clips' own, not halved or doubled.
     expected = sum(len(load_audio(folder / f"call{n:02d}.wav")) for n in range(16) if n % 4 == 3) / 16000
     assert abs(report["splits"]["test"]["seconds"] - expected) < 0.05

@@ -136,6 +136,7 @@ def test_setup_train_and_evaluate_offline_report_eval_clean_and_eval_other_side_
     dropped = [json.loads(line) for line in (source_dir(workspace, "kspon") / "train" / "dropped.jsonl").read_text().splitlines()]
     assert [(row["id"], row["reason"]) for row in dropped] == [("KsponSpeech_000901", "unintelligible")]
     assert report["splits"]["test"]["kept"] == SPLIT_SIZES["eval_clean"]
+    assert report["splits"]["train"]["input_rates"] == {"16000": 12}  # pcm_sample_rate, as the report states it
     other = json.loads(source_report_path(workspace, "kspon-other").read_text(encoding="utf-8"))
     assert other["splits"]["test"]["kept"] == SPLIT_SIZES["eval_other"] and other["source"]["test_split"] == "eval_other"
 
