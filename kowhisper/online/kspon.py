@@ -467,11 +467,19 @@ def _resolve(layout: KsponLayout, relative: str, where: str) -> Path:
     return layout.root.joinpath(*parts)
 
 
-def iter_folder(layout: KsponLayout, folders: Iterable[str] | None = None) -> Iterator[tuple[str, Path, str]]:
+@dataclass(frozen=True)
+class Unreadable:
+    """What iter_folder yields in place of a transcript whose bytes are neither UTF-8 nor CP949: why, for the caller
+    to drop that utterance by reason."""
+
+    reason: str
+
+
+def iter_folder(layout: KsponLayout, folders: Iterable[str] | None = None) -> Iterator[tuple[str, Path, str | Unreadable]]:
     """(id, pcm path, raw text) for every .pcm in the audio folders, with the .txt beside it (UTF-8 or CP949, per
-    file): the way to read the release without its split lists. folders picks some by name (KsponSpeech_01,
-    eval_clean, ...; default: all found), in that order; files come sorted by name. Raises KsponError for a .pcm
-    without its .txt, or a folder name that was not found."""
+    file; an undecodable one comes as Unreadable): the way to read the release without its split lists. folders
+    picks some by name (KsponSpeech_01, eval_clean, ...; default: all found), in that order; files come sorted by
+    name. Raises KsponError for a .pcm without its .txt, or a folder name that was not found."""
     found = {**layout.parts, **layout.eval_sets}
     if folders is None:
         names = sorted(layout.parts) + [s for s in EVAL_SETS if s in layout.eval_sets]
@@ -484,7 +492,7 @@ def iter_folder(layout: KsponLayout, folders: Iterable[str] | None = None) -> It
         yield from _iter_pcm_folder(found[name])
 
 
-def _iter_pcm_folder(folder: Path) -> Iterator[tuple[str, Path, str]]:
+def _iter_pcm_folder(folder: Path) -> Iterator[tuple[str, Path, str | Unreadable]]:
     entries = _listing(folder)
     for entry in entries:
         path = Path(entry.path)
@@ -501,4 +509,7 @@ def _iter_pcm_folder(folder: Path) -> Iterator[tuple[str, Path, str]]:
                 ) from None
             except OSError as err:
                 raise KsponError(f"cannot read {txt}: {err.strerror or err}") from err
-            yield path.stem, path, read_transcript_bytes(data, where=str(txt)).strip()
+            try:
+                yield path.stem, path, read_transcript_bytes(data, where=str(txt)).strip()
+            except KsponError as error:  # one damaged transcript costs its utterance, not the corpus
+                yield path.stem, path, Unreadable(str(error))

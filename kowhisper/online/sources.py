@@ -56,7 +56,7 @@ from kowhisper.config import Config, DatasetSource, OnlineGroup
 from kowhisper.online.kspon import EVAL_SETS as KSPON_EVAL_SETS
 from kowhisper.online.kspon import MARKS as KSPON_MARKS
 from kowhisper.online.kspon import SPLITS as KSPON_SPLITS
-from kowhisper.online.kspon import KsponError, KsponLayout, clean_transcript, find_layout, iter_folder, iter_split
+from kowhisper.online.kspon import KsponError, KsponLayout, Unreadable, clean_transcript, find_layout, iter_folder, iter_split
 
 _TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _CV_SPLIT_FILES = ("train", "dev", "test")
@@ -65,6 +65,7 @@ ROW_FEATURES = Features({"id": Value("string"), "text": Value("string"), "audio"
 # What a loader's drop reasons mean, for the drop records.
 DROP_DETAILS = {"unintelligible": "the transcript marks unintelligible speech (u/), so the label lacks words the audio has; "
                                   "kspon_unintelligible=keep keeps such rows",
+                "unreadable_transcript": "the transcript file beside the audio is neither UTF-8 nor CP949 text: copy it again",
                 "overlap": "the segment overlaps another of the same recording, so its audio holds speech its text lacks",
                 "bad_times": "the segment's start is negative or not before its end"}
 # What a damaged or cut-short tarball raises besides tarfile's own ReadError: EOFError from the gzip, bzip2
@@ -671,6 +672,10 @@ def _load_kspon(source, context: _SourceContext) -> _Loaded:
             else:
                 continue  # dev without the .trn lists is carved from train by split_ratios
             for row_id, pcm, raw in read:
+                if isinstance(raw, Unreadable):
+                    utterances[split] += 1
+                    rows.add(split, row_id, "", str(pcm), "unreadable_transcript")
+                    continue
                 cleaned = clean_transcript(raw, source.kspon_notation)
                 marks.update(cleaned.marks)
                 utterances[split] += 1

@@ -117,12 +117,14 @@ def test_the_folders_alone_are_read_when_the_scripts_are_missing(kspon_root, tmp
             target = bare / path.relative_to(root)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(path.read_bytes())
-    (bare / "KsponSpeech_01" / "KsponSpeech_0002" / "KsponSpeech_000901.pcm").unlink()
+    extra = bare / "KsponSpeech_01" / "KsponSpeech_0002" / "KsponSpeech_000901"
+    extra.with_suffix(".txt").write_bytes(b"\xff\xfe\x00\x81 broken")  # neither UTF-8 nor CP949: dropped by reason, not fatal
     loaded = load_sources(kspon_config(bare, tmp_path))
     kspon = loaded["kspon"]
-    assert len(kspon.splits["train"]) + len(kspon.splits["dev"]) == SPLIT_SIZES["train"] + SPLIT_SIZES["dev"]
-    texts = {row["id"]: row["text"] for split in ("train", "dev") for row in kspon.splits[split]}
-    assert texts == dict(sentences["train"] + sentences["dev"])
+    assert len(kspon.splits["train"]) + len(kspon.splits["dev"]) == SPLIT_SIZES["train"] + SPLIT_SIZES["dev"] + 1
+    rows = {row["id"]: row for split in ("train", "dev") for row in kspon.splits[split]}
+    assert rows.pop("KsponSpeech_000901")["drop"] == "unreadable_transcript"
+    assert {row_id: row["text"] for row_id, row in rows.items()} == dict(sentences["train"] + sentences["dev"])
     assert dict(zip(kspon.splits["test"]["id"], kspon.splits["test"]["text"])) == dict(sentences["eval_clean"])
 
 
