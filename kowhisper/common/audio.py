@@ -44,12 +44,7 @@ def decode_audio(source: str | Path | bytes, sampling_rate: int = SAMPLING_RATE,
                  start: float | None = None, end: float | None = None) -> tuple[np.ndarray, int]:
     """load_audio's waveform and the sample rate the input had (preparation reports the rates it met)."""
     if isinstance(source, (str, Path)) and Path(source).suffix.lower() == PCM_SUFFIX:
-        samples = load_pcm(Path(source))
-        if start is not None:
-            first, last = round(start * pcm_sample_rate), round(end * pcm_sample_rate)
-            _check_range(start, end, len(samples) / pcm_sample_rate)
-            samples = samples[first:last]
-        return resample(samples, pcm_sample_rate, sampling_rate), pcm_sample_rate
+        return resample(load_pcm(Path(source), pcm_sample_rate, start, end), pcm_sample_rate, sampling_rate), pcm_sample_rate
     # Here, not at the top: torchcodec loads torch (1-2 s), and kowhisper.common stays importable without it.
     from torchcodec.decoders import AudioDecoder
 
@@ -89,15 +84,22 @@ def _check_range(start: float, end: float, available_until: float) -> None:
         raise AudioError("out_of_range", f"segment {start:.2f}-{end:.2f} s ends after the recording ({available_until:.2f} s)")
 
 
-def load_pcm(path: Path) -> np.ndarray:
+def load_pcm(path: Path, sample_rate: int = SAMPLING_RATE, start: float | None = None, end: float | None = None) -> np.ndarray:
     """The samples of a headerless 16-bit little-endian mono PCM file as float32 in [-1, 1], read straight from the
-    file (no FFmpeg, no intermediate WAV). Raises AudioError for a missing, empty or cut-short file."""
+    file (no FFmpeg, no intermediate WAV); with `start` and `end`, only the bytes of that stretch. Raises AudioError
+    for a missing, empty or cut-short file and a stretch past its end."""
     if not path.is_file():
         raise AudioError("missing", f"missing audio file: {path}")
     size = path.stat().st_size
     if size % PCM_SAMPLE_BYTES and not _TRAILING_BYTE_ALLOWED.fullmatch(path.name):
         raise AudioError("undecodable", f"{path.name} has an odd number of bytes ({size:,}) for 16-bit PCM: cut short? Copy it again")
-    samples = np.fromfile(path, dtype="<i2", count=size // PCM_SAMPLE_BYTES)
+    total = size // PCM_SAMPLE_BYTES
+    first, count = 0, total
+    if start is not None:
+        _check_range(start, end, total / sample_rate)
+        first = round(start * sample_rate)
+        count = max(min(round(end * sample_rate), total) - first, 0)
+    samples = np.fromfile(path, dtype="<i2", count=count, offset=first * PCM_SAMPLE_BYTES)
     if samples.size == 0:
         raise AudioError("empty_audio", f"empty audio file: {path}")
     return samples.astype(np.float32) / 32768.0

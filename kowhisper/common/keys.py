@@ -21,6 +21,10 @@ def help_field(text: str, default=None, factory=None):
     return field(default=default, metadata={"help": text})
 
 
+# The two values of every key that keeps or drops something (ctc_latin_digits, kspon_unintelligible, ...).
+KEEP_OR_DROP = ("keep", "drop")
+
+
 def check_choice(key: str, value: str, choices) -> None:
     if value not in choices:
         raise ConfigError(f"{key}={value!r} is not one of {', '.join(choices)}")

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 from omegaconf import II, MISSING
 
 from kowhisper.common.errors import ConfigError
-from kowhisper.common.keys import KeyGroup, check_choice
+from kowhisper.common.keys import KEEP_OR_DROP, KeyGroup, check_choice
 from kowhisper.common.keys import help_field as _help
 from kowhisper.families.ctc.options import CTCOptions
 from kowhisper.families.whisper.options import WhisperOptions
@@ -35,7 +35,6 @@ SAMPLE_DATA = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample"
 
 DATA_SOURCES = ("cv", "mdc", "hf", "manifest", "kspon", "segments")
 KSPON_NOTATIONS = ("spelling", "pronunciation")
-KEEP_OR_DROP = ("keep", "drop")
 OUTPUT_FORMATS = ("txt", "json", "srt")
 BACKENDS = ("auto", "hf", "ct2")
 METRICS = ("cer", "wer", "cer_nospace", "kocer_cer", "loss")

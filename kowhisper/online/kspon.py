@@ -1,6 +1,7 @@
 """KsponSpeech as AI Hub ships it: its folders, its split lists, its headerless PCM, its transcription marks.
 
-Pure standard library; reading the audio samples and building rows belong elsewhere (common/audio.py, sources.py).
+Standard library only (and the list of notations config checks against); reading the audio samples and building
+rows belong elsewhere (common/audio.py, sources.py).
 
 The release (AI Hub "한국어 음성", ~1,000 h of spontaneous dialogue, ETRI; Bang et al., Appl. Sci. 2020, 10, 6936):
 
@@ -66,7 +67,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-NOTATIONS = ("spelling", "pronunciation")
+# The sides of a dual transcription a label can keep: config checks kspon_notation against the same list.
+from kowhisper.config.groups import KSPON_NOTATIONS as NOTATIONS
+
 SPLITS = ("train", "dev", "eval_clean", "eval_other")
 EVAL_SETS = ("eval_clean", "eval_other")
 PARTS = tuple(f"KsponSpeech_0{n}" for n in range(1, 6))

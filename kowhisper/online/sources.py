@@ -62,6 +62,8 @@ _TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _CV_SPLIT_FILES = ("train", "dev", "test")
 ROW_FEATURES = Features({"id": Value("string"), "text": Value("string"), "audio": Value("string"), "drop": Value("string"),
                          "start": Value("float64"), "end": Value("float64")})  # start, end: a segment's seconds; null: all
+# The files a manifest or a segments table may be (_manifest_records reads each kind).
+TABLE_SUFFIXES = (".jsonl", ".tsv", ".tab", ".csv")
 # What a loader's drop reasons mean, for the drop records.
 DROP_DETAILS = {"unintelligible": "the transcript marks unintelligible speech (u/), so the label lacks words the audio has; "
                                   "kspon_unintelligible=keep keeps such rows",
@@ -535,7 +537,7 @@ def _check_manifest_input(source) -> Path:
     manifest = Path(source.data_path).expanduser()
     if not (_exists(manifest) and manifest.is_file()):
         raise DataError(f"manifest not found: {manifest} (data_path)")
-    if manifest.suffix.lower() not in (".jsonl", ".tsv", ".tab", ".csv"):
+    if manifest.suffix.lower() not in TABLE_SUFFIXES:
         raise DataError(f"manifest {manifest} must end in .csv, .tsv or .jsonl")
     return manifest
 
@@ -714,7 +716,7 @@ def _check_segments_input(source) -> Path:
     if path.is_dir():
         if not any(path.rglob("*.json")):
             raise DataError(f"{path} holds no .json files: data_source=segments takes a folder of one JSON file per recording")
-    elif path.suffix.lower() not in (".jsonl", ".tsv", ".tab", ".csv"):
+    elif path.suffix.lower() not in TABLE_SUFFIXES:
         raise DataError(f"segments table {path} must end in .csv, .tsv or .jsonl (or give a folder of .json files)")
     return path
 

@@ -438,3 +438,17 @@ def test_headerless_pcm_is_read_at_the_stated_rate_and_a_cut_short_file_is_named
     stray = tmp_path / "KsponSpeech_E00001.pcm"  # the official eval files end in one stray byte
     stray.write_bytes(tone.tobytes() + b"\x00")
     assert len(load_audio(stray)) == 8000
+
+
+def test_a_stretch_of_a_pcm_recording_is_read_alone(tmp_path):
+    import numpy as np
+
+    from kowhisper.common.audio import AudioError, load_audio
+
+    ramp = np.arange(16000 * 3, dtype="<i2")  # 3 s at 16 kHz; each sample's value is its index
+    pcm = tmp_path / "meeting.pcm"
+    pcm.write_bytes(ramp.tobytes())
+    stretch = load_audio(pcm, start=1.0, end=1.5)
+    assert np.array_equal(np.round(stretch * 32768).astype(int), np.arange(16000, 24000))
+    with pytest.raises(AudioError, match="ends after the recording"):
+        load_audio(pcm, start=2.5, end=4.0)

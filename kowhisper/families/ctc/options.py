@@ -10,10 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from kowhisper.common.keys import KeyGroup, check_choice
+from kowhisper.common.keys import KEEP_OR_DROP, KeyGroup, check_choice
 from kowhisper.common.keys import help_field as _help
-
-KEEP_OR_DROP = ("keep", "drop")
 
 
 @dataclass
