@@ -293,16 +293,23 @@ class TrainingArgumentsGroup(KeyGroup):
         "and why') and for a CTC model in either mode (seed 000's rate); 1e-5 for Whisper's full fine-tuning, which "
         "moves every weight (Hugging Face's Whisper fine-tuning rate; not yet measured here).", None)
     weight_decay: float = _help("AdamW weight decay.", 0.0)
-    num_train_epochs: float = _help(
-        "Epochs to train; max_steps overrides it. 4: dev CER on real speech was still falling at 400 steps of 8 over "
-        "835 clips (docs/training.md, 'Defaults and why').", 4.0)
-    max_steps: int = _help("Optimizer steps to train; -1: use num_train_epochs.", -1)
-    warmup_steps: int = _help("Linear warm-up steps (overrides warmup_ratio when > 0).", 10)
+    num_train_epochs: float | None = _help(
+        "Epochs to train; max_steps overrides it. Unset: auto, from the corpus's hours of training audio "
+        "(kowhisper/train/schedule.py; docs/training.md, 'Schedules that scale with the corpus'): 4 up to 2 h (dev CER on "
+        "real speech was still falling at 400 steps of 8 over 835 clips, 1.2 h), 4 x sqrt(2 / hours) above, 1 from 32 h "
+        "on, and at most 160,000 examples seen (20,000 steps at batch 8).", None)
+    max_steps: int = _help("Optimizer steps to train; -1: use num_train_epochs (or the auto schedule's cap).", -1)
+    warmup_steps: int | None = _help(
+        "Linear warm-up steps (overrides warmup_ratio when > 0). Unset: auto, a 40th of the run's steps, between 10 and 500 "
+        "(kowhisper/train/schedule.py).", None)
     lr_scheduler_type: str = _help("Learning-rate schedule: linear, cosine, constant_with_warmup, ...", "linear")
     optim: str = _help("Optimizer: adamw_torch, adamw_torch_fused, adafactor, adamw_bnb_8bit, ...", "adamw_torch")
     eval_strategy: str = _help("When to evaluate on dev: 'steps', 'epoch' or 'no' (seed 000 turned it off to avoid OOM).", "steps")
-    eval_steps: int = _help("Evaluate every this many steps.", 100)
-    save_steps: int = _help("Save a checkpoint every this many steps.", 100)
+    eval_steps: int | None = _help(
+        "Evaluate every this many steps. Unset: save_steps if that is set, else auto, a round number near a tenth of the "
+        "run's steps, between 100 and 2,000 (kowhisper/train/schedule.py).", None)
+    save_steps: int | None = _help(
+        "Save a checkpoint every this many steps. Unset: eval_steps if that is set, else auto, as eval_steps.", None)
     logging_steps: int = _help("Log loss and learning rate every this many steps.", 10)
     dataloader_num_workers: int = _help("DataLoader worker processes.", 0)
     seed: int = _help("Random seed for model init and training.", 42)
@@ -366,7 +373,9 @@ class TrainGroup(TrainingArgumentsGroup, ModelGroup, WorkspaceGroup):
         "Unset: keep every checkpoint. (Not Hugging Face's save_total_limit, which counts the best inside the limit.)", 3
     )
     max_eval_samples: int | None = _help("Cap dev clips used for evaluation while training.", 200)
-    early_stopping_patience: int = _help("Stop after this many evaluations without improvement; 0: never.", 0)
+    early_stopping_patience: int | None = _help(
+        "Stop after this many evaluations without improvement; 0: never. Unset: auto, 3 when the run evaluates on dev at "
+        "least 6 times, else 0; 0 for a staged run (kowhisper/train/schedule.py).", None)
     early_stopping_threshold: float = _help("Smallest change of the metric that counts as improvement.", 0.0)
     spec_augment: bool = _help(
         "SpecAugment while training (Whisper's apply_spec_augment): mask random stretches of time, and with "

@@ -1,5 +1,5 @@
-"""A training run's settings, for any model family: the config resolved for the family and quick_test, refused where
-it cannot train, and turned into TrainingArguments and a step plan.
+"""A training run's settings, for any model family: the config resolved for the family, quick_test and the corpus's
+size (kowhisper.train.schedule), refused where it cannot train, and turned into TrainingArguments and a step plan.
 
 train_offline.py reads from here down through the run: kowhisper.train.precision (device and precision),
 kowhisper.train.data (the mixed sources), kowhisper.train.trainer (the Trainer every family builds on),
@@ -18,6 +18,15 @@ from pathlib import Path
 
 from kowhisper.config import TrainGroup, TrainingArgumentsGroup
 from kowhisper.families.base import final_model_dir, is_adapter_dir
+from kowhisper.train.schedule import (
+    SCHEDULE_KEYS,
+    Schedule,
+    auto_schedule,
+    count_evaluations,
+    evaluation_interval,
+    patience_for,
+    warmup_for,
+)
 from kowhisper.train.stages import StagePlan
 
 # quick_test (seed 003): enough steps to cross an evaluation and a checkpoint twice, on few clips.
@@ -40,11 +49,13 @@ def apply_quick_test(config: TrainGroup, explicit: frozenset[str] = frozenset())
     A key in `explicit` (set by the user: config.explicit_keys) keeps the user's value, and the line says so. A staged
     run keeps its stages, each shortened in proportion so that together they take at most QUICK_TEST_MAX_STEPS (at
     least one step each); its max_steps stays their sum. When the user set one of eval_steps and save_steps, the other
-    follows it, so checkpoints still land on evaluations (load_best_model_at_end needs that)."""
+    follows it, so checkpoints still land on evaluations (load_best_model_at_end needs that). A schedule key set to null
+    asks for auto, and gets quick_test's cap."""
     if not config.quick_test:
         return config, []
     kept = [key for key in ("max_steps", "eval_steps", "save_steps", "logging_steps", "warmup_steps", "max_eval_samples")
-            if key in explicit and not (key == "max_steps" and (config.stages or config.max_steps <= 0))]
+            if key in explicit and not (key == "max_steps" and (config.stages or config.max_steps <= 0))
+            and not (key in SCHEDULE_KEYS and getattr(config, key) is None)]
     caps, notes = {}, []
     if config.stages:
         total = sum(stage.max_steps for stage in config.stages)
@@ -65,13 +76,17 @@ def apply_quick_test(config: TrainGroup, explicit: frozenset[str] = frozenset())
         "eval_steps": cadence,
         "save_steps": cadence,
         "logging_steps": 1,
-        "warmup_steps": min(config.warmup_steps, steps // 5),
+        "warmup_steps": min(warmup_for(steps) if config.warmup_steps is None else config.warmup_steps, steps // 5),
         "max_eval_samples": min(config.max_eval_samples or QUICK_TEST_EVAL_SAMPLES, QUICK_TEST_EVAL_SAMPLES),
     })
     changed = {key: value for key, value in caps.items() if key not in kept and getattr(config, key) != value}
-    notes += [f"quick_test: {key}={getattr(config, key)} -> {value}" for key, value in changed.items() if key != "stages"]
+    notes += [f"quick_test: {key}={_shown(getattr(config, key))} -> {value}" for key, value in changed.items() if key != "stages"]
     notes += [f"quick_test: keeps {key}={getattr(config, key)} (set explicitly)" for key in kept]
     return dataclasses.replace(config, **changed), notes
+
+
+def _shown(value) -> str:
+    return "auto" if value is None else str(value)
 
 
 def resolve_run_defaults(config: TrainGroup, family):
@@ -113,6 +128,54 @@ def planned_steps(config: TrainGroup) -> int:
     return sum(stage.max_steps for stage in config.stages) if config.stages else config.max_steps
 
 
+def steps_per_epoch(train_rows: int, per_device_batch: int, accumulation: int, processes: int) -> int:
+    """The Trainer's own step arithmetic: batches are sharded across processes, and a partial accumulation at the end of
+    an epoch still makes an optimizer step."""
+    batches_per_process = math.ceil(math.ceil(train_rows / per_device_batch) / processes)
+    return max(math.ceil(batches_per_process / accumulation), 1)
+
+
+def resolve_schedule(config: TrainGroup, train_hours: float, train_rows: int) -> tuple[TrainGroup, Schedule]:
+    """The config with each schedule key left unset (kowhisper.train.schedule.SCHEDULE_KEYS) filled in by the rule, from
+    the corpus: `train_hours` of audio (each clip once) in `train_rows` rows per epoch (load_splits' counts), and the
+    Schedule the run prints and records. The run's config.yaml then holds the values used, as for learning_rate.
+
+    A key the user set wins, key by key, and the rest follow from it: num_train_epochs set trains that many epochs, with
+    no cap; max_steps > 0, or stages, set the length (a staged run's is its stages', and it never stops early); eval,
+    save and warm-up steps follow from the length; when one of eval_steps and save_steps is set, the other follows it,
+    so checkpoints land on evaluations (load_best_model_at_end needs that). When the rule's cap shortens the run,
+    max_steps becomes the cap, since TrainingArguments counts epochs otherwise."""
+    processes = world_size()
+    batch, accumulation = config.per_device_train_batch_size, config.gradient_accumulation_steps
+    per_epoch = steps_per_epoch(train_rows, batch, accumulation, processes)
+    rule = auto_schedule(train_hours, per_epoch, batch * accumulation * processes)
+    epochs = rule.epochs if config.num_train_epochs is None else config.num_train_epochs
+    max_steps = config.max_steps
+    if config.stages:
+        total, length_from = planned_steps(config), "stages"
+    elif config.max_steps > 0:
+        total, length_from = config.max_steps, "max_steps"
+    elif config.num_train_epochs is not None:
+        total, length_from = math.ceil(epochs * per_epoch), "epochs"
+    else:
+        total, length_from = rule.total_steps, rule.length_from
+        if length_from == "cap":
+            max_steps = total
+    interval = evaluation_interval(total)
+    eval_steps = next((value for value in (config.eval_steps, config.save_steps) if value is not None), interval)
+    save_steps = next((value for value in (config.save_steps, config.eval_steps) if value is not None), interval)
+    warmup = warmup_for(total) if config.warmup_steps is None else config.warmup_steps
+    patience = config.early_stopping_patience
+    if patience is None:
+        patience = patience_for(count_evaluations(total, eval_steps, per_epoch, config.eval_strategy), staged=bool(config.stages))
+    schedule = Schedule(train_hours=train_hours, steps_per_epoch=per_epoch, epochs=epochs, total_steps=total, eval_steps=eval_steps,
+                        save_steps=save_steps, warmup_steps=warmup, early_stopping_patience=patience, length_from=length_from,
+                        evaluating=config.eval_strategy, user_set=tuple(key for key in SCHEDULE_KEYS if getattr(config, key) is not None))
+    resolved = dataclasses.replace(config, num_train_epochs=epochs, max_steps=max_steps, eval_steps=eval_steps, save_steps=save_steps,
+                                   warmup_steps=warmup, early_stopping_patience=patience)
+    return resolved, schedule
+
+
 def quick_test_train_rows(config: TrainGroup) -> int:
     """quick_test trains on exactly the clips its capped steps consume, so one epoch is the whole test."""
     return planned_steps(config) * config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size()
@@ -139,7 +202,14 @@ def stage_plan(config: TrainGroup, family) -> StagePlan | None:
 def build_training_arguments(config: TrainGroup, precision, run_dir: Path, family):
     """The family's TrainingArguments (it may add its own) from the settings every family shares, on the device and
     precision `precision` (kowhisper.train.precision.Precision) names: every key of TrainingArgumentsGroup as it is,
-    under its own name, then what is computed here from the other keys, the run and the device."""
+    under its own name, then what is computed here from the other keys, the run and the device.
+
+    The schedule keys are resolve_schedule's. A caller that skips it (a benchmark in bench/ that builds its own trainer)
+    gets the rule's schedule for an empty corpus around what its config sets: 4 epochs, and for a run under 1,000 steps
+    evaluation and checkpoints every 100 and a warm-up of 10, the fixed defaults before the schedule scaled, so its
+    numbers stay comparable (and kowhisper.train.trainer.build_trainer adds no early stopping for a patience left unset)."""
+    if any(getattr(config, key) is None for key in SCHEDULE_KEYS):
+        config, _ = resolve_schedule(config, train_hours=0.0, train_rows=0)
     evaluating = config.eval_strategy != "no"
     if config.early_stopping_patience > 0 and not evaluating:
         raise TrainingSetupError("early_stopping_patience needs evaluation; set eval_strategy=steps or patience 0")
@@ -187,25 +257,25 @@ class TrainingPlan:
     steps_per_epoch: int
     total_steps: int
     epochs: float
+    schedule: Schedule | None = None  # how the schedule keys were chosen (resolve_schedule), printed on the next line
 
     def describe(self) -> str:
-        return (
+        plan = (
             f"Training plan: {self.train_rows} clips, effective batch {self.effective_batch}, "
             f"{self.steps_per_epoch} steps per epoch, {self.total_steps} optimizer steps (~{self.epochs:.2f} epochs)"
         )
+        return plan if self.schedule is None else f"{plan}\n{self.schedule.describe()}"
 
 
-def training_plan(train_rows: int, args) -> TrainingPlan:
-    """The Trainer's own step arithmetic, printed before it starts: batches are sharded across processes,
-    and a partial accumulation at the end of an epoch still makes an optimizer step."""
-    batches_per_process = math.ceil(math.ceil(train_rows / args.per_device_train_batch_size) / args.world_size)
-    steps_per_epoch = max(math.ceil(batches_per_process / args.gradient_accumulation_steps), 1)
+def training_plan(train_rows: int, args, schedule: Schedule | None = None) -> TrainingPlan:
+    """The steps the Trainer will take, by its own arithmetic (steps_per_epoch), printed before it starts."""
+    per_epoch = steps_per_epoch(train_rows, args.per_device_train_batch_size, args.gradient_accumulation_steps, args.world_size)
     if args.max_steps > 0:
         total_steps = args.max_steps
     else:
-        total_steps = math.ceil(args.num_train_epochs * steps_per_epoch)
+        total_steps = math.ceil(args.num_train_epochs * per_epoch)
     effective_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    return TrainingPlan(train_rows, effective_batch, steps_per_epoch, total_steps, total_steps / steps_per_epoch)
+    return TrainingPlan(train_rows, effective_batch, per_epoch, total_steps, total_steps / per_epoch, schedule)
 
 
 def out_of_memory_advice(config: TrainGroup) -> str:

@@ -76,6 +76,9 @@ def main(argv=None) -> int:
 
         data = load_splits(workspace, config)
         say("Data: " + ", ".join(f"{name} {count}" for name, count in data.counts.items()))
+        # How long to train, how often to evaluate and save, the warm-up and early stopping: each key left unset follows
+        # from the corpus's size (kowhisper/train/schedule.py); the config holds the values from here on.
+        config, schedule = arguments.resolve_schedule(config, data.counts["train_hours"], data.counts["train_per_epoch"])
 
         processor = family.load_processor(workspace, config)
         model = family.load_trainable_model(workspace, config, precision)
@@ -84,7 +87,7 @@ def main(argv=None) -> int:
         say(f"Parameters: {trainable:,} trainable of {total:,} ({100 * trainable / total:.2f}%)")
 
         args = arguments.build_training_arguments(config, precision, run_dir, family)
-        plan = arguments.training_plan(len(data.train), args)
+        plan = arguments.training_plan(len(data.train), args, schedule)
         say(plan.describe())
         trainer = build_trainer(model, processor, args, data, config, family, report=say)
 
@@ -142,7 +145,8 @@ def main(argv=None) -> int:
                 data_counts=data.counts,
                 origins=source_origins(manifest),
                 training={"model family": family.name, "precision": precision.summary,
-                          "trainable parameters": f"{trainable:,} of {total:,}", **family.run_summary(config)},
+                          "trainable parameters": f"{trainable:,} of {total:,}", "schedule": schedule.summary(),
+                          **family.run_summary(config)},
                 card_intro=family.model_card_intro(run_dir.name, manifest["config"].get("model_name_or_path", "?"),
                                                    data.counts.get("train", "?"), config),
                 config_yaml=training_settings_yaml(config),

@@ -109,7 +109,9 @@ def build_trainer(model, processor, args, data: TrainingData, config: Config, fa
     stages = stage_plan(config, family)
     if stages is not None:
         callbacks.append(StageCallback(stages, model, family, report, write_record=log_callback.append_record))
-    if config.early_stopping_patience > 0:
+    # Unset (None) only where a caller built the trainer without arguments.resolve_schedule (a benchmark): never, as
+    # build_training_arguments then takes it.
+    if config.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(config.early_stopping_patience, config.early_stopping_threshold))
     sources = dict.fromkeys(data.dev_sources)
     selectable = {"loss", *RATES, *(f"{rate}_{source}" for rate in RATES for source in sources)}
