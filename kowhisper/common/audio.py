@@ -15,6 +15,9 @@ import numpy as np
 import soxr
 
 SAMPLING_RATE = 16_000
+INT16_SCALE = 32767
+# The column of a prepared split holding each clip's 16 kHz int16 samples (CTC always; Whisper with keep_audio).
+AUDIO_COLUMN = "audio"
 # Headerless PCM (KsponSpeech's .pcm): 16-bit little-endian mono samples, the rate stated by the user (pcm_sample_rate).
 PCM_SUFFIX = ".pcm"
 PCM_SAMPLE_BYTES = 2
@@ -103,6 +106,15 @@ def load_pcm(path: Path, sample_rate: int = SAMPLING_RATE, start: float | None =
     if samples.size == 0:
         raise AudioError("empty_audio", f"empty audio file: {path}")
     return samples.astype(np.float32) / 32768.0
+
+
+def to_int16(waveform: np.ndarray) -> np.ndarray:
+    """Samples as the workspace stores them (2 bytes each, lossless for audio decoded from 16-bit sources)."""
+    return np.clip(np.round(np.asarray(waveform, dtype=np.float32) * INT16_SCALE), -INT16_SCALE - 1, INT16_SCALE).astype(np.int16)
+
+
+def from_int16(samples) -> np.ndarray:
+    return np.asarray(samples, dtype=np.float32) / INT16_SCALE
 
 
 def resample(waveform: np.ndarray, orig_sr: int, target_sr: int = SAMPLING_RATE) -> np.ndarray:

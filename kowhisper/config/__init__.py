@@ -34,11 +34,13 @@ from kowhisper.config.groups import (
     TrainingStage,
     WhisperOptions,
     WorkspaceGroup,
+    augment_probabilities,
     dataset_sources,
 )
 
 __all__ = ["GROUPS", "ONLINE_ONLY_KEYS", "PROJECT_ROOT", "SAMPLE_DATA", "SOURCE_KEYS", "CTCOptions", "Config", "ConfigError",
            "DataGroup", "DatasetSource", "EvalGroup", "ModelGroup", "OnlineGroup", "ServeGroup", "TrainGroup",
-           "TrainingArgumentsGroup", "TrainingStage", "WhisperOptions", "WorkspaceGroup", "build_parser", "config_key_groups",
+           "TrainingArgumentsGroup", "TrainingStage", "WhisperOptions", "WorkspaceGroup", "augment_probabilities", "build_parser",
+           "config_key_groups",
            "config_to_dict", "config_to_yaml", "dataset_sources", "explicit_keys", "field_help", "load_config", "parse_config",
            "print_config_help", "training_settings_yaml"]

@@ -43,6 +43,25 @@ SOURCE_NAME_PATTERN = re.compile(r"[a-z0-9_-]+")
 
 
 STAGE_PARTS = ("decoder", "encoder", "both")
+AUGMENTATIONS = ("channel", "noise", "speed", "specaugment")
+DEFAULT_AUGMENT_PROBABILITY = 0.5
+
+
+def augment_probabilities(entries) -> dict[str, float]:
+    """{name: probability} from augment=[name, name:probability, ...]; ConfigError names what is wrong."""
+    chosen = {}
+    for entry in entries or []:
+        name, _, probability = str(entry).strip().partition(":")
+        if name not in AUGMENTATIONS:
+            raise ConfigError(f"augment: {name!r} is not one of {', '.join(AUGMENTATIONS)} (e.g. augment=[channel,noise:0.3])")
+        try:
+            value = float(probability) if probability else DEFAULT_AUGMENT_PROBABILITY
+        except ValueError:
+            raise ConfigError(f"augment: {entry!r}: the probability after ':' must be a number in (0, 1]") from None
+        if not 0 < value <= 1:
+            raise ConfigError(f"augment: {entry!r}: the probability must be in (0, 1], got {value}")
+        chosen[name] = value
+    return chosen
 
 
 def _inherited(text: str, key: str):
@@ -185,6 +204,12 @@ class DataGroup(KeyGroup):
         16000,
     )
     max_duration_s: float = _help("Drop clips longer than this; Whisper sees 30 s windows.", 30.0)
+    keep_audio: bool = _help(
+        "Keep each clip's 16 kHz audio in the workspace beside its features (int16, 32 KB per second of audio, twice the "
+        "log-mel's 16 KB), so train_offline.py can augment the waveform (augment=channel, noise, speed). false: features only, "
+        "for a corpus where the disk matters more (docs/training.md, 'Augmentation'). A CTC workspace stores audio anyway.",
+        True,
+    )
     num_proc: int = _help("Worker processes for decoding audio and extracting features.", 2)
     language_abbr: str = _help("Language code: the Common Voice locale and Whisper's language token.", "ko")
     datasets: list[DatasetSource] = _help(
@@ -384,12 +409,25 @@ class TrainGroup(TrainingArgumentsGroup, ModelGroup, WorkspaceGroup):
     )
     mask_time_prob: float = _help("With spec_augment: share of the clip's frames covered by time masks of 10 frames.", 0.05)
     mask_feature_prob: float = _help("With spec_augment: share of mel bands covered by frequency masks of 10 bands.", 0.0)
+    augment: list[str] = _help(
+        "Augmentations of training clips, each applied with a probability: 'name' (probability 0.5) or 'name:probability'. "
+        "channel: a telephone line (300-3400 Hz band, 8 kHz round trip, G.711 mu-law); noise: coloured noise at an SNR drawn "
+        "from augment_snr_db; speed: speed perturbation by a factor in augment_speed (timestamps follow, clips stay under 30 "
+        "s); specaugment: the same as spec_augment=true (masks on the features, inside the model). The waveform ones need "
+        "the workspace's audio (keep_audio). Dev and test clips are never augmented. E.g. augment=[channel,noise:0.3].",
+        factory=list,
+    )
+    augment_snr_db: list[float] = _help("With augment=noise: the range the signal-to-noise ratio is drawn from, in dB.",
+                                        factory=lambda: [10.0, 30.0])
+    augment_speed: list[float] = _help("With augment=speed: the range the speed factor is drawn from.", factory=lambda: [0.9, 1.1])
     quick_test: bool = _help(
         "End-to-end check in minutes (seed 003): caps samples, steps and evaluation, except keys set on the command line or "
         "in the --config file; stages are kept, shortened to 10 steps together. Prints what it changed.", False)
 
     def __post_init__(self):
         super().__post_init__()
+        if "specaugment" in augment_probabilities(self.augment):
+            self.spec_augment = True  # one switch, two spellings: the masks are the model's own (apply_spec_augment)
         for stage in self.stages:
             check_choice(f"stages[{stage.name}].train", stage.train, STAGE_PARTS)
             if stage.max_steps < 1:

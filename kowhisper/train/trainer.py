@@ -13,11 +13,13 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch.utils.data import SequentialSampler
 from transformers import EarlyStoppingCallback, TrainerState, set_seed
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from kowhisper.common.runtime import peft_checkpointing_alias_quiet
 from kowhisper.common.text import RATES
 from kowhisper.config import Config, TrainGroup
 from kowhisper.train.arguments import TrainingSetupError, stage_plan
+from kowhisper.train.augment import WaveformAugmenter
 from kowhisper.train.checkpoints import CheckpointCompletionCallback
 from kowhisper.train.data import TrainingData
 from kowhisper.train.dev_scoring import DevScorer, DevUtterancesCallback
@@ -62,18 +64,64 @@ def preserved_random_state():
             torch.cuda.set_rng_state_all(cuda)
 
 
+class EpochSeededSampler(torch.utils.data.Sampler):
+    """The order of one epoch's training rows, drawn from (data seed, epoch) alone: shuffled, or with group_by_length
+    shuffled in groups of similar length (transformers' own grouping). Hugging Face's samplers draw from the global
+    generator, which a resume restores to the checkpoint's step, so a run resumed in its second epoch or later trained
+    on another order than the uninterrupted run; this one replays the same order in every epoch, resumed or not.
+    The Trainer tells it the epoch (set_epoch) before each one begins."""
+
+    def __init__(self, size: int, seed: int, lengths=None, group_size: int = 1):
+        self.size, self.seed, self.lengths, self.group_size = size, seed, lengths, group_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.lengths is not None:
+            return iter(get_length_grouped_indices(self.lengths, self.group_size, generator=generator))
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
 class KowhisperTrainerMixin:
     """What every family's Trainer adds to Hugging Face's (put it first among the bases):
 
     - dev rows are evaluated in their order, which tells each row's source;
     - `evaluate_base_model()` scores dev before any training step, for the zero-shot baseline (a family whose base
       runs differently from the model it trains overrides it);
-    - staged runs get a learning-rate schedule that restarts per stage (kowhisper.train.stages).
+    - staged runs get a learning-rate schedule that restarts per stage (kowhisper.train.stages);
+    - dev batches may come from a collator of their own (`eval_data_collator`): training batches are augmented
+      (kowhisper.train.augment), dev batches never are;
+    - the training order of each epoch follows from the data seed and the epoch (EpochSeededSampler), so a resume
+      trains on what the uninterrupted run would have.
     """
 
-    def __init__(self, *args, stages: StagePlan | None = None, **kwargs):
+    def __init__(self, *args, stages: StagePlan | None = None, eval_data_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.stages = stages
+        self.eval_data_collator = eval_data_collator or self.data_collator
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        training_collator = self.data_collator
+        self.data_collator = self.eval_data_collator  # read once, when the DataLoader is built
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = training_collator
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        strategy = self.args.train_sampling_strategy
+        if dataset is None or not hasattr(dataset, "__len__") or strategy not in ("random", "group_by_length"):
+            return super()._get_train_sampler(train_dataset)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        lengths = list(dataset[self.args.length_column_name]) if strategy == "group_by_length" else None
+        return EpochSeededSampler(len(dataset), seed, lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps)
 
     def create_scheduler(self, num_training_steps, optimizer=None):
         if self.stages is None or self.lr_scheduler is not None:
@@ -101,6 +149,9 @@ def build_trainer(model, processor, args, data: TrainingData, config: Config, fa
     if "tensorboard" in args.report_to:
         # A fixed folder instead of one per start, so a resumed run continues the same TensorBoard curves.
         os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(Path(args.output_dir) / "tensorboard"))
+    augmenter = WaveformAugmenter.from_config(config)
+    if augmenter is not None:
+        report(f"Augmentation: {augmenter.describe()} (training clips only, drawn per clip and epoch from seed {config.seed})")
     log_callback = TrainingLogCallback(args.output_dir, report)
     callbacks = [CheckpointCompletionCallback(config.keep_other_checkpoints), log_callback]
     scorer = DevScorer(family.prediction_texts(processor), data.dev_sources) if data.dev is not None else None

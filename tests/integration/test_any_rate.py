@@ -1,5 +1,6 @@
-"""8 kHz call-style WAVs of real Korean clips (../shared/data/ko-real-speech, read from there) go through setup,
-training, evaluation and inference like 16 kHz ones: every step resamples as it decodes."""
+"""8 kHz calls made from real Korean clips (../shared/data/ko-real-speech, read from there) by bench/call_audio.py's
+telephone channel, stored as calls arrive (G.711 mu-law and A-law and GSM 06.10 in WAV files), go through setup,
+training with augmentation, evaluation and inference like 16 kHz ones: every step decodes the codec and resamples."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import soundfile
 
+from bench.call_audio import make_call
 from kowhisper.common.audio import load_audio
 from kowhisper.common.workspace import source_report_path
 
@@ -30,10 +32,10 @@ def test_8khz_calls_go_through_setup_training_evaluation_and_inference(make_work
         writer = csv.DictWriter(handle, fieldnames=["audio", "text", "split"])
         writer.writeheader()
         for n, row in enumerate(rows):
-            call = folder / f"call{n:02d}.wav"
-            soundfile.write(call, load_audio(REAL_SPEECH / "clips" / row["path"], sampling_rate=8000), 8000, subtype="PCM_16")
-            writer.writerow({"audio": call.name, "text": row["sentence"], "split": ("train", "train", "dev", "test")[n % 4]})
-    assert soundfile.info(folder / "call00.wav").samplerate == 8000
+            make_call(REAL_SPEECH / "clips" / row["path"], folder / f"call{n:02d}.wav")
+            writer.writerow({"audio": f"call{n:02d}.wav", "text": row["sentence"], "split": ("train", "train", "dev", "test")[n % 4]})
+    assert {soundfile.info(folder / f"call{n:02d}.wav").samplerate for n in range(16)} == {8000}
+    assert len({soundfile.info(folder / f"call{n:02d}.wav").subtype for n in range(16)}) >= 2, "more than one codec"
     workspace = make_workspace(tiny_model_dir, data_source="manifest", data_path=str(manifest))
     report = json.loads(source_report_path(workspace, "manifest").read_text(encoding="utf-8"))
     assert (report["splits"]["train"]["kept"], report["splits"]["dev"]["kept"], report["splits"]["test"]["kept"]) == (8, 4, 4)
@@ -44,7 +46,8 @@ def test_8khz_calls_go_through_setup_training_evaluation_and_inference(make_work
 
     offline = ["unshare", "-n"] if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0 else []
     common = [f"workspace={workspace}", "per_device_train_batch_size=4", "per_device_eval_batch_size=4", "generation_max_length=8"]
-    for command in (["train_offline.py", "max_steps=2", "eval_steps=2", "save_steps=2", "warmup_steps=0"], ["evaluate_model.py"],
+    training = ["train_offline.py", "max_steps=2", "eval_steps=2", "save_steps=2", "warmup_steps=0", "augment=[channel,noise,speed]"]
+    for command in (training, ["evaluate_model.py"],
                     ["inference.py", "output_format=json", str(folder / "call03.wav")]):
         result = subprocess.run([*offline, python_executable, *command[:1], *common, *command[1:]], cwd=PROJECT_ROOT,
                                 capture_output=True, text=True, timeout=900)

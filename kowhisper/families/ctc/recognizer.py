@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForCTC
 
-from kowhisper.common.audio import SAMPLING_RATE
+from kowhisper.common.audio import SAMPLING_RATE, from_int16
 from kowhisper.common.runtime import peft_checkpointing_alias_quiet
 from kowhisper.common.transcript import Segment, Transcript
 from kowhisper.families.base import ModelError, Recognizer
-from kowhisper.families.ctc.storage import FrameGeometry, from_int16, load_processor
+from kowhisper.families.ctc.storage import FrameGeometry, load_processor
 from kowhisper.families.ctc.vocabulary import WORD_DELIMITER, decode_ids
 
 CHUNK_S = 20.0

@@ -23,12 +23,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from datasets import Features, Sequence, Value
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoProcessor, Wav2Vec2CTCTokenizer
 
-from kowhisper.common.audio import SAMPLING_RATE
+from kowhisper.common.audio import SAMPLING_RATE, to_int16
 from kowhisper.common.files import partial_path
 from kowhisper.common.workspace import model_dir
 from kowhisper.config import Config
@@ -40,7 +39,6 @@ log = logging.getLogger("kowhisper")
 # Written beside the vocabulary: where it came from. "model": the base model's own (kept on every run);
 # "training text": built by the data step (rebuilt when the training text or the character rules change).
 ORIGIN_FILE = "ctc_vocabulary.json"
-INT16_SCALE = 32767
 
 
 @dataclass(frozen=True)
@@ -103,14 +101,6 @@ class FrameGeometry:
 def frames_needed(labels: list[int]) -> int:
     """CTC emits one frame per label and needs a blank between two equal labels in a row."""
     return len(labels) + sum(1 for a, b in zip(labels, labels[1:]) if a == b)
-
-
-def to_int16(waveform: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(np.asarray(waveform, dtype=np.float32) * INT16_SCALE), -INT16_SCALE - 1, INT16_SCALE).astype(np.int16)
-
-
-def from_int16(samples) -> np.ndarray:
-    return np.asarray(samples, dtype=np.float32) / INT16_SCALE
 
 
 class CTCClipEncoder:

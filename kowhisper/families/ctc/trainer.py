@@ -16,12 +16,13 @@ import torch
 from peft import prepare_model_for_kbit_training
 from transformers import AutoConfig, AutoModelForCTC, BitsAndBytesConfig, Trainer, TrainingArguments
 
-from kowhisper.common.audio import SAMPLING_RATE
+from kowhisper.common.audio import AUDIO_COLUMN, SAMPLING_RATE, from_int16
 from kowhisper.common.workspace import model_dir
-from kowhisper.config import Config, WorkspaceGroup
+from kowhisper.config import Config
 from kowhisper.families.base import FINAL_ADAPTER_DIR, FINAL_FULL_DIR
-from kowhisper.families.ctc.storage import FrameGeometry, from_int16, load_processor
+from kowhisper.families.ctc.storage import FrameGeometry, load_processor
 from kowhisper.families.ctc.vocabulary import decode_ids
+from kowhisper.train.augment import AugmentEpochCallback, WaveformAugmenter
 from kowhisper.train.trainer import KowhisperTrainerMixin, apply_lora
 
 # The collator's output lengths in frames, which the Trainer takes out before the model sees the batch.
@@ -31,14 +32,21 @@ HEAD = "lm_head"
 
 class CTCBatchCollator:
     """Stored int16 audio -> the extractor's model input (normalised per clip where the extractor does that), labels
-    padded with -100, and each clip's output length in frames."""
+    padded with -100, and each clip's output length in frames. With an augmenter (kowhisper.train.augment; training
+    batches only), the audio as this epoch changes it."""
 
-    def __init__(self, feature_extractor, geometry: FrameGeometry):
+    def __init__(self, feature_extractor, geometry: FrameGeometry, augmenter: WaveformAugmenter | None = None):
         self.feature_extractor = feature_extractor
         self.geometry = geometry
+        self.augmenter = augmenter
+        self.epoch = 0  # set by AugmentEpochCallback
+
+    def waveform(self, row: dict) -> np.ndarray:
+        changed = self.augmenter.apply(row[AUDIO_COLUMN], row["id"], self.epoch) if self.augmenter is not None else None
+        return from_int16(row[AUDIO_COLUMN]) if changed is None else changed
 
     def __call__(self, rows: list[dict]) -> dict:
-        audio = [from_int16(row["audio"]) for row in rows]
+        audio = [self.waveform(row) for row in rows]
         # The extractor's own return_attention_mask: models with group-norm feature encoders must not get a mask.
         batch = dict(self.feature_extractor(audio, sampling_rate=SAMPLING_RATE, padding=True, return_tensors="pt"))
         labels = [np.asarray(row["labels"], dtype=np.int64) for row in rows]
@@ -122,14 +130,19 @@ def _ctc_trainer_class():
     return CTCTrainer
 
 
-def build_trainer(model, processor, args, data, config: WorkspaceGroup, callbacks: list, stages, compute_metrics):
+def build_trainer(model, processor, args, data, config: Config, callbacks: list, stages, compute_metrics):
     geometry = FrameGeometry.from_config(AutoConfig.from_pretrained(str(model_dir(config.workspace_dir))))
+    augmenter = WaveformAugmenter.from_config(config)
+    training_collator = CTCBatchCollator(processor.feature_extractor, geometry, augmenter)
+    if augmenter is not None:
+        callbacks = [*callbacks, AugmentEpochCallback(training_collator)]
     return _ctc_trainer_class()(
         model=model,
         args=args,
         train_dataset=data.train,
         eval_dataset=data.dev,
-        data_collator=CTCBatchCollator(processor.feature_extractor, geometry),
+        data_collator=training_collator,
+        eval_data_collator=CTCBatchCollator(processor.feature_extractor, geometry),
         processing_class=processor,
         compute_metrics=compute_metrics,
         callbacks=callbacks,

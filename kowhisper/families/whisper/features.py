@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from datasets import Array2D, Features, Sequence, Value
 
+from kowhisper.common.audio import AUDIO_COLUMN
 from kowhisper.families.whisper.encoder_window import EncoderWindow
 from kowhisper.families.whisper.frames import CHUNK_SAMPLES, FRAME_SECONDS, HOP_LENGTH, N_FRAMES
 
@@ -179,14 +180,26 @@ def label_ids(tokenizer, text: str) -> list[int]:
 
 class SpeechBatchCollator:
     """Pads stored features to the encoder window (30 s, or fitted to the batch) and labels with -100, which
-    the loss ignores."""
+    the loss ignores. With an augmenter (kowhisper.train.augment.WaveformAugmenter; training batches only), a clip it
+    changes gets new log-mel features from its changed audio before anything else reads them, so timestamped labels
+    follow a speed change."""
 
-    def __init__(self, window=None, timestamps: TimestampedLabels | None = None, feature_dtype: torch.dtype = torch.float32):
+    def __init__(self, window=None, timestamps: TimestampedLabels | None = None, feature_dtype: torch.dtype = torch.float32,
+                 augmenter=None, log_mel: LogMel | None = None):
         self.window = window or EncoderWindow()
         self.timestamps = timestamps
         self.feature_dtype = feature_dtype
+        self.augmenter = augmenter
+        self.log_mel = log_mel
+        self.epoch = 0  # set by kowhisper.train.augment.AugmentEpochCallback
+
+    def augmented(self, row: dict) -> dict:
+        waveform = self.augmenter.apply(row[AUDIO_COLUMN], row["id"], self.epoch, CHUNK_SAMPLES)
+        return row if waveform is None else {**row, "input_features": self.log_mel(waveform)}
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if self.augmenter is not None and "labels" in rows[0]:
+            rows = [self.augmented(row) for row in rows]
         if self.timestamps is not None and "labels" in rows[0] and self.timestamps.wanted(rows):
             rows = self.timestamps.pack(rows)
         stored = [row["input_features"] for row in rows]
@@ -207,14 +220,16 @@ class SpeechBatchCollator:
         return batch
 
 
-def dataset_features(n_mels: int = 80):
-    """The column types of a prepared split (datasets.Features). Only the first Array2D axis may vary."""
-    return Features(
-        {
-            "id": Value("string"),
-            "text": Value("string"),
-            "duration": Value("float32"),
-            "input_features": Array2D(shape=(None, n_mels), dtype="float16"),
-            "labels": Sequence(Value("int32")),
-        }
-    )
+def dataset_features(n_mels: int = 80, keep_audio: bool = False):
+    """The column types of a prepared split (datasets.Features). Only the first Array2D axis may vary. With keep_audio,
+    the clip's 16 kHz int16 samples too, for training-time augmentation (kowhisper.train.augment)."""
+    columns = {
+        "id": Value("string"),
+        "text": Value("string"),
+        "duration": Value("float32"),
+        "input_features": Array2D(shape=(None, n_mels), dtype="float16"),
+        "labels": Sequence(Value("int32")),
+    }
+    if keep_audio:
+        columns[AUDIO_COLUMN] = Sequence(Value("int16"))
+    return Features(columns)

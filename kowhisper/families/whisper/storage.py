@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig, WhisperForConditionalGeneration, WhisperProcessor
 
+from kowhisper.common.audio import AUDIO_COLUMN, to_int16
 from kowhisper.config import Config
 from kowhisper.families.base import StorageError, is_ct2_model_dir
 from kowhisper.families.whisper.ct2_import import MODEL_ALIAS, convert_ct2_whisper, resolve_ct2_source
@@ -46,7 +47,9 @@ class WhisperClipEncoder:
         self.tokenizer = tokenizer
         self.log_mel = LogMel(processor.feature_extractor)
         self.max_label_tokens = config.max_label_tokens
+        self.keep_audio = config.keep_audio
         self.identity = {
+            "keep_audio": config.keep_audio,
             "feature_extractor": processor.feature_extractor.to_dict(),
             "vocabulary": sorted(tokenizer.get_vocab().items()),
             "prefix": label_ids(tokenizer, ""),
@@ -55,7 +58,7 @@ class WhisperClipEncoder:
 
     def features(self):
         """The column types of a prepared split (datasets.Features)."""
-        return dataset_features(self.log_mel.n_mels)
+        return dataset_features(self.log_mel.n_mels, self.keep_audio)
 
     def encode_text(self, text: str) -> tuple[list[int] | None, str | None, str | None]:
         """(labels, None, None), or (None, drop reason, detail)."""
@@ -66,7 +69,10 @@ class WhisperClipEncoder:
 
     def encode_audio(self, waveform, labels: list[int]) -> tuple[dict | None, str | None, str | None]:
         """The stored columns besides id, text and duration, or (None, drop reason, detail)."""
-        return {"input_features": self.log_mel(waveform), "labels": labels}, None, None
+        stored = {"input_features": self.log_mel(waveform), "labels": labels}
+        if self.keep_audio:
+            stored[AUDIO_COLUMN] = to_int16(waveform)
+        return stored, None, None
 
 
 def save_base_model(source: str, out: Path, config: Config) -> None:

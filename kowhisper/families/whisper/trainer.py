@@ -25,11 +25,12 @@ from kowhisper.config import Config, ModelGroup
 from kowhisper.families.base import FINAL_ADAPTER_DIR, FINAL_FULL_DIR
 from kowhisper.families.whisper.encoder_window import WINDOW_FILE, EncoderWindow, allow_fitted_window
 from kowhisper.families.whisper.engines import Decoding
-from kowhisper.families.whisper.features import SpeechBatchCollator, TimestampedLabels
+from kowhisper.families.whisper.features import LogMel, SpeechBatchCollator, TimestampedLabels
 from kowhisper.families.whisper.frames import FRAME_SECONDS
 from kowhisper.families.whisper.loading import load_processor
 from kowhisper.families.whisper.options import WhisperOptions
 from kowhisper.train.arguments import TrainingSetupError
+from kowhisper.train.augment import AugmentEpochCallback, WaveformAugmenter
 from kowhisper.train.dev_scoring import DEV_UTTERANCES_DIR, dev_metrics_summary
 from kowhisper.train.trainer import KowhisperTrainerMixin, apply_lora
 
@@ -112,8 +113,8 @@ def _whisper_trainer_class():
         """Seq2SeqTrainer that evaluates the way inference.py decodes.
 
         - Dev batches come from their own collator (`eval_data_collator`): training batches may carry timestamped
-          labels, dev batches never do. The zero-shot evaluation (`evaluate_base_model`) runs the base as it runs
-          everywhere, at Whisper's full window (`base_model_collator`), whatever window the run trains with.
+          labels and augmented clips, dev batches never do. The zero-shot evaluation (`evaluate_base_model`) runs the
+          base as it runs everywhere, at Whisper's full window (`base_model_collator`), whatever window the run trains with.
         - It encodes evaluation batches itself and hands generate() the encoder output: Whisper's generate()
           pads input features to 3000 frames with zeros, which would undo a fitted window (and zeros are not
           what silence looks like in Whisper's log-mel). The one encoder pass also serves the dev loss.
@@ -122,19 +123,10 @@ def _whisper_trainer_class():
         - It generates under the training precision's autocast (bf16 on CPUs that do it natively).
         """
 
-        def __init__(self, *args, decoding: Decoding, eval_data_collator, base_model_collator, **kwargs):
+        def __init__(self, *args, decoding: Decoding, base_model_collator, **kwargs):
             super().__init__(*args, **kwargs)
             self.decoding = decoding
-            self.eval_data_collator = eval_data_collator
             self.base_model_collator = base_model_collator
-
-        def get_eval_dataloader(self, eval_dataset=None):
-            training_collator = self.data_collator
-            self.data_collator = self.eval_data_collator  # read once, when the DataLoader is built
-            try:
-                return super().get_eval_dataloader(eval_dataset)
-            finally:
-                self.data_collator = training_collator
 
         def evaluate_base_model(self) -> dict:
             windowed, self.eval_data_collator = self.eval_data_collator, self.base_model_collator
@@ -173,14 +165,21 @@ def _whisper_trainer_class():
 def build_trainer(model, processor, args, data, config: Config, callbacks: list, stages, compute_metrics):
     window = EncoderWindow.from_config(config)
     share = config.timestamped_label_share
+    augmenter = WaveformAugmenter.from_config(config)
+    if augmenter is not None:
+        augmenter.require_audio(data.train, "Whisper")
+    # Training batches may be augmented and carry timestamped labels; dev batches never are.
+    training_collator = SpeechBatchCollator(window, TimestampedLabels(processor.tokenizer, share) if share > 0 else None,
+                                            augmenter=augmenter, log_mel=LogMel(processor.feature_extractor) if augmenter else None)
+    if augmenter is not None:
+        callbacks = [*callbacks, AugmentEpochCallback(training_collator)]
     return _whisper_trainer_class()(
         model=model,
         args=args,
         train_dataset=data.train,
         eval_dataset=data.dev,
-        # Training batches may carry timestamped labels; dev batches never do. The zero-shot evaluation pads
-        # to the base model's full window.
-        data_collator=SpeechBatchCollator(window, TimestampedLabels(processor.tokenizer, share) if share > 0 else None),
+        # The zero-shot evaluation pads to the base model's full window.
+        data_collator=training_collator,
         eval_data_collator=SpeechBatchCollator(window),
         base_model_collator=SpeechBatchCollator(EncoderWindow()),
         processing_class=processor,
