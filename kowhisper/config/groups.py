@@ -428,6 +428,10 @@ class TrainGroup(TrainingArgumentsGroup, ModelGroup, WorkspaceGroup):
         super().__post_init__()
         if "specaugment" in augment_probabilities(self.augment):
             self.spec_augment = True  # one switch, two spellings: the masks are the model's own (apply_spec_augment)
+        for name, low, high in (("augment_snr_db", -10.0, 80.0), ("augment_speed", 0.5, 2.0)):
+            values = list(getattr(self, name))
+            if len(values) != 2 or not low <= values[0] <= values[1] <= high:
+                raise ConfigError(f"{name} is a range [low, high] within [{low:g}, {high:g}], got {values}")
         for stage in self.stages:
             check_choice(f"stages[{stage.name}].train", stage.train, STAGE_PARTS)
             if stage.max_steps < 1:

@@ -147,3 +147,15 @@ def test_a_run_killed_with_9_resumes_the_same_augmentation_stream(workspace, tmp
     assert plain.returncode == 0, plain.stderr[-3000:]
     unaugmented = load_file(tmp_path / "plain" / "adapter" / "adapter_model.safetensors")
     assert any(not torch.equal(expected[key], unaugmented[key]) for key in expected)
+
+
+def test_a_workspace_without_audio_stops_an_augmented_run_with_what_to_do(make_workspace, tiny_model_dir, python_executable):
+    workspace = make_workspace(tiny_model_dir, copy=False, keep_audio=False, max_samples=4)
+    command = [python_executable, "train_offline.py", f"workspace={workspace}", "augment=[channel]", "max_steps=1", "report_to=[]"]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "stores features only" in result.stderr and "keep_audio=true" in result.stderr
+    # SpecAugment works on the features, so it needs no audio.
+    masked = subprocess.run([*command[:4], "augment=[specaugment]", *command[5:]], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=900)
+    assert masked.returncode == 0, masked.stderr[-3000:]
