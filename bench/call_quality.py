@@ -12,8 +12,8 @@ train_offline.py as a user runs it (the defaults, whatever overrides a row names
 
 Every model is scored on both test splits (290 clips each, the same utterances in the same order) with the CTranslate2
 int8 engine inference.py runs on a CPU, and compared with zero-shot on the same clips by a paired bootstrap (95%,
-1000 resamples, seed 0; kowhisper.common.bootstrap). Scores are cached in bench/out/call/quality/, so a rerun only
-trains and scores what is new.
+1000 resamples, seed 0; kowhisper.common.bootstrap). Scores are cached beside bench.curves' (bench/out/quality/curves,
+bench/out/call/curves), so a rerun only trains and scores what is new.
 
     python -m bench.call_quality                   # train what is missing, score, print the tables
     python -m bench.call_quality --runs default@call
@@ -77,8 +77,10 @@ def score(model: str, run_dir: Path | None, corpus: str) -> dict:
     from kowhisper.families.base import resolve_model
 
     space = workspace(corpus)
-    curves.CACHE = OUT_DIR / "quality"
-    return curves.scored(space, f"{model}-on-{corpus}", resolve_model(space, str(run_dir) if run_dir else "base"), "test")
+    # The curves' caches: zero-shot on a test split is the same record there (bench.curves --corpus clean|call).
+    curves.CACHE = WORKSPACES[corpus].parent / "curves"
+    key = "zero-shot" if run_dir is None else f"{model}-on-{corpus}"
+    return curves.scored(space, key, resolve_model(space, str(run_dir) if run_dir else "base"), "test")
 
 
 def main(argv=None) -> None:

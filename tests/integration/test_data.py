@@ -166,8 +166,10 @@ def broken_workspace(broken_release, processor_dir, tmp_path_factory) -> tuple[P
 def test_sample_splits_are_kept_whole_with_the_declared_columns(sample_workspace):
     for split in SPLITS:
         dataset = prepared(sample_workspace, split)
-        assert dataset.features == dataset_features(80)
+        assert dataset.features == dataset_features(80, keep_audio=True)  # keep_audio is on by default
         assert dataset["id"] == [Path(row["path"]).stem for row in SAMPLE_ROWS[split]]
+        # The audio kept for augmentation is the clip's own: its length is the clip's duration at 16 kHz.
+        assert all(abs(len(audio) / 16000 - duration) < 1e-3 for audio, duration in zip(dataset["audio"], dataset["duration"]))
     report = read_report(sample_workspace)
     assert {split: entry["kept"] for split, entry in report["splits"].items()} == {"train": 40, "dev": 10, "test": 10}
     assert report["source"]["data_path"] == str(SAMPLE_DATA)
