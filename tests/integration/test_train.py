@@ -127,7 +127,9 @@ def test_tiny_run_prints_its_plan_and_leaves_every_output(tiny_run, tiny_model_d
         assert metrics["dev"]["cer"] == evaluations[-1]["eval_cer"]
     assert metrics["zero_shot_dev"]["cer"] == evaluations[0]["eval_cer"]
     assert "step 0: dev CER" in stdout and "(zero-shot: the base model at its full window" in stdout
-    assert printed_line(stdout, "dev CER").startswith(f"dev CER {100 * evaluations[0]['eval_cer']:.1f}% (zero-shot) -> ")
+    # The verdict names zero-shot's dev CER first; a random model may or may not beat it (then the line opens "WARNING: ").
+    verdict = next(line for line in stdout.splitlines() if "(zero-shot) -> " in line)
+    assert verdict.removeprefix("WARNING: ").startswith(f"dev CER {100 * evaluations[0]['eval_cer']:.1f}% (zero-shot) -> ")
     assert json.loads((run_dir / "zero_shot.json").read_text())["metrics"] == metrics["zero_shot_dev"]
     # The final dev predictions against zero-shot's, clip by clip: every evaluation kept each clip's edit counts.
     assert len(json.loads((run_dir / "zero_shot.json").read_text())["counts"]) == 4
@@ -398,8 +400,10 @@ def test_cleanup_keeps_the_best_and_the_last_checkpoint_plus_keep_other_checkpoi
     assert_succeeded(result)
     state = json.loads((run_dir / "checkpoint-5" / "trainer_state.json").read_text())
     kept = list_checkpoints(run_dir)
-    best = Path(state["best_model_checkpoint"])
-    assert best in kept and kept[-1].name == "checkpoint-5" and len(kept) <= 3
+    assert kept[-1].name == "checkpoint-5" and len(kept) <= 3
+    # None when no checkpoint of the random model beat its zero-shot dev CER (the base counts as the best so far).
+    best = state["best_model_checkpoint"]
+    assert best is None or Path(best) in kept
     assert all(checkpoint_problems(checkpoint) == [] for checkpoint in kept)
 
 
