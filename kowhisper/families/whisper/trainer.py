@@ -174,12 +174,18 @@ def _whisper_trainer_class():
             looping = [row for row, text in enumerate(texts) if compression_ratio(text) > LOOP_COMPRESSION_RATIO]
             if not looping:
                 return generated
-            rows = torch.tensor(looping, device=generated.device)
-            retry_inputs = {key: value[rows] for key, value in inputs.items() if key == "attention_mask"}
-            retry_inputs["encoder_outputs"] = BaseModelOutput(last_hidden_state=inputs["encoder_outputs"].last_hidden_state[rows])
-            with torch.no_grad(), self.autocast_smart_context_manager():
-                retried = self.accelerator.unwrap_model(model).generate(**retry_inputs, **gen_kwargs,
-                                                                        no_repeat_ngram_size=LOOP_FALLBACK_NGRAM)
+            # One row at a time: given encoder outputs for several rows, transformers' Whisper generate() can take its
+            # long-form path and fail cutting finished rows from input_features it does not have (5.23). Loops are rare.
+            retried = []
+            for row in looping:
+                retry_inputs = {key: value[row : row + 1] for key, value in inputs.items() if isinstance(value, torch.Tensor)}
+                encoded = inputs["encoder_outputs"].last_hidden_state[row : row + 1]
+                retry_inputs["encoder_outputs"] = BaseModelOutput(last_hidden_state=encoded)
+                with self.autocast_smart_context_manager():
+                    _, ids, _ = Seq2SeqTrainer.prediction_step(self, model, retry_inputs, False, **gen_kwargs,
+                                                               no_repeat_ngram_size=LOOP_FALLBACK_NGRAM)
+                retried.append(ids[0])
+            retried = torch.nn.utils.rnn.pad_sequence(retried, batch_first=True, padding_value=tokenizer.pad_token_id)
             width = max(generated.shape[1], retried.shape[1])
             merged = torch.nn.functional.pad(generated, (0, width - generated.shape[1]), value=tokenizer.pad_token_id)
             retried = torch.nn.functional.pad(retried, (0, width - retried.shape[1]), value=tokenizer.pad_token_id)
