@@ -28,6 +28,7 @@ from kowhisper.families.whisper.engines import Decoding
 from kowhisper.families.whisper.features import LogMel, SpeechBatchCollator, TimestampedLabels
 from kowhisper.families.whisper.frames import FRAME_SECONDS
 from kowhisper.families.whisper.loading import load_processor
+from kowhisper.families.whisper.longform import LOOP_COMPRESSION_RATIO, LOOP_FALLBACK_NGRAM, compression_ratio
 from kowhisper.families.whisper.options import WhisperOptions
 from kowhisper.train.arguments import TrainingSetupError
 from kowhisper.train.augment import AugmentEpochCallback, WaveformAugmenter
@@ -157,7 +158,42 @@ def _whisper_trainer_class():
                 inputs = {key: value for key, value in inputs.items() if key != "input_features"}
                 inputs["encoder_outputs"] = BaseModelOutput(last_hidden_state=encoded)
             with self.autocast_smart_context_manager():
-                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys, **gen_kwargs)
+                loss, generated, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys,
+                                                                  **gen_kwargs)
+            if generated is None or "encoder_outputs" not in inputs:
+                return loss, generated, labels
+            return loss, self.without_loops(model, inputs, generated, gen_kwargs), labels
+
+        def without_loops(self, model, inputs: dict, generated: torch.Tensor, gen_kwargs: dict) -> torch.Tensor:
+            """The rows whose text looks like a repetition loop generated again with repeated 4-grams forbidden, each
+            kept if it loops less: what inference.py and evaluate_model.py do (longform.generate_without_loops). Without
+            it, three looping dev clips of 151 doubled a call-audio checkpoint's dev CER (24.5% where evaluate_model.py
+            measured it near 11%), and the run kept the base as its best model."""
+            tokenizer = self.processing_class.tokenizer
+            texts = tokenizer.batch_decode(generated, skip_special_tokens=True)
+            looping = [row for row, text in enumerate(texts) if compression_ratio(text) > LOOP_COMPRESSION_RATIO]
+            if not looping:
+                return generated
+            # One row at a time: given encoder outputs for several rows, transformers' Whisper generate() can take its
+            # long-form path and fail cutting finished rows from input_features it does not have (5.23). Loops are rare.
+            retried = []
+            for row in looping:
+                retry_inputs = {key: value[row : row + 1] for key, value in inputs.items()  # no labels: no second loss
+                                if isinstance(value, torch.Tensor) and key != "labels"}
+                encoded = inputs["encoder_outputs"].last_hidden_state[row : row + 1]
+                retry_inputs["encoder_outputs"] = BaseModelOutput(last_hidden_state=encoded)
+                with self.autocast_smart_context_manager():
+                    _, ids, _ = Seq2SeqTrainer.prediction_step(self, model, retry_inputs, False, **gen_kwargs,
+                                                               no_repeat_ngram_size=LOOP_FALLBACK_NGRAM)
+                retried.append(ids[0])
+            retried = torch.nn.utils.rnn.pad_sequence(retried, batch_first=True, padding_value=tokenizer.pad_token_id)
+            width = max(generated.shape[1], retried.shape[1])
+            merged = torch.nn.functional.pad(generated, (0, width - generated.shape[1]), value=tokenizer.pad_token_id)
+            retried = torch.nn.functional.pad(retried, (0, width - retried.shape[1]), value=tokenizer.pad_token_id)
+            for position, row in enumerate(looping):
+                if compression_ratio(tokenizer.decode(retried[position], skip_special_tokens=True)) < compression_ratio(texts[row]):
+                    merged[row] = retried[position]
+            return merged
 
     return WhisperTrainer
 
