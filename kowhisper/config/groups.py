@@ -511,11 +511,18 @@ class ServeGroup(KeyGroup):
     merged_dir: str | None = _help(
         "Where --merge writes the merged full model. Unset: <run>/merged. A fully fine-tuned run needs no merge: --merge "
         "names its model/ folder, or copies it here when this is set.", None)
+    export_check: bool = _help(
+        "After --merge or --export-ct2, score the export and the model it came from on the workspace's dev split (CER, "
+        "kocer CER, paired interval on the difference) and warn if they differ.", True)
+    export_check_samples: int | None = _help(
+        "Dev clips per source the export check decodes (twice: the source in float, the export). Unset: all of them.", None)
 
     def __post_init__(self):
         super().__post_init__()
         check_choice("output_format", self.output_format, OUTPUT_FORMATS)
         check_choice("backend", self.backend, BACKENDS)
+        if self.export_check_samples is not None:
+            _check_at_least_one(self, "export_check_samples")
 
 
 # ---- the flat key space -------------------------------------------------------------------------------------

@@ -5,12 +5,16 @@
     python inference.py workspace=./workspace --demo                           # http://127.0.0.1:7860
     python inference.py workspace=./workspace --merge                          # <run>/merged, safetensors (LoRA runs)
     python inference.py workspace=./workspace --export-ct2                     # <run>/ct2-int8, for faster-whisper
+    python inference.py workspace=./workspace --export-ct2 export_check=false  # without scoring it on dev
     python inference.py adapter=./workspace/runs/whisper-lora/merged talk.mp3  # a merged model or CTranslate2 export
 
 adapter= picks the model: unset, the latest run's final model (else the base); also a run name, an adapter or
 checkpoint folder, a merged or fully fine-tuned model, a CTranslate2 export, or 'base'. Any audio FFmpeg reads
 works; audio over 30 s is cut into windows at pauses and transcribed with timestamps (json, srt). backend=auto runs CTranslate2
 int8 on CPUs without native bf16 (the model is exported once, then reused) and transformers on CUDA or bf16 CPUs.
+
+--merge and --export-ct2 then score the export beside the model it came from on the workspace's dev split (CER and
+kocer CER, with a paired interval on the difference; <export>/export_check.json) and warn if they differ.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from kowhisper.common.files import describe_os_error
 from kowhisper.common.runtime import setup_logging
 from kowhisper.common.workspace import WorkspaceError, require_verified_workspace
 from kowhisper.config import build_parser, parse_config
+from kowhisper.evaluate.export_check import check_exports
 from kowhisper.families.base import ModelError, resolve_model
 from kowhisper.families.registry import family_of_source, ignored_keys_notice, load_recognizer
 from kowhisper.serve.demo import launch_demo
-from kowhisper.serve.export import merge_for_shipping
+from kowhisper.serve.export import default_merged_dir, merge_for_shipping
 from kowhisper.serve.transcribe import transcribe_to_outputs
 
 EXIT_SETUP_ERROR = 2
@@ -50,11 +55,18 @@ def main(argv=None) -> int:
             print(ignored)
         if source.kind in ("base", "adapter"):
             require_verified_workspace(config.workspace_dir, only=("model",))
+        exports = []
         if args.merge:
             print(merge_for_shipping(source, config.merged_dir))
+            if source.kind == "adapter":  # full weights are copied as they are: nothing to check
+                exports.append(resolve_model(config.workspace_dir, str(config.merged_dir or default_merged_dir(source))))
         if args.export_ct2:
             # Exported from the adapter itself (not the merged copy), so backend=auto recognises it as current.
-            print(f"CTranslate2 model: {family_of_source(source).export_ct2(source, config.ct2_quantization, config.ct2_dir)}")
+            exported = family_of_source(source).export_ct2(source, config.ct2_quantization, config.ct2_dir)
+            print(f"CTranslate2 model: {exported}")
+            exports.append(resolve_model(config.workspace_dir, str(exported)))
+        if exports and config.export_check:
+            check_exports(source, exports, config)
         if not (args.paths or args.demo):
             return 0
         # The demo serves one recording at a time, and an engine may tune for that (see CT2Whisper).

@@ -342,6 +342,31 @@ def test_fit_window_adapter_transcribes_alike_in_transformers_merged_and_ctransl
 
 
 @pytest.mark.real_model
+def test_merge_and_export_are_scored_on_dev_beside_the_adapter(workspace, python_executable, tmp_path):
+    """--merge and --export-ct2 decode dev with the adapter and with each export, print both CERs and the paired
+    interval of their difference, and keep it beside the export."""
+    command = [python_executable, "inference.py", f"workspace={workspace}", "adapter=reciting", "--merge", "--export-ct2",
+               f"merged_dir={tmp_path / 'merged'}", f"ct2_dir={tmp_path / 'ct2-int8'}", "export_check_samples=4"]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith("Export check: reciting and merged, ct2-int8, each on 4 clips of dev of ") for line in lines) == 1
+    for export in ("merged", "ct2-int8"):
+        check = json.loads((tmp_path / export / "export_check.json").read_text())
+        assert check["clips"] == 4 and check["source"]["label"] == "reciting" and check["export"]["path"] == str(tmp_path / export)
+        for rate in ("cer", "kocer_cer"):
+            difference = check["difference"][rate]
+            assert difference["difference"] == pytest.approx(check["export"][rate] - check["source"][rate])
+            assert difference["low"] <= difference["difference"] <= difference["high"]
+            # Both rates are printed, the source's and the export's, as percentages.
+            shown = f"{100 * check['export'][rate]:.2f}%"
+            assert any(line.strip().startswith(f"{check['export']['label']} (") and shown in line for line in lines), (export, rate)
+        assert "CTranslate2" in check["export"]["backend"] if export == "ct2-int8" else "transformers" in check["export"]["backend"]
+        assert any(line.strip().startswith("reciting (") and f"{100 * check['source']['cer']:.2f}%" in line for line in lines)
+    assert sum("; minus the source: CER " in line and ", kocer CER " in line for line in lines) == 2
+
+
+@pytest.mark.real_model
 def test_export_never_overwrites_a_folder_it_did_not_write(workspace, tmp_path):
     from kowhisper.families.base import ModelError, resolve_model
     from kowhisper.families.whisper.ct2_export import export_ct2

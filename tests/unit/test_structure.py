@@ -93,6 +93,7 @@ LAYERS = {
     "kowhisper.train.run": 6,
     "kowhisper.serve": 7,
     "kowhisper.evaluate": 8,  # scores long recordings from a manifest (online.sources) as serve transcribes them
+    "kowhisper.serve.run": 9,  # inference.py: transcribes (serve), and scores an export it makes (evaluate)
     "kowhisper.testing": 9,
     "kowhisper.commands": 9,
 }
