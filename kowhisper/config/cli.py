@@ -8,6 +8,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -69,15 +70,37 @@ def load_config(overrides: list[str] | None = None, config_file: Path | None = N
             if not Path(config_file).is_file():
                 raise ConfigError(f"config file not found: {config_file}")
             merged = OmegaConf.merge(merged, OmegaConf.load(config_file))
-        if overrides:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        texts = [item for item in overrides or [] if item.partition("=")[0] in TEXT_KEYS]
+        others = [item for item in overrides or [] if item not in texts]
+        if others:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(others))
+        for item in texts:
+            key, _, value = item.partition("=")
+            OmegaConf.update(merged, key, _text_value(value))
         return OmegaConf.to_object(merged)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config error: cannot read a value as YAML ({str(error).splitlines()[0]}); quote it, e.g. "
+                          "key='\"a: b\"'") from None
     except OmegaConfBaseException as error:
         # OmegaConf's message is precise but multi-line; its first line plus the key is what a user needs.
         key = getattr(error, "full_key", None) or ""
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         hint = " (see --help-config for the valid keys)" if "not in" in first_line else ""
         raise ConfigError(f"config error{f' at {key!r}' if key else ''}: {first_line}{hint}") from None
+
+
+# Keys whose value is text: a prompt may hold ": " or "[", which YAML would read as a mapping or a list.
+TEXT_KEYS = frozenset(f.name for f in fields(Config) if str(f.type).replace(" ", "") in ("str", "str|None"))
+
+
+def _text_value(value: str) -> str | None:
+    """A text key's value as YAML reads it (quotes removed, null), or as written when YAML would make a mapping, a
+    list or a number of it."""
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    return parsed if parsed is None or isinstance(parsed, str) else value
 
 
 def explicit_keys(overrides: list[str] | None = None, config_file: Path | None = None) -> frozenset[str]:

@@ -264,6 +264,10 @@ class ModelFamily(ABC):
         raise ModelError(f"CTranslate2 export is for Whisper models; {source.label} is a {self.name} model. "
                          "Serve it with inference.py, or merge it (--merge) for other runtimes.")
 
+    def export_ggml(self, source: ModelSource, quantization: str, out_dir: Path | None) -> Path:
+        raise ModelError(f"whisper.cpp (GGML) export is for Whisper models; {source.label} is a {self.name} model. "
+                         "Serve it with inference.py, or merge it (--merge) for other runtimes.")
+
     # ---- training (train_offline.py through kowhisper.train.arguments and kowhisper.train.trainer) ----
 
     @abstractmethod

@@ -1,4 +1,4 @@
-"""The folder rules every export follows (a merged model, the Whisper family's CTranslate2 export): where exports go,
+"""The folder rules every export follows (a merged model, the Whisper family's CTranslate2 and whisper.cpp exports): where exports go,
 what they were made from, and how a finished folder replaces an older one.
 
 Every folder written here carries a small `kowhisper_export.json` naming its source; a later export may
@@ -45,11 +45,17 @@ def read_marker(folder: Path) -> dict | None:
         return None
 
 
+def check_replaceable(out_dir: Path) -> None:
+    """Raise ModelError if `out_dir` holds something an export did not write: called before a long export, so it
+    fails at once, and again by replace_folder, in case the folder appeared meanwhile."""
+    if out_dir.exists() and read_marker(out_dir) is None:
+        raise ModelError(f"{out_dir} exists and was not written by this toolkit; choose another folder or remove it")
+
+
 def replace_folder(staged: Path, out_dir: Path) -> None:
     """Move a finished folder into place; an old folder is replaced only if an earlier export wrote it."""
     if out_dir.exists():
-        if read_marker(out_dir) is None:
-            raise ModelError(f"{out_dir} exists and was not written by this toolkit; choose another folder or remove it")
+        check_replaceable(out_dir)
         shutil.rmtree(out_dir)
     staged.replace(out_dir)
 

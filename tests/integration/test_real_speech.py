@@ -113,6 +113,34 @@ def test_a_long_recording_comes_back_whole_in_every_format(make_workspace, real_
     assert all(a[1] <= b[0] for a, b in zip(times, times[1:]))
 
 
+def test_a_prompt_and_hotwords_never_reach_the_transcript_and_the_seek_stays_complete(make_workspace, real_model_dir, across_a_window,
+                                                                                      python_executable):
+    """The same recording with hotwords before every window and an initial prompt over Whisper's 223-token limit
+    (trimmed, with a message): no prompt text comes back, no sentence goes missing, times stay in order."""
+    from bench.longform import score, sentence_coverage
+
+    recording, sentences, seconds = across_a_window
+    workspace = make_workspace(real_model_dir, copy=False, data_path=str(REAL_SPEECH), max_samples=160)
+    prompt = "오늘 회의록: 분기 매출, 신규 고객, 물류 센터 이전 일정을 정리합니다. " * 12
+    result = subprocess.run([python_executable, "inference.py", f"workspace={workspace}", "adapter=base", str(recording),
+                             "output_format=json", f"initial_prompt={prompt}", "hotwords=[카카오뱅크,넷플릭스,블록체인]"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Whisper reads at most 223 before a window" in result.stderr
+    document = json.loads(result.stdout)
+    text = document["text"]
+    assert "\ufffd" not in text
+    for leaked in ("회의록", "물류 센터", "카카오뱅크", "넷플릭스", "블록체인"):
+        assert leaked not in text, leaked
+    coverage = sentence_coverage(sentences, text)
+    scored = score(" ".join(sentences), text)
+    assert min(coverage) >= 0.5, f"a sentence went missing: {list(zip(sentences, coverage))}"
+    assert scored["deleted"] <= MAX_DELETED_SHARE * scored["ref_chars"]
+    times = [(s["start"], s["end"]) for s in document["segments"]]
+    assert all(0 <= start <= end <= seconds + 0.01 for start, end in times)
+    assert all(a[1] <= b[0] for a, b in zip(times, times[1:]))
+
+
 def test_a_fine_tuned_adapter_keeps_sentence_sized_subtitles(make_workspace, real_model_dir, joined_test_clips, python_executable):
     """The defaults train on fitted encoder windows: long audio then runs full 30 s windows and a fitted last one."""
     from kowhisper.common.audio import SAMPLING_RATE, load_audio

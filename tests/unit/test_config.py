@@ -136,3 +136,15 @@ def test_dataset_entries_inherit_the_flat_keys_they_do_not_set(tmp_path):
 def test_a_bad_dataset_entry_names_what_is_wrong(datasets, message):
     with pytest.raises(ConfigError, match=message):
         load_config([f"datasets={datasets}"])
+
+
+def test_a_text_value_is_kept_as_written_where_yaml_would_make_a_mapping_of_it():
+    from kowhisper.common.errors import ConfigError
+    from kowhisper.config import load_config
+
+    config = load_config(["initial_prompt=오늘 회의록: 매출 [1분기]", "hotwords=[카카오뱅크,5G]", "ct2_dir=123", "adapter=null",
+                          'merged_dir="out: here"'])
+    assert config.initial_prompt == "오늘 회의록: 매출 [1분기]" and config.hotwords == ["카카오뱅크", "5G"]
+    assert config.ct2_dir == "123" and config.adapter is None and config.merged_dir == "out: here"
+    with pytest.raises(ConfigError, match="cannot read a value as YAML"):
+        load_config(["hotwords=[a: b"])

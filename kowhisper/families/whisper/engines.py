@@ -61,6 +61,11 @@ TOKEN_MARGIN = 20
 WHISPER_TEXT_POSITIONS = 448
 # Whisper's seconds per timestamp token.
 TIME_PRECISION = 0.02
+# Prompt tokens Whisper reads after <|startofprev|>: n_ctx // 2 - 1, as openai/whisper and faster-whisper cut them.
+MAX_PROMPT_TOKENS = WHISPER_TEXT_POSITIONS // 2 - 1
+# What goes before a window: "first", a recording's first window (hotwords and the initial prompt); "later", every
+# other window (hotwords); "none", nothing (a window decoded again after a prompt made the model drop its timestamps).
+CONTEXTS = ("first", "later", "none")
 
 
 @dataclass
@@ -81,10 +86,13 @@ class Decoding:
     language: str  # Whisper language code, e.g. "ko"
     task: str = "transcribe"
     max_new_tokens: int = 225
+    initial_prompt: str = ""  # before a recording's first window
+    hotwords: tuple[str, ...] = ()  # before every window
 
     @classmethod
     def from_config(cls, config: Config) -> Decoding:
-        return cls(language_code(config.language, config.language_abbr), config.task, config.generation_max_length)
+        return cls(language_code(config.language, config.language_abbr), config.task, config.generation_max_length,
+                   config.initial_prompt.strip(), tuple(word.strip() for word in config.hotwords if str(word).strip()))
 
     def tokens_for(self, seconds: float) -> int:
         """New-token budget for audio of this length (the longest clip of a batch)."""
@@ -138,17 +146,63 @@ class WhisperEngine(ABC):
         self.timestamp_begin = no_timestamps + 1
         # <|nocaptions|> (later named <|nospeech|>) sits just before <|notimestamps|> in every Whisper vocabulary.
         self.no_speech_token = no_timestamps - 1
+        self.context = {kind: self._context_ids(kind) for kind in CONTEXTS}
 
-    def prompt_ids(self, timestamps: bool) -> list[int]:
+    def _context_ids(self, kind: str) -> list[int]:
+        """<|startofprev|> and the prompt text Whisper reads before a window of this kind (see CONTEXTS): hotwords,
+        then on a recording's first window the initial prompt (faster-whisper's order), cut to MAX_PROMPT_TOKENS;
+        empty without either."""
+        if kind == "none":
+            return []
+        hotwords = " ".join(self.decoding.hotwords)
+        prompt = self.decoding.initial_prompt if kind == "first" else ""
+        hotword_ids = self.tokenizer.encode(" " + hotwords, add_special_tokens=False) if hotwords else []
+        prompt_ids = self.tokenizer.encode(" " + prompt, add_special_tokens=False) if prompt else []
+        if not hotword_ids and not prompt_ids:
+            return []
+        if len(hotword_ids) + len(prompt_ids) > MAX_PROMPT_TOKENS:
+            # Hotwords first, as the user listed them; then the end of the prompt, the text nearest the speech.
+            kept_hotwords = hotword_ids[:MAX_PROMPT_TOKENS]
+            room = MAX_PROMPT_TOKENS - len(kept_hotwords)
+            kept_prompt = prompt_ids[len(prompt_ids) - room :] if room else []
+            if kind == "first":
+                log.warning("hotwords and initial_prompt are %d tokens; Whisper reads at most %d before a window: kept %d "
+                            "hotword tokens and the last %d of the prompt", len(hotword_ids) + len(prompt_ids),
+                            MAX_PROMPT_TOKENS, len(kept_hotwords), len(kept_prompt))
+            hotword_ids, prompt_ids = kept_hotwords, kept_prompt
+        return [self.tokenizer.convert_tokens_to_ids("<|startofprev|>"), *hotword_ids, *prompt_ids]
+
+    def prompt_ids(self, timestamps: bool, context: str = "first") -> list[int]:
+        return self.context[context] + self.start_of_transcript[timestamps]
+
+    @cached_property
+    def start_of_transcript(self) -> dict[bool, list[int]]:
+        """Whisper's own start of a transcript, with timestamps (True) or without."""
         tokens = ["<|startoftranscript|>", f"<|{self.decoding.language}|>", f"<|{self.decoding.task}|>"]
-        if not timestamps:
-            tokens.append("<|notimestamps|>")
-        return self.tokenizer.convert_tokens_to_ids(tokens)
+        return {True: self.tokenizer.convert_tokens_to_ids(tokens),
+                False: self.tokenizer.convert_tokens_to_ids([*tokens, "<|notimestamps|>"])}
+
+    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int, no_repeat_ngram_size: int = 0,
+                 contexts: list[str] | None = None) -> list[Generation]:
+        """One Generation per row. `no_repeat_ngram_size` > 0 forbids repeating any token n-gram of that size
+        (the loop fallback). `contexts` gives each row's prompt (see CONTEXTS); unset, every row is a first window.
+        Rows with the same prompt are decoded together."""
+        contexts = ["first"] * len(features) if contexts is None else contexts
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for row, context in enumerate(contexts):
+            groups.setdefault(tuple(self.prompt_ids(timestamps, context)), []).append(row)
+        generations: list[Generation | None] = [None] * len(features)
+        for prompt, rows in groups.items():
+            selected = features if len(rows) == len(features) else features[rows]
+            for row, generation in zip(rows, self._generate(selected, list(prompt), timestamps=timestamps, max_new_tokens=max_new_tokens,
+                                                            no_repeat_ngram_size=no_repeat_ngram_size)):
+                generations[row] = generation
+        return generations
 
     @abstractmethod
-    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int, no_repeat_ngram_size: int = 0) -> list[Generation]:
-        """One Generation per row. `no_repeat_ngram_size` > 0 forbids repeating any token n-gram of that size
-        (the loop fallback)."""
+    def _generate(self, features: torch.Tensor, prompt: list[int], *, timestamps: bool, max_new_tokens: int,
+                  no_repeat_ngram_size: int) -> list[Generation]:
+        """One Generation per row, every row decoded after `prompt` (prompt_ids)."""
 
     def _trim(self, ids: list[int]) -> list[int]:
         return ids[: ids.index(self.end_of_text)] if self.end_of_text in ids else ids
@@ -189,10 +243,12 @@ class HFWhisper(WhisperEngine):
         precision = "bf16 autocast" if self.autocast_dtype else str(model.dtype).removeprefix("torch.")
         super().__init__(processor, decoding, f"transformers {precision} on {device.type}", window)
         # Whisper's decoder has max_target_positions slots, shared by prompt and output.
-        self.token_limit = model.config.max_target_positions - len(self.prompt_ids(False))
+        self.token_limit = model.config.max_target_positions - len(self.prompt_ids(False, "first"))
 
-    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int, no_repeat_ngram_size: int = 0) -> list[Generation]:
+    def _generate(self, features: torch.Tensor, prompt: list[int], *, timestamps: bool, max_new_tokens: int,
+                  no_repeat_ngram_size: int) -> list[Generation]:
         features = features.to(self.device, self.model.dtype)
+        context = prompt[: prompt.index(self.model.config.decoder_start_token_id)]
         autocast = torch.autocast("cpu", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
         chosen = _ChosenTokenLogprobs()
         with torch.inference_mode(), autocast:
@@ -215,10 +271,11 @@ class HFWhisper(WhisperEngine):
                 num_beams=1,
                 no_repeat_ngram_size=no_repeat_ngram_size,
                 logits_processor=LogitsProcessorList([chosen]),
+                # The prompt before <|startoftranscript|>; transformers puts it in front of the rows it returns.
+                **({"prompt_ids": torch.tensor(context, device=self.device)} if context else {}),
             )
             no_speech = self._no_speech_probs(encoded)
         # With force_unique_generate_call the rows start with the prompt; strip it where it is there.
-        prompt = self.prompt_ids(timestamps)
         rows = [row[len(prompt):] if row[: len(prompt)] == prompt else row for row in sequences.tolist()]
         logprobs = chosen.per_row(sequences[:, -1])
         generations = []
@@ -278,11 +335,11 @@ class CT2Whisper(WhisperEngine):
         self.model = ctranslate2.models.Whisper(str(ct2_dir), device=device, compute_type="default", **threads)
         # CTranslate2 takes fewer than 3000 frames as they are (since its PR 1446) and slices its positions.
         super().__init__(processor, decoding, f"CTranslate2 {self.model.compute_type} on {device}", window or EncoderWindow())
-        self.token_limit = WHISPER_TEXT_POSITIONS - len(self.prompt_ids(False))
+        self.token_limit = WHISPER_TEXT_POSITIONS - len(self.prompt_ids(False, "first"))
 
-    def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int, no_repeat_ngram_size: int = 0) -> list[Generation]:
+    def _generate(self, features: torch.Tensor, prompt: list[int], *, timestamps: bool, max_new_tokens: int,
+                  no_repeat_ngram_size: int) -> list[Generation]:
         array = np.ascontiguousarray(features.to(torch.float32).numpy())
-        prompt = self.prompt_ids(timestamps)
         # CTranslate2 counts the prompt in max_length; this gives the same decoding steps as transformers'
         # max_new_tokens (whose count includes the end token).
         options = {"beam_size": 1, "max_length": len(prompt) + min(max_new_tokens, self.token_limit),

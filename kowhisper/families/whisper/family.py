@@ -4,7 +4,8 @@ transformers or CTranslate2.
 Its parts: frames (Whisper's time grid), features (log-mel storage, labels, batches), encoder_window (training and
 decoding without 30 s of padding), loading (a model folder's processor, weights and window), engines (greedy decoding
 in transformers and CTranslate2), recognizer (evaluation rows and long audio with timestamps), trainer (the LoRA or
-fully trainable model and its Seq2SeqTrainer), ct2_import / ct2_export (faster-whisper models in and out).
+fully trainable model and its Seq2SeqTrainer), ct2_import / ct2_export (faster-whisper models in and out), ggml_export
+(whisper.cpp).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from kowhisper.families.base import ModelFamily, ModelSource, Recognizer
 from kowhisper.families.whisper.ct2_export import export_ct2
 from kowhisper.families.whisper.encoder_window import EncoderWindow
 from kowhisper.families.whisper.engines import Decoding, load_engine
+from kowhisper.families.whisper.ggml_export import export_ggml
 from kowhisper.families.whisper.loading import load_hf_model, load_processor, trained_window
 from kowhisper.families.whisper.options import WhisperOptions
 from kowhisper.families.whisper.recognizer import WhisperRecognizer
@@ -68,6 +70,9 @@ class WhisperFamily(ModelFamily):
 
     def export_ct2(self, source: ModelSource, quantization: str, out_dir: Path | None) -> Path:
         return export_ct2(source, quantization, out_dir)
+
+    def export_ggml(self, source: ModelSource, quantization: str, out_dir: Path | None) -> Path:
+        return export_ggml(source, out_dir, quantization)
 
     # ---- training ----
 

@@ -77,17 +77,43 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
-def generate_without_loops(engine: WhisperEngine, features, *, timestamps: bool, max_new_tokens: int) -> list[Generation]:
-    """Greedy rows; rows whose text looks like a loop are decoded again with repeated n-grams forbidden."""
-    generated = engine.generate(features, timestamps=timestamps, max_new_tokens=max_new_tokens)
+def generate_without_loops(engine: WhisperEngine, features, *, timestamps: bool, max_new_tokens: int,
+                           contexts: list[str] | None = None) -> list[Generation]:
+    """Greedy rows; rows whose text looks like a loop are decoded again with repeated n-grams forbidden.
+    `contexts` as WhisperEngine.generate takes them."""
+    generated = engine.generate(features, timestamps=timestamps, max_new_tokens=max_new_tokens, contexts=contexts)
     looping = [i for i, row in enumerate(generated) if compression_ratio(engine.decode(row.ids)) > LOOP_COMPRESSION_RATIO]
     if looping:
         retried = engine.generate(features[looping], timestamps=timestamps, max_new_tokens=max_new_tokens,
-                                  no_repeat_ngram_size=LOOP_FALLBACK_NGRAM)
+                                  no_repeat_ngram_size=LOOP_FALLBACK_NGRAM,
+                                  contexts=None if contexts is None else [contexts[i] for i in looping])
         for i, row in zip(looping, retried):
             if compression_ratio(engine.decode(row.ids)) < compression_ratio(engine.decode(generated[i].ids)):
                 generated[i] = row
     return generated
+
+
+def generate_windows(engine: WhisperEngine, features, *, max_new_tokens: int, contexts: list[str]) -> list[Generation]:
+    """Timestamped rows of windows (generate_without_loops). A prompted row that comes back without one closed segment
+    is decoded again with no prompt, and kept if it closes one: text before a window makes Whisper drop its
+    timestamps at times, and then stop early (real speech, whisper-base: a 30 s window with an initial prompt gave
+    its first sentence and stopped, and the four after it were lost)."""
+    generated = generate_without_loops(engine, features, timestamps=True, max_new_tokens=max_new_tokens, contexts=contexts)
+    unclosed = [i for i, (context, row) in enumerate(zip(contexts, generated))
+                if engine.context[context] and not is_no_speech(row) and not closes_a_segment(engine, row.ids)]
+    if unclosed:
+        retried = generate_without_loops(engine, features[unclosed], timestamps=True, max_new_tokens=max_new_tokens,
+                                         contexts=["none"] * len(unclosed))
+        for i, row in zip(unclosed, retried):
+            if closes_a_segment(engine, row.ids):
+                generated[i] = row
+    return generated
+
+
+def closes_a_segment(engine: WhisperEngine, ids: list[int]) -> bool:
+    """Whether the ids hold a closed `<|t0|> text <|t1|>` segment: two timestamps in a row, or a text ended by one."""
+    is_time = [token >= engine.timestamp_begin for token in ids]
+    return any(is_time[i] and is_time[i - 1] for i in range(1, len(ids))) or (len(ids) >= 2 and is_time[-1] and not is_time[-2])
 
 
 def is_no_speech(generation: Generation) -> bool:
@@ -152,6 +178,7 @@ class Stream:
     end: int
     seek: int
     segments: list[Segment] = field(default_factory=list)
+    windows_decoded: int = 0  # the first gets the initial prompt
 
 
 def plan_streams(waveforms: list[np.ndarray], workers: int) -> list[Stream]:
@@ -235,8 +262,10 @@ def transcribe_long(engine: WhisperEngine, waveforms: list[np.ndarray], *, batch
             batch = windows[first : first + batch_size]
             features = pad_features([mel for _, mel, _ in batch], engine.window.frames_for(max(len(mel) for _, mel, _ in batch)))
             longest = max(frames for _, _, frames in batch) * HOP_LENGTH / SAMPLING_RATE
-            generated = generate_without_loops(engine, features, timestamps=True, max_new_tokens=engine.decoding.tokens_for(longest))
+            generated = generate_windows(engine, features, max_new_tokens=engine.decoding.tokens_for(longest),
+                                         contexts=["later" if stream.windows_decoded else "first" for stream, _, _ in batch])
             for (stream, _, frames), generation in zip(batch, generated):
+                stream.windows_decoded += 1
                 audio_goes_on = stream.seek + frames < stream.end
                 window = (WindowText([], frames) if is_no_speech(generation)
                           else read_window(engine, generation.ids, frames, audio_goes_on))

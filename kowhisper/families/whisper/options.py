@@ -54,6 +54,14 @@ class WhisperOptions(KeyGroup):
         0.5,
     )
     generation_max_length: int = _help("Maximum generated tokens when evaluating and transcribing.", 225)
+    initial_prompt: str = _help(
+        "Text given to Whisper before the first window of each recording (and before each clip evaluate_model.py scores): "
+        "names, terms and the spelling you want, e.g. 'KT 고객센터 상담. 요금제, 데이터, 5G.'. It is never part of the "
+        "transcript. Empty: none.", "")
+    hotwords: list[str] = _help(
+        "Words Whisper should prefer, given before every window (faster-whisper's hotwords): product names, people's names, "
+        "terms in their own spelling. Empty: none. With initial_prompt, Whisper reads at most 223 prompt tokens; more is "
+        "trimmed, with a message.", factory=list)
 
     # ---- CTranslate2 export (inference.py --export-ct2) -----------------------------------------------------------
     ct2_dir: str | None = _help("Where --export-ct2 writes the CTranslate2 model. Unset: <run>/ct2-<quantization>.", None)
