@@ -30,5 +30,22 @@ class Transcript:
     segments: list[Segment] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Prompting:
+    """Text a recording is transcribed with, for models that take it (Whisper): `initial_prompt` before its first
+    window, `hotwords` before every window. Empty: none."""
+
+    initial_prompt: str = ""
+    hotwords: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.initial_prompt or self.hotwords)
+
+    def with_file(self, prompt: str | None, hotwords: list[str]) -> Prompting:
+        """This prompting for one file: its own prompt in place of the shared one, its own hotwords after the shared."""
+        return Prompting(self.initial_prompt if prompt is None else prompt.strip(),
+                         tuple(dict.fromkeys([*self.hotwords, *(word.strip() for word in hotwords if word.strip())])))
+
+
 def is_silent(waveform: np.ndarray) -> bool:
     return waveform.size == 0 or float(np.max(np.abs(waveform))) < SILENCE_PEAK

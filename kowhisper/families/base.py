@@ -27,7 +27,7 @@ from kowhisper.common.workspace import FINAL_ADAPTER_DIR, FINAL_FULL_DIR, list_c
 from kowhisper.config import Config, ModelGroup
 
 if TYPE_CHECKING:
-    from kowhisper.common.transcript import Transcript
+    from kowhisper.common.transcript import Prompting, Transcript
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -192,6 +192,7 @@ class Recognizer(ABC):
 
     description: str = ""
     settings: str = ""
+    takes_prompts = False  # whether an initial prompt and hotwords reach the model (Whisper) or not (CTC)
 
     @abstractmethod
     def transcribe_prepared(self, rows: list[dict]) -> list[str]:
@@ -199,9 +200,10 @@ class Recognizer(ABC):
 
     @abstractmethod
     def transcribe_waveforms(self, waveforms: list, *, batch_size: int, sources: list[str] | None = None,
-                             bar=None) -> list[Transcript]:
+                             bar=None, promptings: list[Prompting] | None = None) -> list[Transcript]:
         """Transcripts of 16 kHz mono waveforms of any length, as timed segments and their joined text. `bar`, a
-        tqdm bar counting seconds of audio, advances as the work gets done."""
+        tqdm bar counting seconds of audio, advances as the work gets done. `promptings`, one per waveform, replace
+        the configured initial_prompt and hotwords where the family reads them (Whisper); unset, the configured ones."""
 
 
 class ModelFamily(ABC):

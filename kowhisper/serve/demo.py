@@ -15,7 +15,7 @@ import logging
 import time
 
 from kowhisper.common.audio import SAMPLING_RATE, AudioError, load_audio
-from kowhisper.common.transcript import is_silent
+from kowhisper.common.transcript import Prompting, is_silent
 from kowhisper.config import Config
 from kowhisper.families.base import Recognizer
 
@@ -32,8 +32,10 @@ def _clock(seconds: float) -> str:
     return f"{minutes}:{seconds:02d}"
 
 
-def transcribe_for_demo(recognizer: Recognizer, path: str | None, max_seconds: float, batch_size: int = 8) -> tuple[str, str]:
-    """(transcript, status line) for an uploaded or recorded file; bad input gives ("", why)."""
+def transcribe_for_demo(recognizer: Recognizer, path: str | None, max_seconds: float, batch_size: int = 8,
+                        prompting: Prompting | None = None) -> tuple[str, str]:
+    """(transcript, status line) for an uploaded or recorded file; bad input gives ("", why). `prompting`: the
+    initial prompt and hotwords typed in the page (unset: the configured ones)."""
     if not path:
         return "", NO_AUDIO
     try:
@@ -53,7 +55,8 @@ def transcribe_for_demo(recognizer: Recognizer, path: str | None, max_seconds: f
     started = time.perf_counter()
     # Past one 30 s window the transcript is shown per segment, with the times it covers.
     long_form = seconds > 30
-    transcript = recognizer.transcribe_waveforms([waveform], batch_size=batch_size)[0]
+    transcript = recognizer.transcribe_waveforms([waveform], batch_size=batch_size,
+                                                 promptings=None if prompting is None else [prompting])[0]
     taken = time.perf_counter() - started
     if not transcript.text:
         return "", f"No speech was recognised in {seconds:.1f} s of audio (took {taken:.2f} s)."
@@ -63,28 +66,44 @@ def transcribe_for_demo(recognizer: Recognizer, path: str | None, max_seconds: f
     return text, f"Transcribed {seconds:.1f} s of audio in {taken:.2f} s ({recognizer.description})."
 
 
-def build_demo(recognizer: Recognizer, model_label: str, max_seconds: float, batch_size: int = 8):
+def page_prompting(prompt: str | None, hotwords: str | None) -> Prompting:
+    """The demo's two text fields as a Prompting: hotwords separated by commas or lines."""
+    words = [word for line in (hotwords or "").splitlines() for word in line.split(",")]
+    return Prompting().with_file(prompt or "", words)
+
+
+def build_demo(recognizer: Recognizer, model_label: str, max_seconds: float, batch_size: int = 8,
+               prompting: Prompting | None = None):
     # Here, not at the top: gradio takes about 2 s to import, and only --demo needs it.
     import gradio as gr
 
-    def run(path):
-        return transcribe_for_demo(recognizer, path, max_seconds, batch_size)
+    prompting = prompting or Prompting()
+
+    def run(path, prompt="", hotwords=""):
+        return transcribe_for_demo(recognizer, path, max_seconds, batch_size, page_prompting(prompt, hotwords))
 
     with gr.Blocks(title="Korean speech to text", analytics_enabled=False) as demo:
         gr.Markdown(f"## Korean speech to text\nModel: **{model_label}**, {recognizer.description}")
         audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Upload a file or record", elem_id="audio")
+        # Whisper reads them before the audio; a model that cannot (CTC) gets no fields for them.
+        with gr.Row(visible=recognizer.takes_prompts):
+            prompt = gr.Textbox(label="Initial prompt (before the first 30 s)", value=prompting.initial_prompt, elem_id="prompt",
+                                placeholder="e.g. 고객센터 상담입니다. 요금제, 데이터, 5G.")
+            hotwords = gr.Textbox(label="Hotwords (comma-separated)", value=", ".join(prompting.hotwords), elem_id="hotwords",
+                                  placeholder="e.g. 카카오뱅크, 홍길동")
         button = gr.Button("Transcribe", variant="primary")
         transcript = gr.Textbox(label="Transcript", lines=4, interactive=False, buttons=["copy"], elem_id="transcript")
         status = gr.Markdown(elem_id="status")
         for event in (audio.upload, audio.stop_recording, button.click):
-            event(run, inputs=audio, outputs=[transcript, status])
+            event(run, inputs=[audio, prompt, hotwords], outputs=[transcript, status])
         audio.clear(lambda: ("", ""), outputs=[transcript, status])
     return demo
 
 
 def launch_demo(recognizer: Recognizer, model_label: str, config: Config) -> None:
     """Serve until interrupted, on config.server_name:server_port."""
-    demo = build_demo(recognizer, model_label, config.demo_max_audio_s, config.per_device_eval_batch_size)
+    demo = build_demo(recognizer, model_label, config.demo_max_audio_s, config.per_device_eval_batch_size,
+                      Prompting().with_file(config.initial_prompt, config.hotwords))
     if config.server_name not in LOOPBACK:
         log.warning("server_name=%s: the demo is reachable by other machines on this network", config.server_name)
     # One request at a time: a second concurrent transcription would only split the same CPU cores.

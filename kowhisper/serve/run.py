@@ -2,6 +2,7 @@
 
     python inference.py workspace=./workspace talk.mp3 meetings/ list.txt      # files, folders, file lists
     python inference.py workspace=./workspace meetings/ output_format=srt transcripts_dir=subtitles/
+    python inference.py workspace=./workspace calls/ "hotwords=[KT,5G 요금제]" initial_prompt="고객센터 상담입니다."
     python inference.py workspace=./workspace --demo                           # http://127.0.0.1:7860
     python inference.py workspace=./workspace --merge                          # <run>/merged, safetensors (LoRA runs)
     python inference.py workspace=./workspace --export-ct2                     # <run>/ct2-int8, for faster-whisper
@@ -25,6 +26,7 @@ import sys
 from kowhisper.common.errors import ConfigError
 from kowhisper.common.files import describe_os_error
 from kowhisper.common.runtime import setup_logging
+from kowhisper.common.transcript import Prompting
 from kowhisper.common.workspace import WorkspaceError, require_verified_workspace
 from kowhisper.config import build_parser, parse_config
 from kowhisper.evaluate.export_check import check_exports
@@ -82,5 +84,6 @@ def main(argv=None) -> int:
         launch_demo(recognizer, source.label, config)
         return 0
     return transcribe_to_outputs(recognizer, args.paths, output_format=config.output_format, transcripts_dir=config.transcripts_dir,
-                                 batch_size=config.per_device_eval_batch_size, pcm_sample_rate=config.pcm_sample_rate)
+                                 batch_size=config.per_device_eval_batch_size, pcm_sample_rate=config.pcm_sample_rate,
+                                 prompting=Prompting().with_file(config.initial_prompt, config.hotwords))
 

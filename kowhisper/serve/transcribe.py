@@ -20,12 +20,15 @@ from tqdm.auto import tqdm
 
 from kowhisper.common.audio import SAMPLING_RATE, AudioError, load_audio
 from kowhisper.common.files import atomic_write_text
-from kowhisper.common.transcript import Transcript, is_silent
+from kowhisper.common.transcript import Prompting, Transcript, is_silent
 from kowhisper.families.base import Recognizer
 
 AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".webm", ".mp4", ".mkv", ".aiff", ".aif", ".amr",
                   ".pcm"}  # headerless 16-bit PCM at pcm_sample_rate
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
+# Beside an audio file, its own prompt and hotwords: calls/0412.wav -> calls/0412.prompt.txt, calls/0412.hotwords.txt.
+PROMPT_SIDECAR = ".prompt.txt"
+HOTWORDS_SIDECAR = ".hotwords.txt"
 # Audio held in memory at once when many files are given: 16 minutes (about 60 MB); windows of these files are batched.
 SAMPLES_IN_FLIGHT = 16 * 60 * SAMPLING_RATE
 
@@ -56,18 +59,33 @@ def collect_audio_paths(items: Iterable[str]) -> tuple[list[Path], list[str]]:
     return paths, problems
 
 
+def file_prompting(path: Path, shared: Prompting) -> Prompting:
+    """The prompting of one audio file: the shared one (initial_prompt, hotwords), with the file's own prompt in
+    place of the shared prompt (NAME.prompt.txt beside it) and its own hotwords after the shared ones
+    (NAME.hotwords.txt, one per line, # starts a comment)."""
+    prompt_file, hotwords_file = path.with_suffix(PROMPT_SIDECAR), path.with_suffix(HOTWORDS_SIDECAR)
+    prompt = prompt_file.read_text(encoding="utf-8") if prompt_file.is_file() else None
+    hotwords = ([line.split("#", 1)[0].strip() for line in hotwords_file.read_text(encoding="utf-8").splitlines()]
+                if hotwords_file.is_file() else [])
+    return shared.with_file(prompt, hotwords)
+
+
 def transcribe_files(recognizer: Recognizer, paths: list[Path], *, batch_size: int, progress: bool = True,
-                     pcm_sample_rate: int = SAMPLING_RATE) -> Iterator[tuple[Path, Transcript | None, str | None]]:
+                     pcm_sample_rate: int = SAMPLING_RATE, prompting: Prompting | None = None,
+                     ) -> Iterator[tuple[Path, Transcript | None, str | None]]:
     """Per file, in order: (path, transcript, None); (path, None, problem) for a file that cannot be read, which is
     skipped; or (path, empty transcript, note) for a file that holds only silence, which the model never sees (it
-    would only make up words). A silent recording is a valid recording, so it gets its transcript."""
+    would only make up words). A silent recording is a valid recording, so it gets its transcript. `prompting`, the
+    shared initial prompt and hotwords, is completed per file by its sidecars (file_prompting)."""
     # (path, waveform to transcribe or None, problem or note, transcript known without the model or None)
     held: list[tuple[Path, np.ndarray | None, str | None, Transcript | None]] = []
 
     def flush():
         readable = [i for i, (_, waveform, _, _) in enumerate(held) if waveform is not None]
+        promptings = [file_prompting(held[i][0], prompting) for i in readable] if prompting is not None else None
         transcripts = recognizer.transcribe_waveforms([held[i][1] for i in readable], batch_size=batch_size,
-                                                   sources=[str(held[i][0]) for i in readable], bar=bar) if readable else []
+                                                   sources=[str(held[i][0]) for i in readable], bar=bar,
+                                                   promptings=promptings) if readable else []
         by_index = dict(zip(readable, transcripts))
         for i, (path, _, problem, known) in enumerate(held):
             yield path, by_index.get(i, known), problem
@@ -130,7 +148,8 @@ def output_path(directory: Path, audio: Path, output_format: str, taken: set[Pat
 
 
 def transcribe_to_outputs(recognizer: Recognizer, items: list[str], *, output_format: str, transcripts_dir: str | None,
-                          batch_size: int, progress: bool = True, pcm_sample_rate: int = SAMPLING_RATE) -> int:
+                          batch_size: int, progress: bool = True, pcm_sample_rate: int = SAMPLING_RATE,
+                          prompting: Prompting | None = None) -> int:
     """The CLI: transcribe what `items` name, print or write each transcript as soon as it is done, report
     skipped files and silent ones (whose transcript is empty) on stderr. Returns the exit status: 0 if every file was
     transcribed, silent ones included, 1 if any could not be read."""
@@ -146,7 +165,7 @@ def transcribe_to_outputs(recognizer: Recognizer, items: list[str], *, output_fo
     # JSON goes out one object per line, so several files still make valid JSON Lines; text gets headers.
     headers = directory is None and len(paths) > 1 and output_format != "json"
     for path, transcript, problem in transcribe_files(recognizer, paths, batch_size=batch_size, progress=progress,
-                                                         pcm_sample_rate=pcm_sample_rate):
+                                                         pcm_sample_rate=pcm_sample_rate, prompting=prompting):
         if transcript is None:
             print(f"skipped {path}: {problem}", file=sys.stderr)
             skipped += 1

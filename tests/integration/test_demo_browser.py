@@ -115,6 +115,19 @@ def test_uploaded_clip_shows_its_transcript(page, demo):
     expect(page.locator("#status")).to_contain_text("s of audio in")
 
 
+def test_a_prompt_and_hotwords_typed_in_the_page_reach_the_model_but_not_the_transcript(page, demo):
+    from playwright.sync_api import expect
+
+    clip, sentence = reference_clips(demo[2], 1)[0]
+    page.locator("#prompt textarea").fill("회의록: 분기 매출과 물류 일정.")
+    page.locator("#hotwords textarea").fill("카카오뱅크, 넷플릭스")
+    page.locator("#audio input[type=file]").set_input_files(str(clip))
+    expect(page.locator("#status")).to_contain_text("Transcribed", timeout=TRANSCRIBE_MS)
+    transcript = page.locator("#transcript textarea").input_value()
+    assert transcript and not any(word in transcript for word in ("회의록", "물류", "카카오뱅크", "넷플릭스"))
+    assert transcript == sentence, "the reciting adapter still recites its sentence with text before it"
+
+
 def test_microphone_recording_shows_its_transcript(playwright, demo, tmp_path):
     """Chromium's fake capture device plays a clip into the microphone once; the demo transcribes what the
     browser recorded (resampled, processed and Opus-encoded by the browser, so close to, not equal to, the clip)."""

@@ -440,6 +440,21 @@ def test_undecodable_audio_is_reported_in_the_users_terms(tiny_workspace, python
         assert internal not in result.stderr, internal
 
 
+def test_a_files_own_prompt_reaches_the_model_and_the_others_keep_the_shared_one(tiny_workspace, python_executable, tmp_path):
+    """A sidecar prompt over Whisper's 223-token limit shows it was read: the message that it was trimmed, once, for
+    the one file that has it; both files are transcribed."""
+    (first, _), (second, _) = reference_clips(tiny_workspace, 2)
+    for clip in (first, second):
+        shutil.copy(clip, tmp_path / clip.name)
+    long_prompt = "고객님 요금제 변경 문의 감사합니다. " * 60
+    (tmp_path / first.name).with_suffix(".prompt.txt").write_text(long_prompt, encoding="utf-8")
+    result = run_inference(python_executable, tiny_workspace, str(tmp_path / first.name), str(tmp_path / second.name),
+                           "generation_max_length=8", "hotwords=[카카오뱅크]", "output_format=json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("Whisper reads at most 223 before a window") == 1
+    assert [json.loads(line)["source"] for line in result.stdout.splitlines()] == [str(tmp_path / first.name), str(tmp_path / second.name)]
+
+
 def test_an_adapter_loads_for_evaluation_without_a_future_warning(tiny_model_dir, tmp_path):
     """Evaluation and serving merge an adapter through peft, which reads transformers' deprecated
     `is_gradient_checkpointing` alias when it wraps the model; that FutureWarning is about peft's code and must not

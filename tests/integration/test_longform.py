@@ -124,27 +124,35 @@ def test_long_audio_through_the_tiny_model_gives_ordered_segments_inside_the_aud
 
 
 def prompted_engine(tiny_model_dir, **prompting):
+    from kowhisper.common.transcript import Prompting
     from kowhisper.families.base import ModelSource
     from kowhisper.families.whisper.engines import Decoding, load_engine
 
-    return load_engine(ModelSource("merged", tiny_model_dir, "tiny"), Decoding("ko", max_new_tokens=8, **prompting), backend="hf")
+    return load_engine(ModelSource("merged", tiny_model_dir, "tiny"), Decoding("ko", max_new_tokens=8, prompting=Prompting(**prompting)),
+                       backend="hf")
 
 
 def test_hotwords_go_before_every_window_and_the_initial_prompt_before_the_first(engine, tiny_model_dir):
+    from kowhisper.common.transcript import Prompting
+
     prompted = prompted_engine(tiny_model_dir, initial_prompt="상담 내용입니다.", hotwords=("카카오뱅크", "5G"))
+    prompting = prompted.decoding.prompting
     start = engine.prompt_ids(timestamps=True)
-    first, later = prompted.prompt_ids(timestamps=True, context="first"), prompted.prompt_ids(timestamps=True, context="later")
+    first, later = prompted.context_ids(prompting, True), prompted.context_ids(prompting, False)
     startofprev = engine.tokenizer.convert_tokens_to_ids("<|startofprev|>")
-    assert first[0] == later[0] == startofprev and first[-len(start):] == later[-len(start):] == start
-    assert engine.tokenizer.decode(first[1 : -len(start)]) == " 카카오뱅크 5G 상담 내용입니다."
-    assert engine.tokenizer.decode(later[1 : -len(start)]) == " 카카오뱅크 5G"
-    assert prompted.prompt_ids(timestamps=True, context="none") == start
-    # No hotwords (an empty list) and no prompt: Whisper's own start, nothing before it.
-    assert prompted_engine(tiny_model_dir, hotwords=()).prompt_ids(timestamps=True) == start
+    assert first[0] == later[0] == startofprev
+    assert prompted.prompt_ids(True, first) == [*first, *start]
+    assert engine.tokenizer.decode(first[1:]) == " 카카오뱅크 5G 상담 내용입니다."
+    assert engine.tokenizer.decode(later[1:]) == " 카카오뱅크 5G"
+    # No hotwords (an empty list) and no prompt: nothing before Whisper's own start.
+    assert prompted.context_ids(Prompting(hotwords=()), True) == ()
+    # A file's own prompt replaces the shared one; its hotwords come after the shared ones.
+    own = prompting.with_file("통화 녹음", ["홍길동", "5G"])
+    assert engine.tokenizer.decode(prompted.context_ids(own, True)[1:]) == " 카카오뱅크 5G 홍길동 통화 녹음"
 
     # The prompt is never part of what comes back: each row's ids start after <|startoftranscript|>'s sequence (and a
     # random model writes no special tokens before its text, so a leaked prompt would show as <|startofprev|>).
-    generations = prompted.generate(torch_zeros_window(), timestamps=True, max_new_tokens=8, contexts=["first", "later"])
+    generations = prompted.generate(torch_zeros_window(), timestamps=True, max_new_tokens=8, contexts=[first, later])
     assert len(generations) == 2 and all(startofprev not in generation.ids for generation in generations)
 
 
@@ -158,10 +166,10 @@ def test_a_prompt_over_whispers_limit_is_trimmed_with_a_message(tiny_model_dir, 
     from kowhisper.families.whisper.engines import MAX_PROMPT_TOKENS
 
     long_prompt = "고객님 요금제 변경 문의 감사합니다. " * 60
+    prompted = prompted_engine(tiny_model_dir, initial_prompt=long_prompt, hotwords=("카카오뱅크",))
     with caplog.at_level("WARNING", logger="kowhisper"):
-        prompted = prompted_engine(tiny_model_dir, initial_prompt=long_prompt, hotwords=("카카오뱅크",))
+        context = prompted.context_ids(prompted.decoding.prompting, True)
     assert "Whisper reads at most 223 before a window" in caplog.text
-    context = prompted.prompt_ids(timestamps=True)[: -len(prompted_engine(tiny_model_dir).prompt_ids(timestamps=True))]
     assert len(context) == 1 + MAX_PROMPT_TOKENS == 224
     assert prompted.tokenizer.decode(context[1:]).startswith(" 카카오뱅크")
     # The end of the prompt is kept (nearest the speech), and a window still decodes within Whisper's 448 positions.

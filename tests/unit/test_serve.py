@@ -50,3 +50,16 @@ def test_a_repetition_loop_is_told_from_korean_speech_by_its_compression_ratio()
     assert compression_ratio("그 눈가 흐는 " * 12) > LOOP_COMPRESSION_RATIO
     assert compression_ratio("국가로는 못한 훼이의 은퇴의 존 맥통의 원인다 그 은시의 도움이 그 시퍼도 피서 습니다") < LOOP_COMPRESSION_RATIO
     assert compression_ratio("") == 0.0
+
+
+def test_a_files_sidecars_replace_the_shared_prompt_and_add_to_the_shared_hotwords(tmp_path):
+    from kowhisper.common.transcript import Prompting
+    from kowhisper.serve.transcribe import file_prompting
+
+    shared = Prompting("고객센터 상담입니다.", ("5G",))
+    call, other = tmp_path / "0412.wav", tmp_path / "0413.wav"
+    (tmp_path / "0412.prompt.txt").write_text("홍길동 고객님 통화\n", encoding="utf-8")
+    (tmp_path / "0412.hotwords.txt").write_text("# names in this call\n홍길동\n5G\n\n카카오뱅크  # bank\n", encoding="utf-8")
+    assert file_prompting(call, shared) == Prompting("홍길동 고객님 통화", ("5G", "홍길동", "카카오뱅크"))
+    assert file_prompting(other, shared) == shared
+    assert not Prompting() and file_prompting(other, Prompting()) == Prompting()

@@ -127,7 +127,9 @@ class CTCRecognizer(Recognizer):
                              "a workspace prepared with a CTC base (the same source, its own online setup)")
         return [decode_ids(self.tokenizer, ids, group=True) for ids in self.greedy_ids([from_int16(row["audio"]) for row in rows])]
 
-    def transcribe_waveforms(self, waveforms, *, batch_size, sources=None, bar=None) -> list[Transcript]:
+    def transcribe_waveforms(self, waveforms, *, batch_size, sources=None, bar=None, promptings=None) -> list[Transcript]:
+        # A CTC model reads no text before the audio: prompts and hotwords have nothing to go to (the config keys are
+        # reported as ignored for this family; per-file ones are passed over).
         usable = [index for index, waveform in enumerate(waveforms) if len(waveform) >= self.geometry.receptive_field]
         chunks = [chunk for index in usable for chunk in plan_chunks(index, len(waveforms[index]))]
         order = sorted(range(len(chunks)), key=lambda i: chunks[i].end - chunks[i].start, reverse=True)

@@ -44,6 +44,7 @@ from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGU
 
 from kowhisper.common.cpu import cpu_has_native_bf16
 from kowhisper.common.errors import ConfigError
+from kowhisper.common.transcript import Prompting
 from kowhisper.config import Config
 from kowhisper.families.base import ModelSource, cpu_threads, pick_device
 from kowhisper.families.whisper.ct2_export import ensure_ct2_export
@@ -63,9 +64,6 @@ WHISPER_TEXT_POSITIONS = 448
 TIME_PRECISION = 0.02
 # Prompt tokens Whisper reads after <|startofprev|>: n_ctx // 2 - 1, as openai/whisper and faster-whisper cut them.
 MAX_PROMPT_TOKENS = WHISPER_TEXT_POSITIONS // 2 - 1
-# What goes before a window: "first", a recording's first window (hotwords and the initial prompt); "later", every
-# other window (hotwords); "none", nothing (a window decoded again after a prompt made the model drop its timestamps).
-CONTEXTS = ("first", "later", "none")
 
 
 @dataclass
@@ -86,13 +84,12 @@ class Decoding:
     language: str  # Whisper language code, e.g. "ko"
     task: str = "transcribe"
     max_new_tokens: int = 225
-    initial_prompt: str = ""  # before a recording's first window
-    hotwords: tuple[str, ...] = ()  # before every window
+    prompting: Prompting = Prompting()  # what a recording is prompted with unless it brings its own
 
     @classmethod
     def from_config(cls, config: Config) -> Decoding:
         return cls(language_code(config.language, config.language_abbr), config.task, config.generation_max_length,
-                   config.initial_prompt.strip(), tuple(word.strip() for word in config.hotwords if str(word).strip()))
+                   Prompting().with_file(config.initial_prompt, config.hotwords))
 
     def tokens_for(self, seconds: float) -> int:
         """New-token budget for audio of this length (the longest clip of a batch)."""
@@ -130,6 +127,7 @@ class WhisperEngine(ABC):
     gives for the batch: 3000 for Whisper's own window, fewer for a model fine-tuned on fitted windows."""
 
     engine = ""
+    text_positions = WHISPER_TEXT_POSITIONS  # decoder positions, shared by prompt and output
     # Rows this engine decodes at the same time on separate cores; long-form decoding splits a lone recording
     # into this many parts so that none sits idle.
     parallel_streams = 1
@@ -146,34 +144,33 @@ class WhisperEngine(ABC):
         self.timestamp_begin = no_timestamps + 1
         # <|nocaptions|> (later named <|nospeech|>) sits just before <|notimestamps|> in every Whisper vocabulary.
         self.no_speech_token = no_timestamps - 1
-        self.context = {kind: self._context_ids(kind) for kind in CONTEXTS}
+        self._contexts: dict[tuple[Prompting, bool], tuple[int, ...]] = {}
 
-    def _context_ids(self, kind: str) -> list[int]:
-        """<|startofprev|> and the prompt text Whisper reads before a window of this kind (see CONTEXTS): hotwords,
-        then on a recording's first window the initial prompt (faster-whisper's order), cut to MAX_PROMPT_TOKENS;
-        empty without either."""
-        if kind == "none":
-            return []
-        hotwords = " ".join(self.decoding.hotwords)
-        prompt = self.decoding.initial_prompt if kind == "first" else ""
-        hotword_ids = self.tokenizer.encode(" " + hotwords, add_special_tokens=False) if hotwords else []
-        prompt_ids = self.tokenizer.encode(" " + prompt, add_special_tokens=False) if prompt else []
-        if not hotword_ids and not prompt_ids:
-            return []
-        if len(hotword_ids) + len(prompt_ids) > MAX_PROMPT_TOKENS:
-            # Hotwords first, as the user listed them; then the end of the prompt, the text nearest the speech.
-            kept_hotwords = hotword_ids[:MAX_PROMPT_TOKENS]
-            room = MAX_PROMPT_TOKENS - len(kept_hotwords)
-            kept_prompt = prompt_ids[len(prompt_ids) - room :] if room else []
-            if kind == "first":
+    def context_ids(self, prompting: Prompting, first_window: bool) -> tuple[int, ...]:
+        """<|startofprev|> and the text Whisper reads before a window: the hotwords, then on a recording's first window
+        the initial prompt (faster-whisper's order), cut to MAX_PROMPT_TOKENS with a message; empty without either."""
+        key = (prompting, first_window)
+        if key not in self._contexts:
+            hotwords = " ".join(prompting.hotwords)
+            prompt = prompting.initial_prompt if first_window else ""
+            hotword_ids = self.tokenizer.encode(" " + hotwords, add_special_tokens=False) if hotwords else []
+            prompt_ids = self.tokenizer.encode(" " + prompt, add_special_tokens=False) if prompt else []
+            if len(hotword_ids) + len(prompt_ids) > MAX_PROMPT_TOKENS:
+                # Hotwords first, as the user listed them; then the end of the prompt, the text nearest the speech.
+                kept_hotwords = hotword_ids[:MAX_PROMPT_TOKENS]
+                room = MAX_PROMPT_TOKENS - len(kept_hotwords)
+                kept_prompt = prompt_ids[len(prompt_ids) - room :] if room else []
                 log.warning("hotwords and initial_prompt are %d tokens; Whisper reads at most %d before a window: kept %d "
                             "hotword tokens and the last %d of the prompt", len(hotword_ids) + len(prompt_ids),
                             MAX_PROMPT_TOKENS, len(kept_hotwords), len(kept_prompt))
-            hotword_ids, prompt_ids = kept_hotwords, kept_prompt
-        return [self.tokenizer.convert_tokens_to_ids("<|startofprev|>"), *hotword_ids, *prompt_ids]
+                hotword_ids, prompt_ids = kept_hotwords, kept_prompt
+            text = [*hotword_ids, *prompt_ids]
+            self._contexts[key] = (self.tokenizer.convert_tokens_to_ids("<|startofprev|>"), *text) if text else ()
+        return self._contexts[key]
 
-    def prompt_ids(self, timestamps: bool, context: str = "first") -> list[int]:
-        return self.context[context] + self.start_of_transcript[timestamps]
+    def prompt_ids(self, timestamps: bool, context: tuple[int, ...] = ()) -> list[int]:
+        """The decoder's prompt: `context` (context_ids), then Whisper's start of a transcript."""
+        return [*context, *self.start_of_transcript[timestamps]]
 
     @cached_property
     def start_of_transcript(self) -> dict[bool, list[int]]:
@@ -183,18 +180,22 @@ class WhisperEngine(ABC):
                 False: self.tokenizer.convert_tokens_to_ids([*tokens, "<|notimestamps|>"])}
 
     def generate(self, features: torch.Tensor, *, timestamps: bool, max_new_tokens: int, no_repeat_ngram_size: int = 0,
-                 contexts: list[str] | None = None) -> list[Generation]:
+                 contexts: list[tuple[int, ...]] | None = None) -> list[Generation]:
         """One Generation per row. `no_repeat_ngram_size` > 0 forbids repeating any token n-gram of that size
-        (the loop fallback). `contexts` gives each row's prompt (see CONTEXTS); unset, every row is a first window.
-        Rows with the same prompt are decoded together."""
-        contexts = ["first"] * len(features) if contexts is None else contexts
+        (the loop fallback). `contexts` gives each row's context_ids; unset, every row is a first window prompted as
+        the config says. Rows with the same prompt are decoded together."""
+        if contexts is None:
+            contexts = [self.context_ids(self.decoding.prompting, True)] * len(features)
         groups: dict[tuple[int, ...], list[int]] = {}
         for row, context in enumerate(contexts):
-            groups.setdefault(tuple(self.prompt_ids(timestamps, context)), []).append(row)
+            groups.setdefault(tuple(context), []).append(row)
         generations: list[Generation | None] = [None] * len(features)
-        for prompt, rows in groups.items():
+        for context, rows in groups.items():
+            prompt = self.prompt_ids(timestamps, context)
             selected = features if len(rows) == len(features) else features[rows]
-            for row, generation in zip(rows, self._generate(selected, list(prompt), timestamps=timestamps, max_new_tokens=max_new_tokens,
+            # Whisper's decoder has text_positions slots, shared by prompt and output.
+            budget = min(max_new_tokens, self.text_positions - len(prompt))
+            for row, generation in zip(rows, self._generate(selected, prompt, timestamps=timestamps, max_new_tokens=budget,
                                                             no_repeat_ngram_size=no_repeat_ngram_size)):
                 generations[row] = generation
         return generations
@@ -242,8 +243,7 @@ class HFWhisper(WhisperEngine):
         self.autocast_dtype = torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
         precision = "bf16 autocast" if self.autocast_dtype else str(model.dtype).removeprefix("torch.")
         super().__init__(processor, decoding, f"transformers {precision} on {device.type}", window)
-        # Whisper's decoder has max_target_positions slots, shared by prompt and output.
-        self.token_limit = model.config.max_target_positions - len(self.prompt_ids(False, "first"))
+        self.text_positions = model.config.max_target_positions
 
     def _generate(self, features: torch.Tensor, prompt: list[int], *, timestamps: bool, max_new_tokens: int,
                   no_repeat_ngram_size: int) -> list[Generation]:
@@ -266,7 +266,7 @@ class HFWhisper(WhisperEngine):
                 # again from that point, and the returned timestamps of the two passes share no origin. Seeking
                 # through long audio is kowhisper.families.whisper.longform's job, the same for both engines.
                 force_unique_generate_call=True,
-                max_new_tokens=min(max_new_tokens, self.token_limit),
+                max_new_tokens=max_new_tokens,
                 do_sample=False,
                 num_beams=1,
                 no_repeat_ngram_size=no_repeat_ngram_size,
@@ -335,14 +335,14 @@ class CT2Whisper(WhisperEngine):
         self.model = ctranslate2.models.Whisper(str(ct2_dir), device=device, compute_type="default", **threads)
         # CTranslate2 takes fewer than 3000 frames as they are (since its PR 1446) and slices its positions.
         super().__init__(processor, decoding, f"CTranslate2 {self.model.compute_type} on {device}", window or EncoderWindow())
-        self.token_limit = WHISPER_TEXT_POSITIONS - len(self.prompt_ids(False, "first"))
+        self.text_positions = WHISPER_TEXT_POSITIONS
 
     def _generate(self, features: torch.Tensor, prompt: list[int], *, timestamps: bool, max_new_tokens: int,
                   no_repeat_ngram_size: int) -> list[Generation]:
         array = np.ascontiguousarray(features.to(torch.float32).numpy())
         # CTranslate2 counts the prompt in max_length; this gives the same decoding steps as transformers'
         # max_new_tokens (whose count includes the end token).
-        options = {"beam_size": 1, "max_length": len(prompt) + min(max_new_tokens, self.token_limit),
+        options = {"beam_size": 1, "max_length": len(prompt) + max_new_tokens,
                    "no_repeat_ngram_size": no_repeat_ngram_size, "return_scores": True, "return_no_speech_prob": True}
         if self.parallel_clips:
             # One clip per request, spread over the workers (see __init__); results come back in order.

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kowhisper.common.audio import SAMPLING_RATE
-from kowhisper.common.transcript import Segment, Transcript, is_silent
+from kowhisper.common.transcript import Prompting, Segment, Transcript, is_silent
 from kowhisper.families.whisper.engines import TIME_PRECISION, Generation, WhisperEngine
 from kowhisper.families.whisper.features import LogMel, pad_features
 from kowhisper.families.whisper.frames import HOP_LENGTH, N_FRAMES
@@ -78,7 +78,7 @@ def compression_ratio(text: str) -> float:
 
 
 def generate_without_loops(engine: WhisperEngine, features, *, timestamps: bool, max_new_tokens: int,
-                           contexts: list[str] | None = None) -> list[Generation]:
+                           contexts: list[tuple[int, ...]] | None = None) -> list[Generation]:
     """Greedy rows; rows whose text looks like a loop are decoded again with repeated n-grams forbidden.
     `contexts` as WhisperEngine.generate takes them."""
     generated = engine.generate(features, timestamps=timestamps, max_new_tokens=max_new_tokens, contexts=contexts)
@@ -93,17 +93,17 @@ def generate_without_loops(engine: WhisperEngine, features, *, timestamps: bool,
     return generated
 
 
-def generate_windows(engine: WhisperEngine, features, *, max_new_tokens: int, contexts: list[str]) -> list[Generation]:
+def generate_windows(engine: WhisperEngine, features, *, max_new_tokens: int, contexts: list[tuple[int, ...]]) -> list[Generation]:
     """Timestamped rows of windows (generate_without_loops). A prompted row that comes back without one closed segment
     is decoded again with no prompt, and kept if it closes one: text before a window makes Whisper drop its
     timestamps at times, and then stop early (real speech, whisper-base: a 30 s window with an initial prompt gave
     its first sentence and stopped, and the four after it were lost)."""
     generated = generate_without_loops(engine, features, timestamps=True, max_new_tokens=max_new_tokens, contexts=contexts)
     unclosed = [i for i, (context, row) in enumerate(zip(contexts, generated))
-                if engine.context[context] and not is_no_speech(row) and not closes_a_segment(engine, row.ids)]
+                if context and not is_no_speech(row) and not closes_a_segment(engine, row.ids)]
     if unclosed:
         retried = generate_without_loops(engine, features[unclosed], timestamps=True, max_new_tokens=max_new_tokens,
-                                         contexts=["none"] * len(unclosed))
+                                         contexts=[()] * len(unclosed))
         for i, row in zip(unclosed, retried):
             if closes_a_segment(engine, row.ids):
                 generated[i] = row
@@ -235,9 +235,10 @@ def add_window(engine: WhisperEngine, stream: Stream, window: WindowText, offset
 
 
 def transcribe_long(engine: WhisperEngine, waveforms: list[np.ndarray], *, batch_size: int, sources: list[str] | None = None,
-                    bar=None) -> list[Transcript]:
+                    bar=None, promptings: list[Prompting] | None = None) -> list[Transcript]:
     """Transcripts, with timestamped segments, of 16 kHz mono waveforms of any length. `bar`, a tqdm bar, counts
-    seconds of audio done."""
+    seconds of audio done. `promptings`, one per waveform: its initial prompt and hotwords (unset: the engine's)."""
+    promptings = promptings or [engine.decoding.prompting] * len(waveforms)
     log_mel = LogMel(engine.feature_extractor)
     streams = plan_streams(waveforms, engine.parallel_streams)
     if bar is not None:
@@ -263,7 +264,8 @@ def transcribe_long(engine: WhisperEngine, waveforms: list[np.ndarray], *, batch
             features = pad_features([mel for _, mel, _ in batch], engine.window.frames_for(max(len(mel) for _, mel, _ in batch)))
             longest = max(frames for _, _, frames in batch) * HOP_LENGTH / SAMPLING_RATE
             generated = generate_windows(engine, features, max_new_tokens=engine.decoding.tokens_for(longest),
-                                         contexts=["later" if stream.windows_decoded else "first" for stream, _, _ in batch])
+                                         contexts=[engine.context_ids(promptings[stream.recording], stream.windows_decoded == 0)
+                                                   for stream, _, _ in batch])
             for (stream, _, frames), generation in zip(batch, generated):
                 stream.windows_decoded += 1
                 audio_goes_on = stream.seek + frames < stream.end

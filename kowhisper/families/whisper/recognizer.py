@@ -16,6 +16,8 @@ from kowhisper.families.whisper.longform import generate_without_loops, transcri
 
 
 class WhisperRecognizer(Recognizer):
+    takes_prompts = True
+
     def __init__(self, engine: WhisperEngine):
         self.engine = engine
         self.description = engine.description
@@ -30,5 +32,5 @@ class WhisperRecognizer(Recognizer):
         generated = generate_without_loops(self.engine, features, timestamps=False, max_new_tokens=budget)
         return [self.engine.decode(row.ids) for row in generated]
 
-    def transcribe_waveforms(self, waveforms, *, batch_size, sources=None, bar=None) -> list[Transcript]:
-        return transcribe_long(self.engine, waveforms, batch_size=batch_size, sources=sources, bar=bar)
+    def transcribe_waveforms(self, waveforms, *, batch_size, sources=None, bar=None, promptings=None) -> list[Transcript]:
+        return transcribe_long(self.engine, waveforms, batch_size=batch_size, sources=sources, bar=bar, promptings=promptings)
