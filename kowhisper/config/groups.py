@@ -570,7 +570,7 @@ def _check_source_keys(keys: DataGroup | DatasetSource, where: str = "") -> None
 # <host>.<pid>.<n>, say. Checked against the file system's own path limit, so a run fails now, not at its first save.
 PATH_HEADROOM_BYTES = 256
 # Keys naming folders the toolkit creates or writes into.
-FOLDER_KEYS = ("workspace", "output_dir", "cache_dir", "transcripts_dir", "merged_dir", "ct2_dir")
+FOLDER_KEYS = ("workspace", "output_dir", "cache_dir", "transcripts_dir", "merged_dir", "ct2_dir", "ggml_dir")
 
 
 def _check_file_names(config: Config) -> None:

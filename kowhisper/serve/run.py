@@ -7,6 +7,7 @@
     python inference.py workspace=./workspace --merge                          # <run>/merged, safetensors (LoRA runs)
     python inference.py workspace=./workspace --export-ct2                     # <run>/ct2-int8, for faster-whisper
     python inference.py workspace=./workspace --export-ct2 export_check=false  # without scoring it on dev
+    python inference.py workspace=./workspace --export-ggml                    # <run>/ggml, for whisper.cpp (f16 + q8_0)
     python inference.py adapter=./workspace/runs/whisper-lora/merged talk.mp3  # a merged model or CTranslate2 export
 
 adapter= picks the model: unset, the latest run's final model (else the base); also a run name, an adapter or
@@ -45,9 +46,11 @@ def main(argv=None) -> int:
     parser.add_argument("--merge", action="store_true", help="Save base + adapter as one safetensors model (merged_dir). "
                         "A fully fine-tuned run is full weights already: it is named, or copied to merged_dir when set.")
     parser.add_argument("--export-ct2", action="store_true", help="Export to CTranslate2 (ct2_dir, ct2_quantization).")
+    parser.add_argument("--export-ggml", action="store_true",
+                        help="Export to whisper.cpp GGML: ggml-model-f16.bin and ggml_quantization's file (ggml_dir).")
     config, args = parse_config(parser, argv)
-    if not (args.paths or args.demo or args.merge or args.export_ct2):
-        parser.error("nothing to do: give audio files, folders or lists, or --demo, --merge or --export-ct2")
+    if not (args.paths or args.demo or args.merge or args.export_ct2 or args.export_ggml):
+        parser.error("nothing to do: give audio files, folders or lists, or --demo, --merge, --export-ct2 or --export-ggml")
     os.environ["CUDA_VISIBLE_DEVICES"] = config.cuda_visible_devices  # read once, when torch first touches CUDA
     setup_logging()
 
@@ -67,6 +70,10 @@ def main(argv=None) -> int:
             exported = family_of_source(source).export_ct2(source, config.ct2_quantization, config.ct2_dir)
             print(f"CTranslate2 model: {exported}")
             exports.append(resolve_model(config.workspace_dir, str(exported)))
+        if args.export_ggml:
+            # Not checked on dev like the others: this toolkit does not decode with whisper.cpp itself (the test suite
+            # does, through pywhispercpp, against the CTranslate2 export).
+            print(f"whisper.cpp model: {family_of_source(source).export_ggml(source, config.ggml_quantization, config.ggml_dir)}")
         if exports and config.export_check:
             check_exports(source, exports, config)
         if not (args.paths or args.demo):

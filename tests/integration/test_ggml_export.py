@@ -74,13 +74,16 @@ def ct2_int8_cer(workspace, real_clips, tmp_path_factory) -> float:
     return error_rates([text for _, text in real_clips], [transcript.text for _, transcript, _ in results])["cer"]
 
 
-def test_ggml_exports_of_whisper_base_read_real_korean_as_well_as_ct2_int8(workspace, real_clips, ct2_int8_cer):
-    from kowhisper.families.base import resolve_model
-    from kowhisper.families.export_folders import EXPORT_MARKER
-    from kowhisper.families.whisper.ggml_export import export_ggml
+def test_ggml_exports_of_whisper_base_read_real_korean_as_well_as_ct2_int8(workspace, real_clips, ct2_int8_cer, python_executable):
+    import subprocess
 
-    exported = export_ggml(resolve_model(workspace, "base"), quantization="q8_0")
-    assert exported == workspace / "exports" / "base-ggml"  # beside the model, as the CTranslate2 export of the base
+    from kowhisper.families.export_folders import EXPORT_MARKER
+
+    result = subprocess.run([python_executable, "inference.py", f"workspace={workspace}", "adapter=base", "--export-ggml"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    exported = workspace / "exports" / "base-ggml"  # beside the model, as the CTranslate2 export of the base
+    assert f"whisper.cpp model: {exported}" in result.stdout
     assert sorted(p.name for p in exported.iterdir()) == sorted(["ggml-model-f16.bin", "ggml-model-q8_0.bin", EXPORT_MARKER])
     assert json.loads((exported / EXPORT_MARKER).read_text(encoding="utf-8"))["quantization"] == "q8_0"
     # q8_0 keeps 34 bytes per 32 weights where f16 keeps 64: the big matrices were quantized.

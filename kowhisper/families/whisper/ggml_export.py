@@ -125,7 +125,6 @@ def export_ggml(source: ModelSource, out_dir: Path | None = None, quantization: 
     filters = _mel_filters(processor.feature_extractor, header["n_mels"])
     vocabulary = _text_tokens(processor.tokenizer, header["n_vocab"])
     tensors = _ggml_tensors(model.state_dict(), header)
-    del model
     staged = staging_dir(out_dir)
     try:
         for weight_type in dict.fromkeys(("f16", quantization)):

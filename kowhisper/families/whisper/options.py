@@ -67,9 +67,17 @@ class WhisperOptions(KeyGroup):
     ct2_dir: str | None = _help("Where --export-ct2 writes the CTranslate2 model. Unset: <run>/ct2-<quantization>.", None)
     ct2_quantization: str = _help("CTranslate2 weight type: int8, int8_float16, float16 or float32.", "int8")
 
+    # ---- whisper.cpp export (inference.py --export-ggml) -------------------------------------------------------------
+    ggml_dir: str | None = _help(
+        "Where --export-ggml writes the whisper.cpp files. Unset: <run>/ggml (the base: <workspace>/exports/base-ggml).", None)
+    ggml_quantization: str = _help(
+        "whisper.cpp weight type of the file written beside ggml-model-f16.bin: q8_0, q5_0, or f16 (that file only).", "q8_0")
+
     def __post_init__(self):
         super().__post_init__()
         check_choice("encoder_window", self.encoder_window, ENCODER_WINDOWS)
+        # Written out, not imported from ggml_export: the configuration loads without torch.
+        check_choice("ggml_quantization", self.ggml_quantization, ("f16", "q8_0", "q5_0"))
         if self.encoder_window_tail_frames < 0 or self.encoder_window_round_frames < 2 or self.encoder_window_round_frames % 2:
             raise ConfigError(
                 f"encoder_window_tail_frames must be >= 0 (got {self.encoder_window_tail_frames}) and encoder_window_round_frames "
