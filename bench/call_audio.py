@@ -61,7 +61,10 @@ def channel_of(name: str) -> tuple[str, str, bool]:
 
 
 def pink_noise(samples: int, seed: int) -> np.ndarray:
-    """Unit-power noise with a 1/f power spectrum (shaped white noise), the usual stand-in for room and street noise."""
+    """Unit-power noise with a 1/f power spectrum (shaped white noise), the usual stand-in for room and street noise.
+
+    Not kowhisper.train.augment.coloured_noise (power-of-two FFT, float32, another draw order): this function made
+    the call set bench/RESULTS.md reports, and a rebuild must give the same files."""
     spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(samples))
     frequencies = np.fft.rfftfreq(samples)
     spectrum[1:] /= np.sqrt(frequencies[1:])
