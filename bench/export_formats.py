@@ -1,0 +1,99 @@
+"""Dev CER of one fine-tuned model in every format it ships in: the adapter, merged, CTranslate2 int8, whisper.cpp f16
+and q8_0.
+
+The model is bench/quality.py's default-recipe run on the clean real-speech set (`default-clean`); the clips are the
+whole dev split of that workspace (151 clips of ../shared/data/ko-real-speech, read from there). The adapter, the
+merged model and the CTranslate2 export are scored by what `inference.py --merge --export-ct2` runs after exporting
+(kowhisper.evaluate.export_check); the whisper.cpp files by whisper.cpp itself through pywhispercpp (greedy, one
+thread, no temperature fallback), on the same clips' audio files. Every format is compared with the adapter by a
+paired bootstrap (95%, 1000 resamples, seed 0).
+
+    python -m bench.export_formats
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from kowhisper.common.runtime import force_offline
+
+force_offline()
+
+from bench.quality import OUT_DIR, REAL_SPEECH  # noqa: E402 (after force_offline)
+
+WORKSPACE = OUT_DIR / "workspace"
+RUN = "default-clean"
+CACHE = OUT_DIR / "export-formats"
+RATES = ("cer", "kocer_cer")
+
+
+def whisper_cpp_texts(model_file: Path, clips: list[Path]) -> tuple[list[str], float]:
+    import numpy as np
+    from pywhispercpp.model import Model
+
+    from kowhisper.common.audio import load_audio
+
+    model = Model(str(model_file), n_threads=1, language="ko", temperature_inc=0.0, print_progress=False, print_realtime=False)
+    started, texts = time.perf_counter(), []
+    for clip in clips:
+        waveform = np.ascontiguousarray(load_audio(clip), dtype=np.float32)
+        texts.append("".join(segment.text for segment in model.transcribe(waveform)).strip())
+    seconds = time.perf_counter() - started
+    del model  # pywhispercpp's destructor fails at interpreter exit
+    return texts, seconds
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args(argv)
+    from kowhisper.common.bootstrap import BootstrapSettings, compare_with_reference
+    from kowhisper.common.cpu import cpu_model_name
+    from kowhisper.common.text import utterance_counts
+    from kowhisper.config import load_config
+    from kowhisper.evaluate.split import evaluate_source, load_eval_split
+    from kowhisper.families.base import resolve_model
+    from kowhisper.families.whisper.ct2_export import export_ct2
+    from kowhisper.families.whisper.ggml_export import export_ggml
+    from kowhisper.serve.export import merge_adapter
+
+    config = load_config([f"workspace={WORKSPACE}"])
+    source = resolve_model(WORKSPACE, RUN)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    dataset, _ = load_eval_split(WORKSPACE, "dev", None)
+    references = list(dataset["text"])
+    clips = [REAL_SPEECH / "ko" / "clips" / (row_id if row_id.endswith(".mp3") else f"{row_id}.mp3") for row_id in dataset["id"]]
+
+    # As kowhisper.evaluate.export_check scores them after --merge and --export-ct2.
+    formats = {"adapter (transformers fp32)": source,
+               "merged (transformers fp32)": resolve_model(WORKSPACE, str(merge_adapter(source, CACHE / "merged"))),
+               "CTranslate2 int8": resolve_model(WORKSPACE, str(export_ct2(source, "int8", CACHE / "ct2-int8")))}
+    counts, seconds = {}, {}
+    for name, model in formats.items():
+        result = evaluate_source(model, dataset, config)
+        counts[name], seconds[name] = [row["counts"] for row in result.rows], result.seconds
+    ggml_dir = export_ggml(source, CACHE / "ggml", "q8_0")
+    for weight_type in ("f16", "q8_0"):
+        texts, taken = whisper_cpp_texts(ggml_dir / f"ggml-model-{weight_type}.bin", clips)
+        name = f"whisper.cpp {weight_type} (pywhispercpp, 1 thread)"
+        counts[name], seconds[name] = [utterance_counts(reference, text) for reference, text in zip(references, texts)], taken
+
+    reference_name = next(iter(formats))
+    others = {name: values for name, values in counts.items() if name != reference_name}
+    differences = compare_with_reference(counts[reference_name], others, list(dataset["source"]), RATES, BootstrapSettings())
+    lines = [f"CPU: {cpu_model_name()}; {len(references)} dev clips; run {RUN}", "",
+             "| format | dev CER | dev kocer CER | CER minus the adapter's | kocer minus the adapter's | seconds |",
+             "|---|---|---|---|---|---|"]
+    for name, values in counts.items():
+        scored = [c for c in values if c is not None]
+        rates = {rate: sum(c[f"{rate}_errors"] for c in scored) / sum(c[f"{rate}_chars"] for c in scored) for rate in RATES}
+        shown = {rate: differences[name][rate].describe() if name in differences else "-" for rate in RATES}
+        lines.append(f"| {name} | {100 * rates['cer']:.2f}% | {100 * rates['kocer_cer']:.2f}% | {shown['cer']} | "
+                     f"{shown['kocer_cer']} | {seconds[name]:.0f} |")
+    print("\n".join(lines))
+    (CACHE / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
