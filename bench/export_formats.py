@@ -66,12 +66,13 @@ def main(argv=None) -> None:
     clips = [REAL_SPEECH / "ko" / "clips" / (row_id if row_id.endswith(".mp3") else f"{row_id}.mp3") for row_id in dataset["id"]]
 
     # As kowhisper.evaluate.export_check scores them after --merge and --export-ct2.
-    formats = {"adapter (transformers fp32)": source,
-               "merged (transformers fp32)": resolve_model(WORKSPACE, str(merge_adapter(source, CACHE / "merged"))),
+    formats = {"adapter": source,
+               "merged": resolve_model(WORKSPACE, str(merge_adapter(source, CACHE / "merged"))),
                "CTranslate2 int8": resolve_model(WORKSPACE, str(export_ct2(source, "int8", CACHE / "ct2-int8")))}
     counts, seconds = {}, {}
     for name, model in formats.items():
         result = evaluate_source(model, dataset, config)
+        name = f"{name} ({result.metrics['backend']})"
         counts[name], seconds[name] = [row["counts"] for row in result.rows], result.seconds
     ggml_dir = export_ggml(source, CACHE / "ggml", "q8_0")
     for weight_type in ("f16", "q8_0"):
