@@ -38,6 +38,11 @@ class Prompting:
     initial_prompt: str = ""
     hotwords: tuple[str, ...] = ()
 
+    @classmethod
+    def from_config(cls, config) -> Prompting:
+        """The shared prompting a config sets (initial_prompt, hotwords)."""
+        return cls().with_file(config.initial_prompt, config.hotwords)
+
     def __bool__(self) -> bool:
         return bool(self.initial_prompt or self.hotwords)
 

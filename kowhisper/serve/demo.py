@@ -103,7 +103,7 @@ def build_demo(recognizer: Recognizer, model_label: str, max_seconds: float, bat
 def launch_demo(recognizer: Recognizer, model_label: str, config: Config) -> None:
     """Serve until interrupted, on config.server_name:server_port."""
     demo = build_demo(recognizer, model_label, config.demo_max_audio_s, config.per_device_eval_batch_size,
-                      Prompting().with_file(config.initial_prompt, config.hotwords))
+                      Prompting.from_config(config))
     if config.server_name not in LOOPBACK:
         log.warning("server_name=%s: the demo is reachable by other machines on this network", config.server_name)
     # One request at a time: a second concurrent transcription would only split the same CPU cores.

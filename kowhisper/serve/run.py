@@ -92,5 +92,5 @@ def main(argv=None) -> int:
         return 0
     return transcribe_to_outputs(recognizer, args.paths, output_format=config.output_format, transcripts_dir=config.transcripts_dir,
                                  batch_size=config.per_device_eval_batch_size, pcm_sample_rate=config.pcm_sample_rate,
-                                 prompting=Prompting().with_file(config.initial_prompt, config.hotwords))
+                                 prompting=Prompting.from_config(config))
 

@@ -89,7 +89,7 @@ class Decoding:
     @classmethod
     def from_config(cls, config: Config) -> Decoding:
         return cls(language_code(config.language, config.language_abbr), config.task, config.generation_max_length,
-                   Prompting().with_file(config.initial_prompt, config.hotwords))
+                   Prompting.from_config(config))
 
     def tokens_for(self, seconds: float) -> int:
         """New-token budget for audio of this length (the longest clip of a batch)."""

@@ -138,15 +138,15 @@ def read_window(engine: WhisperEngine, ids: list[int], window_frames: int, audio
     begin = engine.timestamp_begin
     is_time = [token >= begin for token in ids]
     window_seconds = window_frames * HOP_LENGTH / SAMPLING_RATE
-    # A pair of timestamps closes one segment and opens the next; the ids start right after the prompt.
-    boundaries = [i for i in range(1, len(ids)) if is_time[i] and is_time[i - 1]]
-    closed_by_one_timestamp = len(ids) >= 2 and is_time[-1] and not is_time[-2]
-    if not boundaries and not closed_by_one_timestamp:
+    if not closes_a_segment(engine, ids):
         # No closed segment: no timestamps at all (a model trained without them), or one segment the model began
         # and never closed. The window is one segment, done to its end.
         times = [(token - begin) * TIME_PRECISION for token in ids if token >= begin]
         start = times[0] if times and is_time[0] else 0.0
         return WindowText([(start, window_seconds, engine.text_bytes(ids))], window_frames)
+    # A pair of timestamps closes one segment and opens the next; the ids start right after the prompt.
+    boundaries = [i for i in range(1, len(ids)) if is_time[i] and is_time[i - 1]]
+    closed_by_one_timestamp = is_time[-1] and not is_time[-2]
     ends = boundaries + ([len(ids)] if closed_by_one_timestamp else [])
     segments, first = [], 0
     for last in ends:
