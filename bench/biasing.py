@@ -35,7 +35,8 @@ from kowhisper.common.runtime import force_offline
 
 force_offline()
 
-from bench.quality import OUT_DIR, REAL_SPEECH  # noqa: E402 (after force_offline)
+from bench.quality import OUT_DIR  # noqa: E402 (after force_offline)
+from tests.sample_files import REAL_SPEECH_KO, clip_path  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACE = OUT_DIR / "workspace"
@@ -135,7 +136,7 @@ def main(argv=None) -> None:
 
     dataset, _ = load_eval_split(WORKSPACE, "test", None)
     references = list(dataset["text"])
-    clips = [REAL_SPEECH / "ko" / "clips" / (row_id if row_id.endswith(".mp3") else f"{row_id}.mp3") for row_id in dataset["id"]]
+    clips = [clip_path(REAL_SPEECH_KO, row_id) for row_id in dataset["id"]]
     base = resolve_model(WORKSPACE, "base")
     zero_shot = cached("ours-base-none", decode_ours, base, dataset, [])
     tokenizer = load_processor(WORKSPACE / "model").tokenizer

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.sample_files import REAL_SPEECH
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko"
 CALL_SPEECH = PROJECT_ROOT / "bench" / "out" / "call-speech" / "cv-corpus-emotiontts-ko-call"
 SPLITS = ("train", "dev", "test")
 CODECS = (("mulaw", "pcm_mulaw", 0.4), ("alaw", "pcm_alaw", 0.3), ("gsm", "libgsm_ms", 0.3))

@@ -35,7 +35,8 @@ force_offline()
 
 import bench.curves as curves  # noqa: E402 (after force_offline)
 from bench.call_audio import CALL_SPEECH, build  # noqa: E402
-from bench.quality import REAL_SPEECH, build_workspace  # noqa: E402
+from bench.quality import build_workspace  # noqa: E402
+from tests.sample_files import REAL_SPEECH, REAL_SPEECH_KO  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = PROJECT_ROOT / "bench" / "out" / "call"
@@ -88,7 +89,7 @@ def main(argv=None) -> None:
     parser.add_argument("--runs", nargs="*", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--train-only", action="store_true")
     args = parser.parse_args(argv)
-    if not (REAL_SPEECH / "ko" / "train.tsv").is_file():
+    if not (REAL_SPEECH_KO / "train.tsv").is_file():
         raise SystemExit(f"the real-speech set is not at {REAL_SPEECH}; this benchmark needs ../shared beside the project")
     run_dirs = {name: train(name) for name in args.runs}
     if args.train_only:

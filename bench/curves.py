@@ -254,15 +254,16 @@ def main(argv=None) -> None:
                         help="stop each training once its checkpoint at this step is complete (same schedule, fewer steps)")
     args = parser.parse_args(argv)
     from bench.call_audio import CALL_SPEECH, build
-    from bench.quality import REAL_SPEECH, build_workspace
+    from bench.quality import build_workspace
     from kowhisper.families.base import resolve_model
+    from tests.sample_files import REAL_SPEECH, REAL_SPEECH_KO
 
     if args.corpus == "call":
         OUT_DIR, CURVE_STEPS = CALL_OUT_DIR, CALL_STEPS
         CACHE, PLOT = OUT_DIR / "curves", PROJECT_ROOT / "bench" / "curves-call.png"
     BACKEND, CURVE_STEPS = args.backend, tuple(args.steps or CURVE_STEPS)
     FULL_WINDOW_STEPS = () if args.no_full_window else CURVE_STEPS
-    if not (REAL_SPEECH / "ko" / "train.tsv").is_file():
+    if not (REAL_SPEECH_KO / "train.tsv").is_file():
         raise SystemExit(f"the real-speech set is not at {REAL_SPEECH}; this benchmark needs ../shared beside the project")
     data_path = build(REAL_SPEECH, CALL_SPEECH) if args.corpus == "call" else REAL_SPEECH
     workspace = build_workspace((args.workspace or OUT_DIR / "workspace").resolve(), data_path)

@@ -21,7 +21,8 @@ from kowhisper.common.runtime import force_offline
 
 force_offline()
 
-from bench.quality import OUT_DIR, REAL_SPEECH  # noqa: E402 (after force_offline)
+from bench.quality import OUT_DIR  # noqa: E402 (after force_offline)
+from tests.sample_files import REAL_SPEECH_KO, clip_path  # noqa: E402
 
 WORKSPACE = OUT_DIR / "workspace"
 RUN = "default-clean"
@@ -63,7 +64,7 @@ def main(argv=None) -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     dataset, _ = load_eval_split(WORKSPACE, "dev", None)
     references = list(dataset["text"])
-    clips = [REAL_SPEECH / "ko" / "clips" / (row_id if row_id.endswith(".mp3") else f"{row_id}.mp3") for row_id in dataset["id"]]
+    clips = [clip_path(REAL_SPEECH_KO, row_id) for row_id in dataset["id"]]
 
     # As kowhisper.evaluate.export_check scores them after --merge and --export-ct2.
     formats = {"adapter": source,

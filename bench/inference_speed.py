@@ -50,16 +50,17 @@ from kowhisper.common.runtime import force_offline
 
 force_offline()
 
+from tests.sample_files import REAL_SPEECH_KO  # noqa: E402 (after force_offline)
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample" / "ko"
-REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko" / "ko"
 OUT_DIR = PROJECT_ROOT / "bench" / "out"
 BATCH_SIZE = 8
 
 
 def sample_clips(count: int, clips_from: str) -> list[tuple[Path, str]]:
     """(clip, sentence): test then dev rows of the bundled sample, or the test rows of the real-speech set."""
-    folder, splits = (SAMPLE, ("test", "dev")) if clips_from == "sample" else (REAL_SPEECH, ("test",))
+    folder, splits = (SAMPLE, ("test", "dev")) if clips_from == "sample" else (REAL_SPEECH_KO, ("test",))
     rows = []
     for split in splits:
         with open(folder / f"{split}.tsv", encoding="utf-8", newline="") as handle:

@@ -30,8 +30,9 @@ from kowhisper.common.runtime import force_offline
 
 force_offline()
 
+from tests.sample_files import REAL_SPEECH, REAL_SPEECH_KO  # noqa: E402 (after force_offline)
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko"
 OUT_DIR = PROJECT_ROOT / "bench" / "out" / "quality"
 RESULTS = PROJECT_ROOT / "bench" / "RESULTS.md"
 RESULTS_MARKER = "<!-- bench.quality rows are appended above this line -->"
@@ -84,8 +85,8 @@ def long_recording(workspace: Path) -> Path:
     out = workspace.parent / "real-test-joined.wav"
     if out.is_file():
         return out
-    with open(REAL_SPEECH / "ko" / "test.tsv", encoding="utf-8", newline="") as handle:
-        clips = [REAL_SPEECH / "ko" / "clips" / row["path"] for row in csv.DictReader(handle, delimiter="\t")][:LONG_RECORDING_CLIPS]
+    with open(REAL_SPEECH_KO / "test.tsv", encoding="utf-8", newline="") as handle:
+        clips = [REAL_SPEECH_KO / "clips" / row["path"] for row in csv.DictReader(handle, delimiter="\t")][:LONG_RECORDING_CLIPS]
     inputs = [arg for clip in clips for arg in ("-i", str(clip))]
     subprocess.run(["ffmpeg", "-v", "error", "-y", *inputs, "-filter_complex", f"concat=n={len(clips)}:v=0:a=1",
                     "-ar", "16000", "-ac", "1", str(out)], check=True)
@@ -123,7 +124,7 @@ def main(argv=None) -> None:
     parser.add_argument("--no-srt", action="store_true", help="skip the long-recording timestamp check")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for train_offline.py")
     args = parser.parse_args(argv)
-    if not (REAL_SPEECH / "ko" / "train.tsv").is_file():
+    if not (REAL_SPEECH_KO / "train.tsv").is_file():
         raise SystemExit(f"the real-speech set is not at {REAL_SPEECH}; this benchmark needs ../shared beside the project")
 
     from kowhisper.common.cpu import cpu_has_native_bf16, cpu_model_name

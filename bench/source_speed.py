@@ -33,18 +33,18 @@ from kowhisper.common.cpu import cpu_model_name  # noqa: E402
 from kowhisper.common.workspace import model_dir  # noqa: E402
 from kowhisper.config import load_config  # noqa: E402
 from kowhisper.online.prepare import prepare_data  # noqa: E402
+from tests.sample_files import REAL_SPEECH_KO  # noqa: E402
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko"
 PROCESSOR_FILES = PROJECT_ROOT / "tests" / "data" / "tiny-whisper"
 CLIPS_PER_RECORDING = 10
 PAUSE = np.zeros(int(0.5 * SAMPLING_RATE), dtype=np.float32)
 
 
 def real_rows(count: int) -> list[dict]:
-    with open(REAL_SPEECH / "ko" / "train.tsv", encoding="utf-8", newline="") as handle:
+    with open(REAL_SPEECH_KO / "train.tsv", encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))[:count]
-    return [{"path": REAL_SPEECH / "ko" / "clips" / row["path"], "text": row["sentence"]} for row in rows]
+    return [{"path": REAL_SPEECH_KO / "clips" / row["path"], "text": row["sentence"]} for row in rows]
 
 
 def as_cv_release(rows: list[dict], root: Path) -> Path:

@@ -9,22 +9,21 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
 import soundfile
 
 from bench.call_audio import make_call
 from kowhisper.common.audio import load_audio
 from kowhisper.common.workspace import source_report_path
+from tests.sample_files import REAL_SPEECH_KO, needs_real_speech
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko" / "ko"
 
-pytestmark = pytest.mark.skipif(not (REAL_SPEECH / "train.tsv").is_file(), reason=f"the real-speech set is not at {REAL_SPEECH}")
+pytestmark = needs_real_speech
 
 
 def test_8khz_calls_go_through_setup_training_evaluation_and_inference(make_workspace, tiny_model_dir, tmp_path_factory,
                                                                        python_executable):
-    with open(REAL_SPEECH / "train.tsv", encoding="utf-8", newline="") as handle:
+    with open(REAL_SPEECH_KO / "train.tsv", encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))[:16]
     folder = tmp_path_factory.mktemp("calls")
     manifest = folder / "calls.csv"
@@ -32,7 +31,7 @@ def test_8khz_calls_go_through_setup_training_evaluation_and_inference(make_work
         writer = csv.DictWriter(handle, fieldnames=["audio", "text", "split"])
         writer.writeheader()
         for n, row in enumerate(rows):
-            make_call(REAL_SPEECH / "clips" / row["path"], folder / f"call{n:02d}.wav")
+            make_call(REAL_SPEECH_KO / "clips" / row["path"], folder / f"call{n:02d}.wav")
             writer.writerow({"audio": f"call{n:02d}.wav", "text": row["sentence"], "split": ("train", "train", "dev", "test")[n % 4]})
     assert {soundfile.info(folder / f"call{n:02d}.wav").samplerate for n in range(16)} == {8000}
     assert len({soundfile.info(folder / f"call{n:02d}.wav").subtype for n in range(16)}) >= 2, "more than one codec"

@@ -4,10 +4,7 @@ killed with -9 resumes with the same augmentation stream, ending on the same ada
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +19,7 @@ from kowhisper.families.whisper.frames import CHUNK_SAMPLES, FRAME_SECONDS
 from kowhisper.families.whisper.loading import load_processor
 from kowhisper.train.augment import WaveformAugmenter, telephone_channel
 from kowhisper.train.data import load_splits
+from tests.integration.processes import kill_9_once
 
 pytestmark = pytest.mark.real_model
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -123,16 +121,8 @@ def test_a_run_killed_with_9_resumes_the_same_augmentation_stream(workspace, tmp
     assert "Augmentation: speed p=0.5, noise p=0.5, channel p=0.5" in straight.stdout
 
     interrupted = tmp_path / "interrupted"
-    with open(tmp_path / "first.log", "w") as log:  # a file, not a pipe: a full pipe would stall the run before the kill
-        process = subprocess.Popen(command(interrupted), cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-    deadline = time.monotonic() + 600
-    while not (interrupted / "checkpoint-4" / COMPLETE_MARKER).exists():
-        assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_9_once(command(interrupted), tmp_path / "first.log", (interrupted / "checkpoint-4" / COMPLETE_MARKER).exists,
+                waiting_for="a complete checkpoint-4", group=True, timeout=600)
     assert not (interrupted / "adapter").exists(), "the kill came too late to test a resume"
     resumed = subprocess.run(command(interrupted), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]

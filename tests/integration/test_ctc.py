@@ -10,8 +10,6 @@ is in tests/unit/test_ctc_vocabulary.py.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
 import urllib.request
@@ -20,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_inference import network_is_isolatable, write_wav
+
+from tests.integration.processes import kill_9_once
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_CLIPS = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample" / "ko" / "clips"
@@ -144,16 +144,8 @@ def trained_run(ctc_workspace, python_executable) -> Path:
 
     run_dir = ctc_workspace / "runs" / "ctc"
     command = isolated(train_command(python_executable, ctc_workspace, "ctc", "max_steps=8", "save_steps=2", "eval_steps=2"))
-    log_path = ctc_workspace.parent / "first.log"
-    with open(log_path, "w") as log:  # a file, not a pipe: a full pipe would stall the run before the kill
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while last_complete_checkpoint(run_dir, report=lambda _: None) is None:
-        assert process.poll() is None, log_path.read_text()
-        assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_9_once(command, ctc_workspace.parent / "first.log", lambda: last_complete_checkpoint(run_dir, report=lambda _: None) is not None,
+                waiting_for="a complete checkpoint", group=True, poll_seconds=0.2)
     assert not (run_dir / "model").exists()
     result = run(command)
     assert "Resuming from" in result.stdout

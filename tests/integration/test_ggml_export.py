@@ -18,19 +18,16 @@ import pytest
 
 from kowhisper.common.audio import load_audio
 from kowhisper.common.text import error_rates
+from tests.sample_files import REAL_SPEECH_KO, needs_real_speech
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko"
 # The first test clips: six sentences, read by speakers never in train (about 5 s each).
 CLIPS = 6
 # "Within a point of CTranslate2 int8": a GGML file may read worse by at most one CER point (measured: f16 12.3%,
 # q8_0 11.7%, CT2 int8 14.0% on these clips). Reading better is no failure; the engines decode differently.
 MAX_CER_POINTS_WORSE = 0.01
 
-pytestmark = [
-    pytest.mark.real_model,
-    pytest.mark.skipif(not (REAL_SPEECH / "ko" / "test.tsv").is_file(), reason=f"the real-speech set is not at {REAL_SPEECH}"),
-]
+pytestmark = [pytest.mark.real_model, needs_real_speech]
 
 
 def whisper_cpp_model(path: Path):
@@ -53,9 +50,9 @@ def workspace(make_workspace, real_model_dir) -> Path:
 
 @pytest.fixture(scope="module")
 def real_clips() -> list[tuple[Path, str]]:
-    with open(REAL_SPEECH / "ko" / "test.tsv", encoding="utf-8", newline="") as handle:
+    with open(REAL_SPEECH_KO / "test.tsv", encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))[:CLIPS]
-    return [(REAL_SPEECH / "ko" / "clips" / row["path"], row["sentence"]) for row in rows]
+    return [(REAL_SPEECH_KO / "clips" / row["path"], row["sentence"]) for row in rows]
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import pytest
 
 from kowhisper.common.audio import SAMPLING_RATE, load_audio
 from kowhisper.common.workspace import split_dir
+from tests.sample_files import clip_path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DIR = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample" / "ko"
@@ -54,8 +55,7 @@ def reference_clips(workspace: Path, count: int = RECITED_UTTERANCES) -> list[tu
     from datasets import load_from_disk
 
     rows = load_from_disk(str(split_dir(workspace, "test"))).select(range(count))
-    # Row ids are Common Voice clip names, with or without the .mp3.
-    clips = [SAMPLE_DIR / "clips" / (row_id if row_id.endswith(".mp3") else f"{row_id}.mp3") for row_id in rows["id"]]
+    clips = [clip_path(SAMPLE_DIR, row_id) for row_id in rows["id"]]
     return list(zip(clips, rows["text"]))
 
 

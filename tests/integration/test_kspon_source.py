@@ -20,12 +20,12 @@ from kowhisper.common.audio import load_audio
 from kowhisper.common.workspace import source_dir, source_report_path
 from kowhisper.config import dataset_sources, load_config
 from kowhisper.online.prepare import load_sources
+from tests.sample_files import REAL_SPEECH_KO, needs_real_speech
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko" / "ko"
 SPLIT_SIZES = {"train": 12, "dev": 4, "eval_clean": 3, "eval_other": 3}
 
-pytestmark = pytest.mark.skipif(not (REAL_SPEECH / "train.tsv").is_file(), reason=f"the real-speech set is not at {REAL_SPEECH}")
+pytestmark = needs_real_speech
 
 
 def marked(text: str, index: int) -> str:
@@ -40,7 +40,7 @@ def marked(text: str, index: int) -> str:
 @pytest.fixture(scope="module")
 def kspon_root(tmp_path_factory) -> tuple[Path, dict[str, list[tuple[str, str]]]]:
     """(root, split -> [(id, sentence)]): an AI Hub-style KsponSpeech folder of real clips."""
-    with open(REAL_SPEECH / "train.tsv", encoding="utf-8", newline="") as handle:
+    with open(REAL_SPEECH_KO / "train.tsv", encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     root = tmp_path_factory.mktemp("kspon") / "KsponSpeech"
     scripts = root / "KsponSpeech_scripts"
@@ -52,7 +52,7 @@ def kspon_root(tmp_path_factory) -> tuple[Path, dict[str, list[tuple[str, str]]]
         for n in range(size):
             row = rows[taken]
             taken += 1
-            samples = np.clip(load_audio(REAL_SPEECH / "clips" / row["path"]) * 32768, -32768, 32767).astype("<i2").tobytes()
+            samples = np.clip(load_audio(REAL_SPEECH_KO / "clips" / row["path"]) * 32768, -32768, 32767).astype("<i2").tobytes()
             if split.startswith("eval"):
                 number = taken
                 relative = f"KsponSpeech_eval/{split}/KsponSpeech_E{number:05d}.pcm"
@@ -186,10 +186,10 @@ def test_a_pcm_file_transcribes_as_its_original_recording_does(kspon_root, real_
     """inference.py reads headerless PCM itself: the real whisper-base writes for an eval .pcm what it writes for the
     original recording it was made from."""
     root, sentences = kspon_root
-    with open(REAL_SPEECH / "train.tsv", encoding="utf-8", newline="") as handle:
+    with open(REAL_SPEECH_KO / "train.tsv", encoding="utf-8", newline="") as handle:
         originals = [row["path"] for row in csv.DictReader(handle, delimiter="\t")]
     pcm = next(root.rglob("KsponSpeech_E*.pcm"))
-    original = REAL_SPEECH / "clips" / originals[int(pcm.stem.removeprefix("KsponSpeech_E")) - 1]
+    original = REAL_SPEECH_KO / "clips" / originals[int(pcm.stem.removeprefix("KsponSpeech_E")) - 1]
     result = subprocess.run([python_executable, "inference.py", f"workspace={tmp_path}", f"adapter={real_model_dir}", "backend=hf",
                              str(pcm), str(original)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -19,17 +19,15 @@ import pytest
 from test_evaluate import scale_lora_b
 from test_inference import add_reciting_run
 
+from tests.sample_files import REAL_SPEECH_KO, needs_real_speech
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko"
 JOINED_CLIPS = 11
 # The second recording holds the audio of only the first clips but the transcript of all of them: what the
 # long-form decoder cannot hear shows up as deleted reference characters.
 HEARD_CLIPS = 5
 
-pytestmark = [
-    pytest.mark.real_model,
-    pytest.mark.skipif(not (REAL_SPEECH / "ko" / "test.tsv").is_file(), reason=f"the real-speech set is not at {REAL_SPEECH}"),
-]
+pytestmark = [pytest.mark.real_model, needs_real_speech]
 
 
 def join_clips(clips: list[Path], out: Path) -> Path:
@@ -43,9 +41,9 @@ def join_clips(clips: list[Path], out: Path) -> Path:
 def recordings_manifest(tmp_path_factory) -> Path:
     """recordings.csv: joined.wav (the first 11 real test clips, about 58 s) with their sentences, and
     partial.wav (the first 5 of them) with the sentences of all 11."""
-    with open(REAL_SPEECH / "ko" / "test.tsv", encoding="utf-8", newline="") as handle:
+    with open(REAL_SPEECH_KO / "test.tsv", encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[:JOINED_CLIPS]
-    clips = [REAL_SPEECH / "ko" / "clips" / row["path"] for row in rows]
+    clips = [REAL_SPEECH_KO / "clips" / row["path"] for row in rows]
     text = " ".join(row["sentence"] for row in rows)
     folder = tmp_path_factory.mktemp("recordings")
     join_clips(clips, folder / "joined.wav")

@@ -5,10 +5,7 @@ The weights alone, without a workspace, are in tests/unit/test_mixing_weights.py
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +14,7 @@ from test_sources import EXTRA_SOURCE, build, extra_manifest  # noqa: F401 (a fi
 
 from kowhisper.config import load_config
 from kowhisper.train.data import load_splits
+from tests.integration.processes import kill_9_once
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TINY = ["per_device_train_batch_size=4", "per_device_eval_batch_size=4", "max_eval_samples=4", "generation_max_length=12",
@@ -44,12 +42,13 @@ def test_the_training_data_mixes_the_trained_sources_and_evaluates_every_source(
     assert data.counts["train_per_epoch"] == len(data.train)
 
 
-def run_training(python: str, workspace: Path, run_dir: Path, *overrides: str, log: Path | None = None):
-    command = [python, "train_offline.py", f"workspace={workspace}", f"output_dir={run_dir}", *TINY, *overrides]
-    if log is None:
-        return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
-    with open(log, "w") as handle:  # a file, not a pipe: a full pipe would stall the run before the kill
-        return subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=handle, stderr=subprocess.STDOUT)
+def training_command(python: str, workspace: Path, run_dir: Path, *overrides: str) -> list[str]:
+    return [python, "train_offline.py", f"workspace={workspace}", f"output_dir={run_dir}", *TINY, *overrides]
+
+
+def run_training(python: str, workspace: Path, run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(training_command(python, workspace, run_dir, *overrides), cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=900)
 
 
 def test_per_source_dev_metrics_pick_the_best_and_a_kill_9_resume_ends_where_an_uninterrupted_run_does(
@@ -82,14 +81,8 @@ def test_per_source_dev_metrics_pick_the_best_and_a_kill_9_resume_ends_where_an_
     assert "| heldout |" in card and "0 (held out)" in card and str(metrics["data"]["train_per_epoch"]) in card
 
     interrupted = tmp_path / "interrupted"
-    process = run_training(python_executable, mixed_workspace, interrupted, *settings, log=tmp_path / "first.log")
-    deadline = time.monotonic() + 300
-    while not (interrupted / "checkpoint-2" / COMPLETE_MARKER).exists():
-        assert process.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_9_once(training_command(python_executable, mixed_workspace, interrupted, *settings), tmp_path / "first.log",
+                (interrupted / "checkpoint-2" / COMPLETE_MARKER).exists, waiting_for="a complete checkpoint-2", group=False)
     resumed = run_training(python_executable, mixed_workspace, interrupted, *settings)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Resuming from" in resumed.stdout

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.sample_files import REAL_SPEECH, REAL_SPEECH_KO, needs_real_speech
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko"
 JOINED_CLIPS = 11
 MAX_BLOCK_SECONDS = 15.0
 # Whisper's first window ends at 30 s; the recording is built so that a sentence is under way there.
@@ -27,10 +28,7 @@ WINDOW_SECONDS = 30.0
 # test leaves room for int8 kernels that differ between CPUs.
 MAX_DELETED_SHARE = 0.04
 
-pytestmark = [
-    pytest.mark.real_model,
-    pytest.mark.skipif(not (REAL_SPEECH / "ko" / "train.tsv").is_file(), reason=f"the real-speech set is not at {REAL_SPEECH}"),
-]
+pytestmark = [pytest.mark.real_model, needs_real_speech]
 
 SRT_TIME = re.compile(r"(\d+):(\d+):(\d+),(\d+) --> (\d+):(\d+):(\d+),(\d+)")
 
@@ -46,8 +44,8 @@ def srt_blocks(srt: str) -> list[tuple[float, float]]:
 @pytest.fixture(scope="module")
 def joined_test_clips(tmp_path_factory) -> Path:
     """About 80 s: the first real test clips (sentences and 8 speakers never in train) joined end to end."""
-    with open(REAL_SPEECH / "ko" / "test.tsv", encoding="utf-8", newline="") as handle:
-        clips = [REAL_SPEECH / "ko" / "clips" / row["path"] for row in csv.DictReader(handle, delimiter="\t")][:JOINED_CLIPS]
+    with open(REAL_SPEECH_KO / "test.tsv", encoding="utf-8", newline="") as handle:
+        clips = [REAL_SPEECH_KO / "clips" / row["path"] for row in csv.DictReader(handle, delimiter="\t")][:JOINED_CLIPS]
     out = tmp_path_factory.mktemp("joined") / "joined.wav"
     inputs = [arg for clip in clips for arg in ("-i", str(clip))]
     subprocess.run(["ffmpeg", "-v", "error", "-y", *inputs, "-filter_complex", f"concat=n={len(clips)}:v=0:a=1",
@@ -63,8 +61,8 @@ def across_a_window(tmp_path_factory) -> tuple[Path, list[str], float]:
 
     from kowhisper.common.audio import SAMPLING_RATE, load_audio
 
-    with open(REAL_SPEECH / "ko" / "test.tsv", encoding="utf-8", newline="") as handle:
-        rows = [(REAL_SPEECH / "ko" / "clips" / row["path"], row["sentence"]) for row in csv.DictReader(handle, delimiter="\t")]
+    with open(REAL_SPEECH_KO / "test.tsv", encoding="utf-8", newline="") as handle:
+        rows = [(REAL_SPEECH_KO / "clips" / row["path"], row["sentence"]) for row in csv.DictReader(handle, delimiter="\t")]
     clips = [(load_audio(path), sentence) for path, sentence in rows[:40]]
     for first in range(len(clips)):
         chosen, seconds = [], 0.0
@@ -170,6 +168,7 @@ def test_a_fine_tuned_adapter_keeps_sentence_sized_subtitles(make_workspace, rea
     assert longest <= MAX_BLOCK_SECONDS
     assert all(end > start for start, end in tuned) and [start for start, _ in tuned] == sorted(start for start, _ in tuned)
     assert all(a[1] <= b[0] for a, b in zip(tuned, tuned[1:])) and tuned[-1][1] <= seconds + 0.01
+
 
 
 def test_a_run_worse_than_zero_shot_ends_with_the_base_itself(make_workspace, real_model_dir, python_executable):

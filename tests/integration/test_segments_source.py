@@ -20,20 +20,20 @@ from kowhisper.common.audio import SAMPLING_RATE, load_audio
 from kowhisper.common.workspace import source_dir, source_report_path
 from kowhisper.config import load_config
 from kowhisper.online.prepare import load_sources
+from tests.sample_files import REAL_SPEECH_KO, needs_real_speech
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko" / "ko"
 RECORDINGS, CLIPS_PER_RECORDING, PAUSE_S = 4, 3, 0.7
 # The issue's bar: a cut segment's audio lies within 10 ms of the original clip's boundaries.
 BOUNDARY_TOLERANCE = int(0.010 * SAMPLING_RATE)
 
-pytestmark = pytest.mark.skipif(not (REAL_SPEECH / "train.tsv").is_file(), reason=f"the real-speech set is not at {REAL_SPEECH}")
+pytestmark = needs_real_speech
 
 
 @pytest.fixture(scope="module")
 def recordings(tmp_path_factory):
     """(folder, [(recording, [(start, end, text, clip samples)])]): real clips joined with pauses into 16 kHz WAVs."""
-    with open(REAL_SPEECH / "train.tsv", encoding="utf-8", newline="") as handle:
+    with open(REAL_SPEECH_KO / "train.tsv", encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     folder = tmp_path_factory.mktemp("segments")
     pause = np.zeros(int(PAUSE_S * SAMPLING_RATE), dtype=np.float32)
@@ -42,7 +42,7 @@ def recordings(tmp_path_factory):
         parts, segments, at = [pause], [], len(pause)
         for c in range(CLIPS_PER_RECORDING):
             row = rows[r * CLIPS_PER_RECORDING + c]
-            clip = load_audio(REAL_SPEECH / "clips" / row["path"])
+            clip = load_audio(REAL_SPEECH_KO / "clips" / row["path"])
             segments.append((at / SAMPLING_RATE, (at + len(clip)) / SAMPLING_RATE, row["sentence"], clip))
             parts += [clip, pause]
             at += len(clip) + len(pause)

@@ -9,17 +9,16 @@ actually learns.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from kowhisper.common.workspace import split_dir
+from tests.integration.processes import kill_9_once
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = PROJECT_ROOT / "train_offline.py"
@@ -225,18 +224,8 @@ def test_kill_9_after_the_first_checkpoint_then_the_same_command_resumes(family,
     command = train_command(python_executable, workspace, run_dir, "max_steps=6", "report_to=[]")
     if family == "ctc":  # a Whisper-only key, which a CTC run would name as ignored
         command = [part for part in command if not part.startswith("generation_max_length=")]
-    first_log = tmp_path / "first-run.log"
-    with open(first_log, "w") as log:  # a file, not a pipe: a full pipe would stall the run before the kill
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    marker = run_dir / "checkpoint-2" / COMPLETE_MARKER
-    deadline = time.monotonic() + 300
-    while not marker.exists():
-        if process.poll() is not None:
-            pytest.fail(f"training ended (exit {process.returncode}) before its first checkpoint:\n{first_log.read_text()[-3000:]}")
-        assert time.monotonic() < deadline, "no complete checkpoint-2 within 5 minutes"
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # the whole process group: nothing of the first run goes on writing
-    process.wait()
+    process = kill_9_once(command, tmp_path / "first-run.log", (run_dir / "checkpoint-2" / COMPLETE_MARKER).exists,
+                          waiting_for="a complete checkpoint-2", group=True)
     assert process.returncode == -signal.SIGKILL
 
     resumable = last_complete_checkpoint(run_dir, report=lambda _: None)
@@ -283,16 +272,8 @@ def test_two_stages_resume_across_the_boundary_and_count_their_parameters(model,
     command = train_command(python_executable, workspace, run_dir, TWO_STAGES, "save_steps=1", "eval_steps=3",
                             "load_best_model_at_end=false", "report_to=[]")
     first_log = tmp_path / "first-run.log"
-    with open(first_log, "w") as log:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 300
-    while not (run_dir / "checkpoint-4" / COMPLETE_MARKER).exists():
-        if process.poll() is not None:
-            pytest.fail(f"training ended (exit {process.returncode}) before checkpoint-4:\n{first_log.read_text()[-3000:]}")
-        assert time.monotonic() < deadline, "no complete checkpoint-4 within 5 minutes"
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_9_once(command, first_log, (run_dir / "checkpoint-4" / COMPLETE_MARKER).exists, waiting_for="a complete checkpoint-4",
+                group=False)
     first = first_log.read_text()
     assert "Stage 1/2 'decoder' (steps 1-3): trains the decoder LoRA" in first
     assert "Training plan: 40 clips, effective batch 4, 10 steps per epoch, 6 optimizer steps" in first

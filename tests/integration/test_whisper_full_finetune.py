@@ -11,8 +11,6 @@ tests/unit/test_train_settings.py.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,8 +19,10 @@ from pathlib import Path
 import pytest
 from test_inference import network_is_isolatable, reference_clips
 
+from tests.integration.processes import kill_9_once
+from tests.sample_files import REAL_SPEECH, REAL_SPEECH_KO
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-REAL_SPEECH = PROJECT_ROOT.parent / "shared" / "data" / "ko-real-speech" / "cv-corpus-emotiontts-ko"
 
 # The tiny run: three evaluations and three checkpoints in six steps. learning_rate 1e-3 so the random model moves far
 # enough for "the run's weights, not the base's" to show; the full-mode default (1e-5) is checked without a model.
@@ -147,15 +147,8 @@ def full_run(tiny_workspace, python_executable) -> tuple[Path, str, str]:
     run_dir = tiny_workspace / "runs" / "whisper-full"
     command = isolated([python_executable, "train_offline.py", f"workspace={tiny_workspace}", *TINY_FULL_RUN])
     first_log = tiny_workspace.parent / "first.log"
-    with open(first_log, "w") as log:  # a file, not a pipe: a full pipe would stall the run before the kill
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 300
-    while last_complete_checkpoint(run_dir, report=lambda _: None) is None:
-        assert process.poll() is None, first_log.read_text()
-        assert time.monotonic() < deadline, "no complete checkpoint within 5 minutes"
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_9_once(command, first_log, lambda: last_complete_checkpoint(run_dir, report=lambda _: None) is not None,
+                waiting_for="a complete checkpoint", group=True)
     assert not (run_dir / "model").exists(), "killed before the end"
     return run_dir, first_log.read_text(), run(command).stdout
 
@@ -306,7 +299,7 @@ def test_full_fine_tuning_of_real_whisper_base_lowers_the_loss_of_the_clips_it_t
     from kowhisper.families.whisper.encoder_window import EncoderWindow, allow_fitted_window
     from kowhisper.families.whisper.features import SpeechBatchCollator
 
-    data = [f"data_path={REAL_SPEECH}"] if (REAL_SPEECH / "ko" / "train.tsv").is_file() else []
+    data = [f"data_path={REAL_SPEECH}"] if (REAL_SPEECH_KO / "train.tsv").is_file() else []
     workspace = make_workspace(real_model_dir, copy=False, max_samples=REAL_CLIPS, **dict(item.split("=", 1) for item in data))
     run_dir = tmp_path / "run"
     steps = 3
