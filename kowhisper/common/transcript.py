@@ -16,10 +16,31 @@ SILENCE_PEAK = 1e-3
 
 
 @dataclass
+class Word:
+    """One space-delimited word (a Korean eojeol, punctuation attached as written), its times in seconds and the
+    model's probability for it (the mean over its tokens for Whisper, over its frames for CTC)."""
+
+    start: float
+    end: float
+    word: str
+    probability: float
+
+
+@dataclass
 class Segment:
     start: float
     end: float
     text: str
+    # With word timestamps: the segment's words, in order, inside its times; " ".join of their words is `text`.
+    words: list[Word] | None = None
+
+    def keep_words_inside(self) -> None:
+        """Word times made monotonic and held inside the segment's own times (which callers may have moved)."""
+        previous_end = self.start
+        for word in self.words or []:
+            word.start = round(min(max(word.start, previous_end), self.end), 2)
+            word.end = round(min(max(word.end, word.start), self.end), 2)
+            previous_end = word.end
 
 
 @dataclass

@@ -503,6 +503,13 @@ class ServeGroup(KeyGroup):
     )
     backend: str = _help("Inference engine: 'hf' (transformers), 'ct2' (CTranslate2) or 'auto'.", "auto")
     output_format: str = _help("Transcript format: txt, json or srt.", "txt")
+    word_timestamps: bool = _help(
+        "Time every word (a space-delimited eojeol): json gets start, end and probability per word. Whisper aligns the "
+        "text with its cross-attention (one more decoder pass per 30 s window); a CTC model times words by its frames.",
+        False)
+    srt_max_chars: int = _help(
+        "srt cues cut at word times, each at most this many characters (spaces included; a longer word is a cue of its "
+        "own). Turns word timing on. 0: one cue per segment.", 0)
     transcripts_dir: str | None = _help("Where transcripts are written. Unset: printed only.", None)
     server_name: str = _help("Demo bind address. 127.0.0.1 keeps it on this machine.", "127.0.0.1")
     server_port: int = _help("Demo port.", 7860)
@@ -521,6 +528,8 @@ class ServeGroup(KeyGroup):
         super().__post_init__()
         check_choice("output_format", self.output_format, OUTPUT_FORMATS)
         check_choice("backend", self.backend, BACKENDS)
+        if self.srt_max_chars < 0:
+            raise ConfigError(f"srt_max_chars must be 0 (one cue per segment) or a number of characters, got {self.srt_max_chars}")
         if self.export_check_samples is not None:
             _check_at_least_one(self, "export_check_samples")
 

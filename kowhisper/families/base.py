@@ -200,10 +200,11 @@ class Recognizer(ABC):
 
     @abstractmethod
     def transcribe_waveforms(self, waveforms: list, *, batch_size: int, sources: list[str] | None = None,
-                             bar=None, promptings: list[Prompting] | None = None) -> list[Transcript]:
+                             bar=None, promptings: list[Prompting] | None = None, word_timestamps: bool = False) -> list[Transcript]:
         """Transcripts of 16 kHz mono waveforms of any length, as timed segments and their joined text. `bar`, a
         tqdm bar counting seconds of audio, advances as the work gets done. `promptings`, one per waveform, replace
-        the configured initial_prompt and hotwords where the family reads them (Whisper); unset, the configured ones."""
+        the configured initial_prompt and hotwords where the family reads them (Whisper); unset, the configured ones.
+        `word_timestamps`: every segment also gets its timed words (Segment.words)."""
 
 
 class ModelFamily(ABC):

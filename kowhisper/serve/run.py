@@ -3,6 +3,8 @@
     python inference.py workspace=./workspace talk.mp3 meetings/ list.txt      # files, folders, file lists
     python inference.py workspace=./workspace meetings/ output_format=srt transcripts_dir=subtitles/
     python inference.py workspace=./workspace calls/ "hotwords=[KT,5G 요금제]" initial_prompt="고객센터 상담입니다."
+    python inference.py workspace=./workspace talk.mp3 word_timestamps=true output_format=json  # words with times
+    python inference.py workspace=./workspace talk.mp3 output_format=srt srt_max_chars=20        # cues cut at words
     python inference.py workspace=./workspace --demo                           # http://127.0.0.1:7860
     python inference.py workspace=./workspace --merge                          # <run>/merged, safetensors (LoRA runs)
     python inference.py workspace=./workspace --export-ct2                     # <run>/ct2-int8, for faster-whisper
@@ -92,5 +94,6 @@ def main(argv=None) -> int:
         return 0
     return transcribe_to_outputs(recognizer, args.paths, output_format=config.output_format, transcripts_dir=config.transcripts_dir,
                                  batch_size=config.per_device_eval_batch_size, pcm_sample_rate=config.pcm_sample_rate,
-                                 prompting=Prompting.from_config(config))
+                                 prompting=Prompting.from_config(config), word_timestamps=config.word_timestamps,
+                                 srt_max_chars=config.srt_max_chars)
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from kowhisper.common.audio import SAMPLING_RATE, AudioError, load_audio
 from kowhisper.common.files import atomic_write_text
-from kowhisper.common.transcript import Prompting, Transcript, is_silent
+from kowhisper.common.transcript import Prompting, Segment, Transcript, Word, is_silent
 from kowhisper.families.base import Recognizer
 
 AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".opus", ".m4a", ".aac", ".wma", ".webm", ".mp4", ".mkv", ".aiff", ".aif", ".amr",
@@ -71,12 +71,13 @@ def file_prompting(path: Path, shared: Prompting) -> Prompting:
 
 
 def transcribe_files(recognizer: Recognizer, paths: list[Path], *, batch_size: int, progress: bool = True,
-                     pcm_sample_rate: int = SAMPLING_RATE, prompting: Prompting | None = None,
+                     pcm_sample_rate: int = SAMPLING_RATE, prompting: Prompting | None = None, word_timestamps: bool = False,
                      ) -> Iterator[tuple[Path, Transcript | None, str | None]]:
     """Per file, in order: (path, transcript, None); (path, None, problem) for a file that cannot be read, which is
     skipped; or (path, empty transcript, note) for a file that holds only silence, which the model never sees (it
     would only make up words). A silent recording is a valid recording, so it gets its transcript. `prompting`, the
-    shared initial prompt and hotwords, is completed per file by its sidecars (file_prompting)."""
+    shared initial prompt and hotwords, is completed per file by its sidecars (file_prompting). `word_timestamps`: segments
+    carry their timed words."""
     # (path, waveform to transcribe or None, problem or note, transcript known without the model or None)
     held: list[tuple[Path, np.ndarray | None, str | None, Transcript | None]] = []
 
@@ -85,7 +86,7 @@ def transcribe_files(recognizer: Recognizer, paths: list[Path], *, batch_size: i
         promptings = [file_prompting(held[i][0], prompting) for i in readable] if prompting is not None else None
         transcripts = recognizer.transcribe_waveforms([held[i][1] for i in readable], batch_size=batch_size,
                                                    sources=[str(held[i][0]) for i in readable], bar=bar,
-                                                   promptings=promptings) if readable else []
+                                                   promptings=promptings, word_timestamps=word_timestamps) if readable else []
         by_index = dict(zip(readable, transcripts))
         for i, (path, _, problem, known) in enumerate(held):
             yield path, by_index.get(i, known), problem
@@ -119,18 +120,40 @@ def srt_time(seconds: float) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d},{milliseconds:03d}"
 
 
-def to_srt(transcript: Transcript) -> str:
-    cues = [f"{n}\n{srt_time(s.start)} --> {srt_time(s.end)}\n{s.text}\n" for n, s in enumerate(transcript.segments, 1)]
-    return "\n".join(cues)
+def to_srt(transcript: Transcript, max_chars: int = 0) -> str:
+    """One cue per segment; with `max_chars` and word times, segments cut at words into cues of at most max_chars."""
+    cues = [(segment.start, segment.end, segment.text) for segment in transcript.segments]
+    if max_chars > 0:
+        cues = [cue for segment in transcript.segments for cue in word_cues(segment, max_chars)]
+    return "\n".join(f"{n}\n{srt_time(start)} --> {srt_time(end)}\n{text}\n" for n, (start, end, text) in enumerate(cues, 1))
+
+
+def word_cues(segment: Segment, max_chars: int) -> list[tuple[float, float, str]]:
+    """A segment's words as (start, end, text) cues of at most `max_chars` characters, each from its first word's start
+    to its last word's end; the segment as one cue when it has no word times."""
+    if not segment.words:
+        return [(segment.start, segment.end, segment.text)]
+    groups: list[list[Word]] = []
+    for word in segment.words:
+        if groups and len(" ".join(w.word for w in groups[-1])) + 1 + len(word.word) <= max_chars:
+            groups[-1].append(word)
+        else:
+            groups.append([word])
+    return [(group[0].start, group[-1].end, " ".join(word.word for word in group)) for group in groups]
 
 
 def to_json(transcript: Transcript) -> str:
-    return json.dumps(asdict(transcript), ensure_ascii=False)
+    """One JSON object; segments carry "words" only when words were timed."""
+    record = asdict(transcript)
+    for segment in record["segments"]:
+        if segment["words"] is None:
+            del segment["words"]
+    return json.dumps(record, ensure_ascii=False)
 
 
-def render(transcript: Transcript, output_format: str) -> str:
+def render(transcript: Transcript, output_format: str, srt_max_chars: int = 0) -> str:
     if output_format == "srt":
-        return to_srt(transcript)
+        return to_srt(transcript, srt_max_chars)
     if output_format == "json":
         return to_json(transcript) + "\n"
     return transcript.text + "\n"
@@ -149,7 +172,7 @@ def output_path(directory: Path, audio: Path, output_format: str, taken: set[Pat
 
 def transcribe_to_outputs(recognizer: Recognizer, items: list[str], *, output_format: str, transcripts_dir: str | None,
                           batch_size: int, progress: bool = True, pcm_sample_rate: int = SAMPLING_RATE,
-                          prompting: Prompting | None = None) -> int:
+                          prompting: Prompting | None = None, word_timestamps: bool = False, srt_max_chars: int = 0) -> int:
     """The CLI: transcribe what `items` name, print or write each transcript as soon as it is done, report
     skipped files and silent ones (whose transcript is empty) on stderr. Returns the exit status: 0 if every file was
     transcribed, silent ones included, 1 if any could not be read."""
@@ -165,7 +188,8 @@ def transcribe_to_outputs(recognizer: Recognizer, items: list[str], *, output_fo
     # JSON goes out one object per line, so several files still make valid JSON Lines; text gets headers.
     headers = directory is None and len(paths) > 1 and output_format != "json"
     for path, transcript, problem in transcribe_files(recognizer, paths, batch_size=batch_size, progress=progress,
-                                                         pcm_sample_rate=pcm_sample_rate, prompting=prompting):
+                                                         pcm_sample_rate=pcm_sample_rate, prompting=prompting,
+                                                         word_timestamps=word_timestamps or (output_format == "srt" and srt_max_chars > 0)):
         if transcript is None:
             print(f"skipped {path}: {problem}", file=sys.stderr)
             skipped += 1
@@ -173,7 +197,7 @@ def transcribe_to_outputs(recognizer: Recognizer, items: list[str], *, output_fo
         if problem is not None:
             print(f"{path}: {problem}; empty transcript", file=sys.stderr)
             silent += 1
-        rendered = render(transcript, output_format)
+        rendered = render(transcript, output_format, srt_max_chars)
         if directory is not None:
             target = output_path(directory, path, output_format, taken)
             atomic_write_text(target, rendered)

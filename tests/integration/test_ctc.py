@@ -192,6 +192,15 @@ def test_inference_writes_srt_with_monotonic_times_inside_the_clip(ctc_workspace
     assert times, srt
     assert times == sorted(times) and 0 <= times[0] and times[-1] <= duration
 
+    # Word timestamps: a CTC model's words are spans of its own frames (no alignment pass).
+    from test_word_timestamps import check_words
+
+    run(isolated([python_executable, "inference.py", f"workspace={ctc_workspace}", f"adapter={trained_run}", "output_format=json",
+                  "word_timestamps=true", f"transcripts_dir={tmp_path}", str(audio)]))
+    document = json.loads((tmp_path / "long.json").read_text(encoding="utf-8"))
+    assert check_words(document, duration)
+    assert [(s["start"], s["end"]) for s in document["segments"]] == [tuple(times[i : i + 2]) for i in range(0, len(times), 2)]
+
 
 def _seconds(stamp: str) -> float:
     hours, minutes, rest = stamp.split(":")

@@ -169,6 +169,15 @@ def test_a_fine_tuned_adapter_keeps_sentence_sized_subtitles(make_workspace, rea
     assert all(end > start for start, end in tuned) and [start for start, _ in tuned] == sorted(start for start, _ in tuned)
     assert all(a[1] <= b[0] for a, b in zip(tuned, tuned[1:])) and tuned[-1][1] <= seconds + 0.01
 
+    # Word times of the fit-window adapter: full windows, then a fitted last one, each aligned at its own length.
+    from test_word_timestamps import check_words
+
+    result = subprocess.run([python_executable, "inference.py", f"workspace={workspace}", "adapter=real", str(joined_test_clips),
+                             "output_format=json", "word_timestamps=true"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    words = check_words(json.loads(result.stdout), seconds)
+    assert words[-1]["end"] > seconds - 10, "the last window's words are timed inside it"
 
 
 def test_a_run_worse_than_zero_shot_ends_with_the_base_itself(make_workspace, real_model_dir, python_executable):

@@ -21,7 +21,7 @@ from transformers import AutoConfig, AutoModelForCTC
 
 from kowhisper.common.audio import SAMPLING_RATE, from_int16
 from kowhisper.common.runtime import peft_checkpointing_alias_quiet
-from kowhisper.common.transcript import Segment, Transcript
+from kowhisper.common.transcript import Segment, Transcript, Word
 from kowhisper.families.base import ModelError, Recognizer
 from kowhisper.families.ctc.storage import FrameGeometry, load_processor
 from kowhisper.families.ctc.vocabulary import WORD_DELIMITER, decode_ids
@@ -55,38 +55,43 @@ def plan_chunks(index: int, samples: int, chunk: int = int(CHUNK_S * SAMPLING_RA
     return chunks
 
 
-@dataclass
-class Word:
-    text: str
-    start: float
-    end: float
+def words_from_frames(ids: np.ndarray, times: np.ndarray, probabilities: np.ndarray, frame_s: float, vocabulary: list[str],
+                      pad: int, unk: int) -> list[Word]:
+    """Words with the time of their first frame and the end of their last one, from greedy ids per frame; a word's
+    probability is the mean, over its frames that are not blank, of the probability the model gave the frame's id."""
+    words: list[Word] = []
+    current: Word | None = None
+    previous, word_probabilities = None, []
 
+    def finish():
+        if current is not None:
+            current.probability = round(float(np.mean(word_probabilities)), 3) if word_probabilities else 0.0
+            words.append(current)
 
-def words_from_frames(ids: np.ndarray, times: np.ndarray, frame_s: float, vocabulary: list[str], pad: int, unk: int) -> list[Word]:
-    """Words with the time of their first frame and the end of their last one, from greedy ids per frame."""
-    words, current, previous = [], None, None
-    for token, time in zip((int(i) for i in ids), times):
+    for token, time, probability in zip((int(i) for i in ids), times, probabilities):
         if token == previous and current is not None and token != pad:
             current.end = float(time) + frame_s
+            word_probabilities.append(float(probability))
             continue
         previous = token
         if token == pad or token == unk or not 0 <= token < len(vocabulary):
             continue
         if vocabulary[token] == WORD_DELIMITER:
-            if current is not None:
-                words.append(current)
-            current = None
+            finish()
+            current, word_probabilities = None, []
             continue
         if current is None:
-            current = Word("", float(time), float(time) + frame_s)
-        current.text += vocabulary[token]
+            current = Word(float(time), float(time) + frame_s, "", 0.0)
+        current.word += vocabulary[token]
         current.end = float(time) + frame_s
-    if current is not None:
-        words.append(current)
+        word_probabilities.append(float(probability))
+    finish()
     return words
 
 
-def segments_from_words(words: list[Word], duration: float) -> list[Segment]:
+def segments_from_words(words: list[Word], duration: float, keep_words: bool = False) -> list[Segment]:
+    """Words grouped into segments at pauses (PAUSE_S) and before MAX_SEGMENT_S; `keep_words`: each segment keeps its
+    words (word timestamps)."""
     groups: list[list[Word]] = []
     for word in words:
         if groups and word.start - groups[-1][-1].end < PAUSE_S and word.end - groups[-1][0].start <= MAX_SEGMENT_S:
@@ -97,7 +102,11 @@ def segments_from_words(words: list[Word], duration: float) -> list[Segment]:
     for group in groups:
         start = min(max(group[0].start, previous_end), duration)
         end = min(max(group[-1].end, start), duration)
-        segments.append(Segment(round(start, 2), round(end, 2), " ".join(word.text for word in group)))
+        segment = Segment(round(start, 2), round(end, 2), " ".join(word.word for word in group))
+        if keep_words:
+            segment.words = group
+            segment.keep_words_inside()
+        segments.append(segment)
         previous_end = end
     return segments
 
@@ -112,22 +121,25 @@ class CTCRecognizer(Recognizer):
         self.vocabulary = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
         self.description = f"transformers CTC greedy, {str(dtype).removeprefix('torch.')} on {device.type}"
 
-    def greedy_ids(self, waveforms: list[np.ndarray]) -> list[np.ndarray]:
-        """Per waveform, the most likely token of each of its own output frames (padding frames cut off)."""
+    def greedy_ids(self, waveforms: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per waveform, the most likely token of each of its own output frames and its probability (padding frames
+        cut off)."""
         inputs = self.processor.feature_extractor(waveforms, sampling_rate=SAMPLING_RATE, padding=True, return_tensors="pt")
         inputs = {key: value.to(self.device, dtype=self.dtype if value.is_floating_point() else value.dtype)
                   for key, value in inputs.items()}
         with torch.inference_mode():
-            ids = self.model(**inputs).logits.argmax(-1).cpu().numpy()
-        return [row[: self.geometry.output_frames(len(waveform))] for row, waveform in zip(ids, waveforms)]
+            probabilities, ids = self.model(**inputs).logits.float().softmax(-1).max(-1)
+        return [(row[:frames], row_probabilities[:frames]) for row, row_probabilities, frames in
+                zip(ids.cpu().numpy(), probabilities.cpu().numpy(), (self.geometry.output_frames(len(w)) for w in waveforms))]
 
     def transcribe_prepared(self, rows: list[dict]) -> list[str]:
         if any("audio" not in row for row in rows):
             raise ModelError("this split holds no audio samples: it was prepared for a Whisper model. Evaluate a CTC model on "
                              "a workspace prepared with a CTC base (the same source, its own online setup)")
-        return [decode_ids(self.tokenizer, ids, group=True) for ids in self.greedy_ids([from_int16(row["audio"]) for row in rows])]
+        return [decode_ids(self.tokenizer, ids, group=True) for ids, _ in self.greedy_ids([from_int16(row["audio"]) for row in rows])]
 
-    def transcribe_waveforms(self, waveforms, *, batch_size, sources=None, bar=None, promptings=None) -> list[Transcript]:
+    def transcribe_waveforms(self, waveforms, *, batch_size, sources=None, bar=None, promptings=None,
+                             word_timestamps=False) -> list[Transcript]:
         # A CTC model reads no text before the audio: prompts and hotwords have nothing to go to (the config keys are
         # reported as ignored for this family; per-file ones are passed over).
         usable = [index for index, waveform in enumerate(waveforms) if len(waveform) >= self.geometry.receptive_field]
@@ -146,22 +158,25 @@ class CTCRecognizer(Recognizer):
 
         frame_samples = self.geometry.samples_per_frame
         frame_s = frame_samples / SAMPLING_RATE
-        per_waveform: dict[int, tuple[list, list]] = {index: ([], []) for index in usable}
+        per_waveform: dict[int, tuple[list, list, list]] = {index: ([], [], []) for index in usable}
         for i, chunk in enumerate(chunks):
             first = round((chunk.keep_start - chunk.start) / frame_samples)
             last = round((chunk.keep_end - chunk.start) / frame_samples)
-            ids = chunk_ids[i][first:last]
+            ids, probabilities = (part[first:last] for part in chunk_ids[i])
             per_waveform[chunk.waveform][0].append(ids)
             per_waveform[chunk.waveform][1].append((chunk.start / SAMPLING_RATE) + (first + np.arange(len(ids))) * frame_s)
+            per_waveform[chunk.waveform][2].append(probabilities)
 
         transcripts = []
         for index, waveform in enumerate(waveforms):
             duration = round(len(waveform) / SAMPLING_RATE, 3)
             transcript = Transcript(sources[index] if sources else f"audio {index}", duration, "")
             if index in per_waveform:
-                ids, times = (np.concatenate(parts) if parts else np.zeros(0) for parts in per_waveform[index])
-                words = words_from_frames(ids, times, frame_s, self.vocabulary, self.tokenizer.pad_token_id, self.tokenizer.unk_token_id)
-                transcript.segments = segments_from_words(words, duration)
+                ids, times, probabilities = (np.concatenate(parts) if parts else np.zeros(0) for parts in per_waveform[index])
+                words = words_from_frames(ids, times, probabilities, frame_s, self.vocabulary, self.tokenizer.pad_token_id,
+                                          self.tokenizer.unk_token_id)
+                # A CTC model's words are timed by its own frames: word timestamps cost nothing more.
+                transcript.segments = segments_from_words(words, duration, keep_words=word_timestamps)
             transcript.text = " ".join(segment.text for segment in transcript.segments)
             transcripts.append(transcript)
         return transcripts

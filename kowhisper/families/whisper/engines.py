@@ -47,6 +47,7 @@ from kowhisper.common.errors import ConfigError
 from kowhisper.common.transcript import Prompting
 from kowhisper.config import Config
 from kowhisper.families.base import ModelSource, cpu_threads, pick_device
+from kowhisper.families.whisper.alignment import TokenTiming, cross_attention_path, timings_from_path
 from kowhisper.families.whisper.ct2_export import ensure_ct2_export
 from kowhisper.families.whisper.encoder_window import EncoderWindow, allow_fitted_window
 from kowhisper.families.whisper.loading import load_hf_model, load_processor, trained_window
@@ -205,6 +206,21 @@ class WhisperEngine(ABC):
                   no_repeat_ngram_size: int) -> list[Generation]:
         """One Generation per row, every row decoded after `prompt` (prompt_ids)."""
 
+    def align(self, features: torch.Tensor, texts: list[list[int]], audio_frames: list[int]) -> list[list[TokenTiming]]:
+        """Per row, a TokenTiming for each of the text tokens `texts` gives it (kowhisper.families.whisper.alignment);
+        `audio_frames`, the mel frames of each row that hold audio. A row without text gets none."""
+        rows = [row for row, text in enumerate(texts) if text]
+        timings: list[list[TokenTiming]] = [[] for _ in texts]
+        if rows:
+            found = self._align(features[rows], [texts[row] for row in rows], [audio_frames[row] for row in rows])
+            for row, row_timings in zip(rows, found):
+                timings[row] = row_timings
+        return timings
+
+    @abstractmethod
+    def _align(self, features: torch.Tensor, texts: list[list[int]], audio_frames: list[int]) -> list[list[TokenTiming]]:
+        """align() for rows that all have text."""
+
     def _trim(self, ids: list[int]) -> list[int]:
         return ids[: ids.index(self.end_of_text)] if self.end_of_text in ids else ids
 
@@ -293,6 +309,37 @@ class HFWhisper(WhisperEngine):
         logits = self.model.proj_out(hidden[:, 0]).float()
         return logits.softmax(-1)[:, self.no_speech_token].cpu()
 
+    def _align(self, features: torch.Tensor, texts: list[list[int]], audio_frames: list[int]) -> list[list[TokenTiming]]:
+        """The text read once more after Whisper's start of a transcript (no timestamps, as CTranslate2 aligns), one row
+        at a time, with the alignment heads' cross-attention kept; the rest is kowhisper.families.whisper.alignment."""
+        # sdpa attention never returns its weights: eager for this reading only, and back for generation.
+        implementation = self.model.config._attn_implementation
+        self.model.set_attn_implementation("eager")
+        try:
+            timings = self._align_rows(features, texts, audio_frames)
+        finally:
+            self.model.set_attn_implementation(implementation)
+        return timings
+
+    def _align_rows(self, features: torch.Tensor, texts: list[list[int]], audio_frames: list[int]) -> list[list[TokenTiming]]:
+        heads = alignment_heads(self.model)
+        start = self.start_of_transcript[False]
+        autocast = torch.autocast("cpu", dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
+        timings = []
+        with torch.inference_mode(), autocast:
+            for row, text, frames in zip(features, texts, audio_frames):
+                encoded = self.model.model.encoder(row[None].to(self.device, self.model.dtype)).last_hidden_state
+                tokens = torch.tensor([[*start, *text, self.end_of_text]], device=self.device)
+                decoded = self.model.model.decoder(input_ids=tokens, encoder_hidden_states=encoded, output_attentions=True)
+                # Rows from the step that writes the first text token to the one that writes the end token.
+                reading = slice(len(start) - 1, len(start) + len(text))
+                weights = torch.stack([decoded.cross_attentions[layer][0, head, reading] for layer, head in heads])
+                logits = self.model.proj_out(decoded.last_hidden_state[0, reading][:-1]).float()
+                probabilities = logits.softmax(-1).gather(1, torch.tensor(text, device=self.device)[:, None])[:, 0]
+                token_rows, frame_columns = cross_attention_path(weights.float().cpu().numpy(), math.ceil(frames / 2))
+                timings.append(timings_from_path(token_rows, frame_columns, probabilities.cpu().tolist()))
+        return timings
+
 
 class _ChosenTokenLogprobs:
     """A logits processor, run after all others, that records the log-probability of each token generate()
@@ -358,6 +405,28 @@ class CT2Whisper(WhisperEngine):
             # faster-whisper does, it is averaged over the tokens plus the end token.
             generations.append(Generation(ids, result.scores[0] * len(ids) / (len(ids) + 1), result.no_speech_prob))
         return generations
+
+    def _align(self, features: torch.Tensor, texts: list[list[int]], audio_frames: list[int]) -> list[list[TokenTiming]]:
+        """CTranslate2's own alignment (Whisper.align, with the heads its export carries), as faster-whisper calls it."""
+        array = np.ascontiguousarray(features.to(torch.float32).numpy())
+        results = self.model.align(ctranslate2.StorageView.from_array(array), self.start_of_transcript[False], texts,
+                                   audio_frames)
+        timings = []
+        for result, text in zip(results, texts):
+            path = np.array(result.alignments).reshape(-1, 2)
+            timings.append(timings_from_path(path[:, 0], path[:, 1], list(result.text_token_probs)[: len(text)]))
+        return timings
+
+
+def alignment_heads(model) -> list[tuple[int, int]]:
+    """(decoder layer, head) pairs whose cross-attention follows the audio: the model's own (generation_config, as
+    OpenAI chose them for each size), else every head of the decoder's second half, as CTranslate2 takes them for a
+    model that names none."""
+    named = getattr(model.generation_config, "alignment_heads", None)
+    if named:
+        return [(int(layer), int(head)) for layer, head in named]
+    layers, heads = model.config.decoder_layers, model.config.decoder_attention_heads
+    return [(layer, head) for layer in range(layers // 2, layers) for head in range(heads)]
 
 
 def load_engine(source: ModelSource, decoding: Decoding, backend: str = "auto", ct2_quantization: str = "int8",

@@ -45,7 +45,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kowhisper.common.audio import SAMPLING_RATE
-from kowhisper.common.transcript import Prompting, Segment, Transcript, is_silent
+from kowhisper.common.transcript import Prompting, Segment, Transcript, Word, is_silent
+from kowhisper.families.whisper.alignment import TokenTiming
 from kowhisper.families.whisper.engines import TIME_PRECISION, Generation, WhisperEngine
 from kowhisper.families.whisper.features import LogMel, pad_features
 from kowhisper.families.whisper.frames import HOP_LENGTH, N_FRAMES
@@ -125,11 +126,15 @@ def is_no_speech(generation: Generation) -> bool:
 
 @dataclass
 class WindowText:
-    """What one decoded window gives: segments (times in seconds from the window's start, text bytes) and how
-    many mel frames of the window are done; the next window starts there."""
+    """What one decoded window gives: segments (times in seconds from the window's start, the ids of their tokens) and
+    how many mel frames of the window are done; the next window starts there."""
 
-    segments: list[tuple[float, float, bytes]]
+    segments: list[tuple[float, float, list[int]]]
     consumed_frames: int
+
+    def text_tokens(self, engine: WhisperEngine) -> list[int]:
+        """The text tokens of the window's segments, in order: what word timestamps align."""
+        return [token for _, _, ids in self.segments for token in ids if token < engine.end_of_text]
 
 
 def read_window(engine: WhisperEngine, ids: list[int], window_frames: int, audio_goes_on: bool = True) -> WindowText:
@@ -143,7 +148,7 @@ def read_window(engine: WhisperEngine, ids: list[int], window_frames: int, audio
         # and never closed. The window is one segment, done to its end.
         times = [(token - begin) * TIME_PRECISION for token in ids if token >= begin]
         start = times[0] if times and is_time[0] else 0.0
-        return WindowText([(start, window_seconds, engine.text_bytes(ids))], window_frames)
+        return WindowText([(start, window_seconds, ids)], window_frames)
     # A pair of timestamps closes one segment and opens the next; the ids start right after the prompt.
     boundaries = [i for i in range(1, len(ids)) if is_time[i] and is_time[i - 1]]
     closed_by_one_timestamp = is_time[-1] and not is_time[-2]
@@ -152,7 +157,7 @@ def read_window(engine: WhisperEngine, ids: list[int], window_frames: int, audio
     for last in ends:
         piece = ids[first:last]
         start, end = (piece[0] - begin) * TIME_PRECISION, (piece[-1] - begin) * TIME_PRECISION
-        segments.append((start, end, engine.text_bytes(piece)))
+        segments.append((start, end, piece))
         first = last
     if closed_by_one_timestamp:
         if not audio_goes_on:
@@ -218,26 +223,76 @@ def skip_silence(waveform: np.ndarray, stream: Stream) -> None:
     stream.seek = min(stream.seek, stream.end)
 
 
-def add_window(engine: WhisperEngine, stream: Stream, window: WindowText, offset: float, stream_end: float) -> None:
+def add_window(engine: WhisperEngine, stream: Stream, window: WindowText, offset: float, stream_end: float,
+               timings: list[TokenTiming] | None = None) -> None:
     """Append a window's segments to the stream: times shifted by `offset` seconds, kept in order and inside the
-    audio; text joined at whole characters."""
+    audio; text joined at whole characters, runs of spaces as one. With `timings` (one per text token of the window,
+    WhisperEngine.align), each segment gets its words."""
     # The decoder keeps the start of a character whose other bytes come in the next segment, and drops bytes that are
     # no character (errors="ignore", never U+FFFD). A character still unfinished when the window's text ends never
     # completes: the decoder is not flushed, so its bytes are dropped.
     decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
-    for start, end, data in window.segments:
-        text = decoder.decode(data).strip()
-        if not text:
+    token_index, pending_from = 0, None
+    for start, end, ids in window.segments:
+        # Each character with the window's index of the token its first byte came in.
+        characters: list[tuple[str, int]] = []
+        for token in (token for token in ids if token < engine.end_of_text):
+            written = decoder.decode(engine.text_bytes([token]))
+            characters += [(char, token_index if n or pending_from is None else pending_from) for n, char in enumerate(written)]
+            unfinished = bool(decoder.getstate()[0])
+            pending_from = (token_index if written or pending_from is None else pending_from) if unfinished else None
+            token_index += 1
+        words = split_words(characters)
+        if not words:
             continue
         previous_end = stream.segments[-1].end if stream.segments else 0.0
         begin = min(max(offset + start, previous_end), stream_end)
-        stream.segments.append(Segment(round(begin, 2), round(min(max(offset + end, begin), stream_end), 2), text))
+        segment = Segment(round(begin, 2), round(min(max(offset + end, begin), stream_end), 2),
+                          " ".join(text for text, _ in words))
+        if timings is not None:
+            segment.words = timed_words(words, timings, offset, segment)
+            segment.keep_words_inside()
+        stream.segments.append(segment)
+
+
+def split_words(characters: list[tuple[str, int]]) -> list[tuple[str, list[int]]]:
+    """Space-delimited words of (character, token index) pairs, each with the token indices of its spoken characters
+    (letters and digits), in order: punctuation is not heard, and the alignment gives a sentence's closing full stop
+    the pause after it (measured in bench/RESULTS.md, "Word timestamps"). A word of punctuation alone keeps its own."""
+    words: list[tuple[str, list[int]]] = []
+    text, spoken, written = "", [], []
+    for char, token in [*characters, (" ", -1)]:
+        if char.isspace():
+            if text:
+                words.append((text, spoken or written))
+            text, spoken, written = "", [], []
+        else:
+            text += char
+            (spoken if char.isalnum() else written).append(token)
+    return words
+
+
+def timed_words(words: list[tuple[str, list[int]]], timings: list[TokenTiming], offset: float, segment: Segment) -> list[Word]:
+    """Words timed from their tokens: the first token's start to the last one's end, the mean of their probabilities.
+    Without timings for the window (an alignment that found no path), the segment's time is shared out by characters."""
+    if timings:
+        return [Word(offset + timings[tokens[0]].start, offset + timings[tokens[-1]].end, text,
+                     round(sum(timings[t].probability for t in tokens) / len(tokens), 3)) for text, tokens in words]
+    total = sum(len(text) for text, _ in words)
+    shared, done = [], 0
+    for text, _ in words:
+        share = (segment.end - segment.start) / total
+        shared.append(Word(segment.start + done * share, segment.start + (done + len(text)) * share, text, 0.0))
+        done += len(text)
+    return shared
 
 
 def transcribe_long(engine: WhisperEngine, waveforms: list[np.ndarray], *, batch_size: int, sources: list[str] | None = None,
-                    bar=None, promptings: list[Prompting] | None = None) -> list[Transcript]:
+                    bar=None, promptings: list[Prompting] | None = None, word_timestamps: bool = False) -> list[Transcript]:
     """Transcripts, with timestamped segments, of 16 kHz mono waveforms of any length. `bar`, a tqdm bar, counts
-    seconds of audio done. `promptings`, one per waveform: its initial prompt and hotwords (unset: the engine's)."""
+    seconds of audio done. `promptings`, one per waveform: its initial prompt and hotwords (unset: the engine's).
+    `word_timestamps`: each segment also gets its words, timed by cross-attention alignment (one more decoder pass
+    per window, kowhisper.families.whisper.alignment)."""
     promptings = promptings or [engine.decoding.prompting] * len(waveforms)
     log_mel = LogMel(engine.feature_extractor)
     streams = plan_streams(waveforms, engine.parallel_streams)
@@ -266,13 +321,15 @@ def transcribe_long(engine: WhisperEngine, waveforms: list[np.ndarray], *, batch
             generated = generate_windows(engine, features, max_new_tokens=engine.decoding.tokens_for(longest),
                                          contexts=[engine.context_ids(promptings[stream.recording], stream.windows_decoded == 0)
                                                    for stream, _, _ in batch])
-            for (stream, _, frames), generation in zip(batch, generated):
+            read = [WindowText([], frames) if is_no_speech(generation)
+                    else read_window(engine, generation.ids, frames, stream.seek + frames < stream.end)
+                    for (stream, _, frames), generation in zip(batch, generated)]
+            timings = (engine.align(features, [window.text_tokens(engine) for window in read], [frames for _, _, frames in batch])
+                       if word_timestamps else [None] * len(batch))
+            for (stream, _, _), window, window_timings in zip(batch, read, timings):
                 stream.windows_decoded += 1
-                audio_goes_on = stream.seek + frames < stream.end
-                window = (WindowText([], frames) if is_no_speech(generation)
-                          else read_window(engine, generation.ids, frames, audio_goes_on))
                 offset = stream.seek * HOP_LENGTH / SAMPLING_RATE
-                add_window(engine, stream, window, offset, stream.end * HOP_LENGTH / SAMPLING_RATE)
+                add_window(engine, stream, window, offset, stream.end * HOP_LENGTH / SAMPLING_RATE, window_timings)
                 stream.seek += window.consumed_frames
                 _advance_bar(bar, window.consumed_frames)
         active = [stream for stream in active if stream.seek < stream.end]
@@ -285,6 +342,7 @@ def transcribe_long(engine: WhisperEngine, waveforms: list[np.ndarray], *, batch
             if transcript.segments and segment.start < transcript.segments[-1].end:
                 segment.start = transcript.segments[-1].end
                 segment.end = max(segment.end, segment.start)
+                segment.keep_words_inside()
             transcript.segments.append(segment)
     for transcript in transcripts:
         transcript.text = " ".join(segment.text for segment in transcript.segments)

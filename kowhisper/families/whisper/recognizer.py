@@ -32,5 +32,7 @@ class WhisperRecognizer(Recognizer):
         generated = generate_without_loops(self.engine, features, timestamps=False, max_new_tokens=budget)
         return [self.engine.decode(row.ids) for row in generated]
 
-    def transcribe_waveforms(self, waveforms, *, batch_size, sources=None, bar=None, promptings=None) -> list[Transcript]:
-        return transcribe_long(self.engine, waveforms, batch_size=batch_size, sources=sources, bar=bar, promptings=promptings)
+    def transcribe_waveforms(self, waveforms, *, batch_size, sources=None, bar=None, promptings=None,
+                             word_timestamps=False) -> list[Transcript]:
+        return transcribe_long(self.engine, waveforms, batch_size=batch_size, sources=sources, bar=bar, promptings=promptings,
+                               word_timestamps=word_timestamps)
