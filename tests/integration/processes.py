@@ -1,9 +1,11 @@
-"""kill -9 in the middle of a run: the one way the resume tests start a training, wait for what it must have written,
-and kill it."""
+"""Running the scripts as a user does: with no network where the machine allows it (`unshare -n`, the honest air-gap
+test), and kill -9 in the middle of a run, the one way the resume tests start a training, wait for what it must have
+written, and kill it."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -13,6 +15,22 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def network_is_isolatable() -> bool:
+    return shutil.which("unshare") is not None and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+def isolated(command: list[str]) -> list[str]:
+    """The command in a network namespace with no network, where the machine allows one."""
+    return ["unshare", "-n", *command] if network_is_isolatable() else command
+
+
+def run(command: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """The command in the project root; the test fails with its output's tail if it fails."""
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
 
 
 def kill_9_once(command: list[str], log: Path, ready: Callable[[], bool], *, waiting_for: str, group: bool,

@@ -17,23 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_inference import network_is_isolatable, write_wav
+from test_inference import write_wav
 
-from tests.integration.processes import kill_9_once
+from tests.integration.processes import isolated, kill_9_once, run
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_CLIPS = PROJECT_ROOT / "sample_data" / "cv-corpus-ko-sample" / "ko" / "clips"
-
-
-def isolated(command: list[str]) -> list[str]:
-    """The command in a network namespace with no network, where the machine allows one."""
-    return ["unshare", "-n", *command] if network_is_isolatable() else command
-
-
-def run(command: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 # ---- vocabulary -----------------------------------------------------------------------------------------------

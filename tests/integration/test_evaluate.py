@@ -12,7 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_inference import PROJECT_ROOT, add_reciting_run, network_is_isolatable, reference_clips
+from test_inference import PROJECT_ROOT, add_reciting_run, reference_clips
+
+from tests.integration.processes import network_is_isolatable
 
 EVAL_SAMPLES = 2
 

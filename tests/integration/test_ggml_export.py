@@ -18,6 +18,7 @@ import pytest
 
 from kowhisper.common.audio import load_audio
 from kowhisper.common.text import error_rates
+from tests.integration.processes import isolated
 from tests.sample_files import REAL_SPEECH_KO, needs_real_speech
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +77,7 @@ def test_ggml_exports_of_whisper_base_read_real_korean_as_well_as_ct2_int8(works
 
     from kowhisper.families.export_folders import EXPORT_MARKER
 
-    result = subprocess.run([python_executable, "inference.py", f"workspace={workspace}", "adapter=base", "--export-ggml"],
+    result = subprocess.run(isolated([python_executable, "inference.py", f"workspace={workspace}", "adapter=base", "--export-ggml"]),
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     exported = workspace / "exports" / "base-ggml"  # beside the model, as the CTranslate2 export of the base

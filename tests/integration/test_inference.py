@@ -21,6 +21,7 @@ import pytest
 
 from kowhisper.common.audio import SAMPLING_RATE, load_audio
 from kowhisper.common.workspace import split_dir
+from tests.integration.processes import isolated, network_is_isolatable
 from tests.sample_files import clip_path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -57,10 +58,6 @@ def reference_clips(workspace: Path, count: int = RECITED_UTTERANCES) -> list[tu
     rows = load_from_disk(str(split_dir(workspace, "test"))).select(range(count))
     clips = [clip_path(SAMPLE_DIR, row_id) for row_id in rows["id"]]
     return list(zip(clips, rows["text"]))
-
-
-def network_is_isolatable() -> bool:
-    return shutil.which("unshare") is not None and subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
 
 
 def write_wav(path: Path, waveform: np.ndarray) -> Path:
@@ -344,9 +341,9 @@ def test_fit_window_adapter_transcribes_alike_in_transformers_merged_and_ctransl
 @pytest.mark.real_model
 def test_merge_and_export_are_scored_on_dev_beside_the_adapter(workspace, python_executable, tmp_path):
     """--merge and --export-ct2 decode dev with the adapter and with each export, print both CERs and the paired
-    interval of their difference, and keep it beside the export."""
-    command = [python_executable, "inference.py", f"workspace={workspace}", "adapter=reciting", "--merge", "--export-ct2",
-               f"merged_dir={tmp_path / 'merged'}", f"ct2_dir={tmp_path / 'ct2-int8'}", "export_check_samples=4"]
+    interval of their difference, and keep it beside the export; with no network."""
+    command = isolated([python_executable, "inference.py", f"workspace={workspace}", "adapter=reciting", "--merge", "--export-ct2",
+                        f"merged_dir={tmp_path / 'merged'}", f"ct2_dir={tmp_path / 'ct2-int8'}", "export_check_samples=4"])
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()

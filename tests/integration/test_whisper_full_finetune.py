@@ -11,15 +11,14 @@ tests/unit/test_train_settings.py.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from test_inference import network_is_isolatable, reference_clips
+from test_inference import reference_clips
 
-from tests.integration.processes import kill_9_once
+from tests.integration.processes import isolated, kill_9_once, run
 from tests.sample_files import REAL_SPEECH, REAL_SPEECH_KO
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -40,17 +39,6 @@ def final_window(training_stdout: str):
 
     kept_fit = "the final model runs at the fitted window" in training_stdout and "No checkpoint beat the base" not in training_stdout
     return EncoderWindow(*FIT) if kept_fit else EncoderWindow("full", *FIT[1:])
-
-
-def isolated(command: list[str]) -> list[str]:
-    """The command in a network namespace with no network, where the machine allows one."""
-    return ["unshare", "-n", *command] if network_is_isolatable() else command
-
-
-def run(command: list[str], timeout: float = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 def safetensors_of(folder: Path) -> dict:
