@@ -42,7 +42,8 @@ def add_reciting_run(workspace: Path, scratch: Path, run_name: str = "reciting")
     from kowhisper.testing import train_reciting_adapter
 
     key = str((workspace / "model" / "model.safetensors").stat().st_size)
-    if key not in _trained_adapters:
+    # Trained again if the scratch folder it was kept in is gone (a test may delete its own scratch).
+    if key not in _trained_adapters or not _trained_adapters[key].is_dir():
         test_split = load_from_disk(str(split_dir(workspace, "test"))).with_format("numpy")
         rows = list(test_split.select(range(RECITED_UTTERANCES)))
         _trained_adapters[key] = train_reciting_adapter(workspace / "model", rows, scratch / "reciting-adapter")

@@ -39,7 +39,7 @@ def byte_ids(engine, data: bytes) -> list[int]:
 
 
 def texts(engine, window) -> list[str]:
-    return [data.decode("utf-8").strip() for _, _, data in window.segments]
+    return [engine.text_bytes(ids).decode("utf-8").strip() for _, _, ids in window.segments]
 
 
 def test_an_unfinished_last_segment_is_decoded_again_from_its_start(engine):
