@@ -7,11 +7,17 @@ runs a model as trained) and with the export (on the engine it ships for), score
 and puts a paired-bootstrap interval on the difference. An int8 export usually moves CER by a few tenths within the
 noise; an interval that excludes 0 is worth a look before shipping, and is printed as a warning.
 
-The result is kept beside the export (export_check.json). export_check=false skips the check.
+A --export-ggml file is run by whisper.cpp itself (through pywhispercpp), on the audio the split keeps: the runtime
+it ships for, at whisper.cpp's own full 30 s window, whatever window the model was trained with.
+
+The result is kept beside the export (export_check.json; for a whisper.cpp file, <file stem>.export_check.json).
+export_check=false skips the check.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from kowhisper.common.bootstrap import BootstrapSettings, compare_with_reference
@@ -19,29 +25,55 @@ from kowhisper.common.files import atomic_write_json
 from kowhisper.common.text import format_percent
 from kowhisper.config import Config
 from kowhisper.evaluate.split import COMPARED_RATES, RATE_NAMES, EvalResult, evaluate_source, load_eval_split
-from kowhisper.families.base import ModelError, ModelSource
+from kowhisper.families.base import ModelError, ModelSource, Recognizer
 
 CHECK_FILE = "export_check.json"
 CHECK_SPLIT = "dev"
 
 
-def check_exports(source: ModelSource, exports: list[ModelSource], config: Config, report=print) -> list[dict]:
+@dataclass(frozen=True)
+class Export:
+    """An export to check: the model (its label and path), where its record goes, and what runs it (unset: the model as
+    evaluate_model.py runs it)."""
+
+    model: ModelSource
+    record: Path
+    recognizer: Callable[[], Recognizer] | None = None
+
+    @classmethod
+    def folder(cls, model: ModelSource) -> Export:
+        """A merged or CTranslate2 export: a folder, run as evaluate_model.py runs it, its record inside."""
+        return cls(model, model.path / CHECK_FILE)
+
+    @classmethod
+    def whisper_cpp(cls, model_file: Path, recognizer: Callable[[], Recognizer]) -> Export:
+        """One GGML file of a --export-ggml folder, run by whisper.cpp; its record beside it."""
+        return cls(ModelSource("ggml", model_file, model_file.stem), model_file.with_name(f"{model_file.stem}.{CHECK_FILE}"),
+                   recognizer)
+
+
+def check_exports(source: ModelSource, exports: list[Export], config: Config, report=print) -> list[dict]:
     """Score `source` and each of its `exports` on the workspace's dev split (at most export_check_samples clips per
-    source) and report each export beside the source, with their difference. Returns what it wrote to each
-    <export>/export_check.json; nothing when there is no dev split to check on (said so)."""
+    source) and report each export beside the source, with their difference. Returns what it wrote to each export's
+    record; nothing when there is no dev split to check on (said so)."""
     try:
         dataset, where = load_eval_split(Path(config.workspace_dir), CHECK_SPLIT, config.export_check_samples)
     except ModelError as error:
         report(f"Export check skipped: {error}")
         return []
-    report(f"Export check: {source.label} and {', '.join(export.label for export in exports)}, each on {len(dataset)} "
+    report(f"Export check: {source.label} and {', '.join(export.model.label for export in exports)}, each on {len(dataset)} "
            f"clips of {where}")
     original = evaluate_source(source, dataset, config)
     report(f"  {_describe(original)}")
     settings = BootstrapSettings.from_config(config)
     records = []
-    for exported in exports:
-        export = evaluate_source(exported, dataset, config)
+    for checked in exports:
+        exported = checked.model
+        try:
+            export = evaluate_source(exported, dataset, config, checked.recognizer() if checked.recognizer else None)
+        except ModelError as error:
+            report(f"  {exported.label}: not checked: {error}")
+            continue
         differences = compare_with_reference([row["counts"] for row in original.rows], {"export": [row["counts"] for row in export.rows]},
                                              list(dataset["source"]), COMPARED_RATES, settings)["export"]
         report(f"  {_describe(export)}; minus the source: "
@@ -59,7 +91,7 @@ def check_exports(source: ModelSource, exports: list[ModelSource], config: Confi
             "difference": {rate: difference.as_dict() for rate, difference in differences.items()},
             "bootstrap": settings.as_dict(len(dataset)),
         }
-        atomic_write_json(exported.path / CHECK_FILE, record)
+        atomic_write_json(checked.record, record)
         records.append(record)
     return records
 

@@ -188,8 +188,9 @@ def evaluation_recognizer(source: ModelSource, config: Config) -> Recognizer:
     return load_recognizer(source, config)
 
 
-def evaluate_source(source: ModelSource, dataset, config: Config) -> EvalResult:
-    recognizer = evaluation_recognizer(source, config)
+def evaluate_source(source: ModelSource, dataset, config: Config, recognizer: Recognizer | None = None) -> EvalResult:
+    """`source` scored on `dataset`, run by `recognizer` (unset: as evaluate_model.py runs it, evaluation_recognizer)."""
+    recognizer = recognizer or evaluation_recognizer(source, config)
     log.info("evaluating %s (%s%s) on %d utterances", source.label, recognizer.description,
              f", {recognizer.settings}" if recognizer.settings else "", len(dataset))
     started = time.perf_counter()

@@ -271,6 +271,10 @@ class ModelFamily(ABC):
         raise ModelError(f"whisper.cpp (GGML) export is for Whisper models; {source.label} is a {self.name} model. "
                          "Serve it with inference.py, or merge it (--merge) for other runtimes.")
 
+    def ggml_recognizer(self, model_file: Path, config: Config) -> Recognizer:
+        """A whisper.cpp file export_ggml wrote, run by whisper.cpp itself (for the export check)."""
+        raise ModelError(f"whisper.cpp runs Whisper models only, not {self.name} models")
+
     # ---- training (train_offline.py through kowhisper.train.arguments and kowhisper.train.trainer) ----
 
     @abstractmethod

@@ -32,7 +32,7 @@ from kowhisper.common.runtime import setup_logging
 from kowhisper.common.transcript import Prompting
 from kowhisper.common.workspace import WorkspaceError, require_verified_workspace
 from kowhisper.config import build_parser, parse_config
-from kowhisper.evaluate.export_check import check_exports
+from kowhisper.evaluate.export_check import Export, check_exports
 from kowhisper.families.base import ModelError, resolve_model
 from kowhisper.families.registry import family_of_source, ignored_keys_notice, load_recognizer
 from kowhisper.serve.demo import launch_demo
@@ -63,19 +63,22 @@ def main(argv=None) -> int:
         if source.kind in ("base", "adapter"):
             require_verified_workspace(config.workspace_dir, only=("model",))
         exports = []
+        family = family_of_source(source)
         if args.merge:
             print(merge_for_shipping(source, config.merged_dir))
             if source.kind == "adapter":  # full weights are copied as they are: nothing to check
-                exports.append(resolve_model(config.workspace_dir, str(config.merged_dir or default_merged_dir(source))))
+                exports.append(Export.folder(resolve_model(config.workspace_dir, str(config.merged_dir or default_merged_dir(source)))))
         if args.export_ct2:
             # Exported from the adapter itself (not the merged copy), so backend=auto recognises it as current.
-            exported = family_of_source(source).export_ct2(source, config.ct2_quantization, config.ct2_dir)
+            exported = family.export_ct2(source, config.ct2_quantization, config.ct2_dir)
             print(f"CTranslate2 model: {exported}")
-            exports.append(resolve_model(config.workspace_dir, str(exported)))
+            exports.append(Export.folder(resolve_model(config.workspace_dir, str(exported))))
         if args.export_ggml:
-            # Not checked on dev like the others: this toolkit does not decode with whisper.cpp itself (the test suite
-            # does, through pywhispercpp, against the CTranslate2 export).
-            print(f"whisper.cpp model: {family_of_source(source).export_ggml(source, config.ggml_quantization, config.ggml_dir)}")
+            ggml_dir = family.export_ggml(source, config.ggml_quantization, config.ggml_dir)
+            print(f"whisper.cpp model: {ggml_dir}")
+            # Each file as whisper.cpp itself runs it.
+            exports += [Export.whisper_cpp(file, lambda file=file: family.ggml_recognizer(file, config))
+                        for file in sorted(ggml_dir.glob("ggml-model-*.bin"))]
         if exports and config.export_check:
             check_exports(source, exports, config)
         if not (args.paths or args.demo):

@@ -74,6 +74,11 @@ class WhisperFamily(ModelFamily):
     def export_ggml(self, source: ModelSource, quantization: str, out_dir: Path | None) -> Path:
         return export_ggml(source, out_dir, quantization)
 
+    def ggml_recognizer(self, model_file: Path, config: Config) -> Recognizer:
+        from kowhisper.families.whisper.ggml_runner import WhisperCppRecognizer
+
+        return WhisperCppRecognizer(model_file, Decoding.from_config(config).language)
+
     # ---- training ----
 
     def load_processor(self, workspace: Path, config: WhisperOptions):
