@@ -197,6 +197,18 @@ def faster_whisper_batched(ct2_dir: Path, batch_size: int = 8):
     return f"faster-whisper int8 BatchedInferencePipeline, batch {batch_size}, greedy, its Silero VAD", run, None
 
 
+def compared_models(workspace: Path | None, adapter: str | None) -> dict:
+    """{"base": ..., "tuned": ...}: the workspace's base (or the PyPI whisper-base without one) and, with `adapter`, that
+    fine-tuned model of the workspace, as ModelSources."""
+    from bench.inference_speed import pypi_whisper_base
+    from kowhisper.families.base import ModelSource, resolve_model
+
+    models = {"base": resolve_model(workspace, "base") if workspace else ModelSource("merged", pypi_whisper_base(), "whisper-base (PyPI)")}
+    if adapter:
+        models["tuned"] = resolve_model(workspace, adapter)
+    return models
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workspace", type=Path, help="a workspace whose base model and runs to use")
@@ -209,18 +221,13 @@ def main(argv=None) -> None:
     if not (REAL_SPEECH / "test.tsv").is_file():
         raise SystemExit(f"the real-speech set is not at {REAL_SPEECH}; this benchmark needs ../shared beside the project")
 
-    from bench.inference_speed import pypi_whisper_base
     from kowhisper.common.cpu import cpu_has_native_bf16, cpu_model_name
     from kowhisper.config import load_config
-    from kowhisper.families.base import ModelSource, resolve_model
     from kowhisper.families.whisper.ct2_export import export_ct2
 
     recordings = [r for r in build_recordings() if not args.only or r.name in args.only]
     config = load_config([f"workspace={args.workspace}"] if args.workspace else [])
-    models = {"base": resolve_model(args.workspace, "base") if args.workspace
-              else ModelSource("merged", pypi_whisper_base(), "whisper-base (PyPI)")}
-    if args.adapter:
-        models["tuned"] = resolve_model(args.workspace, args.adapter)
+    models = compared_models(args.workspace, args.adapter)
     arms = {}
     for label, source in models.items():
         arms[f"inference.py {label}"] = lambda source=source: ours(source, config)

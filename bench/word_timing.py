@@ -138,22 +138,18 @@ def main(argv=None) -> None:
     parser.add_argument("--only", nargs="*", default=list(RECORDINGS), help=f"recordings to use (default: {' '.join(RECORDINGS)})")
     args = parser.parse_args(argv)
 
-    from bench.inference_speed import pypi_whisper_base
-    from bench.longform import build_recordings
+    from bench.longform import build_recordings, compared_models
     from kowhisper.common.audio import SAMPLING_RATE, load_audio
     from kowhisper.common.cpu import cpu_has_native_bf16, cpu_model_name
     from kowhisper.config import load_config
-    from kowhisper.families.base import ModelSource, resolve_model
+    from kowhisper.families.base import ModelSource
     from kowhisper.families.whisper.ct2_export import export_ct2
     from tests.sample_files import REAL_SPEECH_KO
 
     if not (REAL_SPEECH_KO / "test.tsv").is_file():
         raise SystemExit(f"the real-speech set is not at {REAL_SPEECH_KO}; this benchmark needs ../shared beside the project")
     recordings = [recording for recording in build_recordings() if recording.name in args.only]
-    models = {"base": resolve_model(args.workspace, "base") if args.workspace
-              else ModelSource("merged", pypi_whisper_base(), "whisper-base (PyPI)")}
-    if args.adapter:
-        models["tuned"] = resolve_model(args.workspace, args.adapter)
+    models = compared_models(args.workspace, args.adapter)
     transcribers = {}
     for label, source in models.items():
         ct2_dir = export_ct2(source, "int8", OUT_DIR / f"ct2-{label}")
