@@ -122,9 +122,8 @@ def srt_time(seconds: float) -> str:
 
 def to_srt(transcript: Transcript, max_chars: int = 0) -> str:
     """One cue per segment; with `max_chars` and word times, segments cut at words into cues of at most max_chars."""
-    cues = [(segment.start, segment.end, segment.text) for segment in transcript.segments]
-    if max_chars > 0:
-        cues = [cue for segment in transcript.segments for cue in word_cues(segment, max_chars)]
+    cues = ([cue for segment in transcript.segments for cue in word_cues(segment, max_chars)] if max_chars > 0
+            else [(segment.start, segment.end, segment.text) for segment in transcript.segments])
     return "\n".join(f"{n}\n{srt_time(start)} --> {srt_time(end)}\n{text}\n" for n, (start, end, text) in enumerate(cues, 1))
 
 

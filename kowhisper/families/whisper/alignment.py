@@ -12,8 +12,9 @@ CTranslate2 does all of this in `Whisper.align`; the transformers engine compute
 (`cross_attention_path`). Both return `TokenTiming`s: one per text token, times in seconds from the window's start,
 and the probability the model gives the token in that reading.
 
-Words are Korean eojeol: a token whose bytes start with a space begins a new word (kowhisper.families.whisper.longform
-groups them), so a word is never half a syllable and "3개월" stays one word.
+Words are Korean eojeol: kowhisper.families.whisper.longform decodes the tokens to whole characters and splits the text
+at spaces, each word keeping the tokens its letters and digits came in, so a word is never half a syllable and
+"3개월" stays one word.
 """
 
 from __future__ import annotations

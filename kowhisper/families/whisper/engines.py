@@ -228,9 +228,14 @@ class WhisperEngine(ABC):
     def _byte_of_char(self) -> dict[str, int]:
         return {char: byte for byte, char in bytes_to_unicode().items()}
 
+    def text_tokens(self, ids: list[int]) -> list[int]:
+        """The text tokens among `ids`: every id below <|endoftext|>, after which Whisper's special tokens and
+        timestamps come."""
+        return [i for i in ids if i < self.end_of_text]
+
     def text_bytes(self, ids: list[int]) -> bytes:
         """The UTF-8 bytes the text tokens among `ids` stand for (timestamps and other special tokens skipped)."""
-        tokens = self.tokenizer.convert_ids_to_tokens([i for i in ids if i < self.end_of_text])
+        tokens = self.tokenizer.convert_ids_to_tokens(self.text_tokens(ids))
         # Every text token of Whisper's vocabulary is byte-level; anything else is taken as the text it shows.
         return b"".join(bytes([self._byte_of_char[char]]) if char in self._byte_of_char else char.encode()
                         for token in tokens for char in token)

@@ -43,7 +43,7 @@ class WhisperCppRecognizer(Recognizer):
         transcripts = []
         for index, waveform in enumerate(waveforms):
             segments = [Segment(round(s.t0 * SECONDS_PER_TICK, 2), round(s.t1 * SECONDS_PER_TICK, 2), s.text.strip())
-                        for s in self.model.transcribe(np.ascontiguousarray(waveform, dtype=np.float32)) if s.text.strip()]
+                        for s in self._segments(waveform) if s.text.strip()]
             transcripts.append(Transcript(sources[index] if sources else f"audio {index}", round(len(waveform) / SAMPLING_RATE, 3),
                                           " ".join(segment.text for segment in segments), segments))
             if bar is not None:
@@ -52,4 +52,8 @@ class WhisperCppRecognizer(Recognizer):
 
     def _text(self, waveform: np.ndarray) -> str:
         # whisper.cpp's segments carry their own leading spaces; a segment may end inside a word.
-        return "".join(s.text for s in self.model.transcribe(np.ascontiguousarray(waveform, dtype=np.float32))).strip()
+        return "".join(s.text for s in self._segments(waveform)).strip()
+
+    def _segments(self, waveform: np.ndarray) -> list:
+        """whisper.cpp's segments (text, t0, t1) of a 16 kHz waveform."""
+        return self.model.transcribe(np.ascontiguousarray(waveform, dtype=np.float32))

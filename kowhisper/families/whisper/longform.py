@@ -134,7 +134,7 @@ class WindowText:
 
     def text_tokens(self, engine: WhisperEngine) -> list[int]:
         """The text tokens of the window's segments, in order: what word timestamps align."""
-        return [token for _, _, ids in self.segments for token in ids if token < engine.end_of_text]
+        return [token for _, _, ids in self.segments for token in engine.text_tokens(ids)]
 
 
 def read_window(engine: WhisperEngine, ids: list[int], window_frames: int, audio_goes_on: bool = True) -> WindowText:
@@ -236,7 +236,7 @@ def add_window(engine: WhisperEngine, stream: Stream, window: WindowText, offset
     for start, end, ids in window.segments:
         # Each character with the window's index of the token its first byte came in.
         characters: list[tuple[str, int]] = []
-        for token in (token for token in ids if token < engine.end_of_text):
+        for token in engine.text_tokens(ids):
             written = decoder.decode(engine.text_bytes([token]))
             characters += [(char, token_index if n or pending_from is None else pending_from) for n, char in enumerate(written)]
             unfinished = bool(decoder.getstate()[0])
